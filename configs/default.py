@@ -1,0 +1,68 @@
+"""Every config key, with defaults; the other configs start from this one.
+
+Durations are in epochs or steps (`*_epochs`, `*_steps`). Values that depend on the
+batch size (the scaled learning rate, steps per epoch) are derived in the trainer,
+so `--config.batch_size=...` on the command line keeps them right.
+"""
+
+import ml_collections
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0..255 scale, RGB
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The defaults: ResNet-50 on ImageNet, SGD + cosine, float32."""
+  config = ml_collections.ConfigDict()
+
+  # Model.
+  config.model = 'resnet50'  # resnet_jax.models.VARIANTS
+  config.dtype = 'float32'  # compute dtype: float32, bfloat16, float16
+  config.zero_init_residual = True  # last BN scale of each residual branch starts at 0
+  config.bn_momentum = 0.9  # running = momentum * running + (1 - momentum) * batch
+  config.bn_epsilon = 1e-5
+
+  # Data.
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'imagenet2012'  # a TFDS name; sklearn_digits ships with us
+  config.dataset.data_dir = ''  # TFDS data_dir; '' = TFDS's default (~/tensorflow_datasets)
+  config.dataset.manual_dir = ''  # where ImageNet's tar files lie, for preparing it
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'validation'
+  config.dataset.image_size = 224
+  config.dataset.augment = 'imagenet'  # none, cifar (pad + crop), imagenet (random-resized crop)
+  config.dataset.random_flip = True
+  config.dataset.crop_padding = 4  # pixels each side, for augment='cifar'
+  config.dataset.mean = IMAGENET_MEAN
+  config.dataset.std = IMAGENET_STD
+  config.dataset.cache = False  # keep the encoded split in memory (small datasets)
+  config.dataset.shuffle_buffer = 16_384
+
+  # Duration and batch.
+  config.batch_size = 1024  # global, over all processes and devices
+  config.num_epochs = 90.0
+  config.num_train_steps = -1  # > 0 overrides num_epochs
+
+  # Optimizer and schedule.
+  config.optimizer = 'sgd'  # sgd, adamw
+  config.momentum = 0.9
+  config.nesterov = True
+  config.adam_b1 = 0.9
+  config.adam_b2 = 0.999
+  config.base_lr = 0.1  # for a batch of 256; the trainer scales it by batch_size / 256
+  config.weight_decay = 1e-4  # conv and dense kernels only
+  config.schedule = 'cosine'  # cosine, step, constant (each after linear warmup)
+  config.warmup_epochs = 5.0
+  config.lr_boundaries_epochs = ()  # schedule='step': decay at these epochs ...
+  config.lr_boundaries_steps = ()  # ... or at these steps (not both)
+  config.lr_decay_factor = 0.1
+  config.label_smoothing = 0.0
+  config.ema_decay = 0.0  # > 0 keeps an EMA of weights and BN statistics, evaluated too
+
+  # Periodic work.
+  config.log_every_steps = 100
+  config.eval_every_steps = -1  # -1: once per epoch
+  config.checkpoint_every_steps = 1000
+  config.max_checkpoints_to_keep = 3
+  config.seed = 0
+  return config

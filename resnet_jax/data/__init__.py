@@ -1,0 +1,1 @@
+"""Datasets, preprocessing and the tf.data pipelines that feed the trainer."""

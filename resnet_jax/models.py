@@ -1,0 +1,252 @@
+"""ResNet family in Flax Linen: ImageNet v1.5, CIFAR (He et al. 2015 §4.2), pre-activation.
+
+Every model takes NHWC images and returns float32 logits. BatchNorm statistics live
+in the `batch_stats` collection; parameters and statistics are float32 whatever the
+compute `dtype`. Convolutions pad like torchvision (k // 2 on each side), so weights
+converted from PyTorch see the same pixels.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+# torchvision initialises convolutions with kaiming_normal(mode='fan_out').
+conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def _subsample_and_zero_pad(x: jnp.ndarray, filters: int, strides: int) -> jnp.ndarray:
+  """Option A shortcut: identity, stride-s subsampling, zero-padded channels."""
+  if strides > 1:
+    x = x[:, ::strides, ::strides, :]
+  missing = filters - x.shape[-1]
+  if missing:
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, missing)))
+  return x
+
+
+class BasicBlock(nn.Module):
+  """Two 3×3 convolutions; post-activation (v1) or pre-activation (v2)."""
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  preact: bool = False
+  shortcut: str = 'projection'  # or 'zero_pad' (option A)
+  zero_init_residual: bool = False
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    last_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+    needs_shortcut = self.strides != 1 or x.shape[-1] != self.filters
+    if self.preact:
+      y = nn.relu(self.norm(name='bn1')(x))
+      residual = _shortcut(self, y if needs_shortcut else x, self.filters, needs_shortcut)
+      y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(y)
+      y = nn.relu(self.norm(name='bn2')(y))
+      kernel_init = nn.initializers.zeros if self.zero_init_residual else conv_kernel_init
+      y = self.conv(self.filters, (3, 3), kernel_init=kernel_init, name='conv2')(y)
+      return y + residual
+    residual = _shortcut(self, x, self.filters, needs_shortcut)
+    y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(x)
+    y = nn.relu(self.norm(name='bn1')(y))
+    y = self.conv(self.filters, (3, 3), name='conv2')(y)
+    y = self.norm(scale_init=last_init, name='bn2')(y)
+    return nn.relu(y + residual)
+
+
+class BottleneckBlock(nn.Module):
+  """1×1 → 3×3 (carries the stride: v1.5) → 1×1 with 4× expansion."""
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  preact: bool = False
+  shortcut: str = 'projection'
+  zero_init_residual: bool = False
+  expansion: int = 4
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    out_filters = self.filters * self.expansion
+    needs_shortcut = self.strides != 1 or x.shape[-1] != out_filters
+    if self.preact:
+      y = nn.relu(self.norm(name='bn1')(x))
+      residual = _shortcut(self, y if needs_shortcut else x, out_filters, needs_shortcut)
+      y = self.conv(self.filters, (1, 1), name='conv1')(y)
+      y = nn.relu(self.norm(name='bn2')(y))
+      y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
+      y = nn.relu(self.norm(name='bn3')(y))
+      kernel_init = nn.initializers.zeros if self.zero_init_residual else conv_kernel_init
+      y = self.conv(out_filters, (1, 1), kernel_init=kernel_init, name='conv3')(y)
+      return y + residual
+    last_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+    residual = _shortcut(self, x, out_filters, needs_shortcut)
+    y = self.conv(self.filters, (1, 1), name='conv1')(x)
+    y = nn.relu(self.norm(name='bn1')(y))
+    y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
+    y = nn.relu(self.norm(name='bn2')(y))
+    y = self.conv(out_filters, (1, 1), name='conv3')(y)
+    y = self.norm(scale_init=last_init, name='bn3')(y)
+    return nn.relu(y + residual)
+
+
+def _shortcut(block: nn.Module, x: jnp.ndarray, filters: int, needed: bool) -> jnp.ndarray:
+  """The residual path of `block`; must be called inside its compact __call__."""
+  if not needed:
+    return x
+  if block.shortcut == 'zero_pad':
+    return _subsample_and_zero_pad(x, filters, block.strides)
+  y = block.conv(filters, (1, 1), block.strides, name='downsample_conv')(x)
+  # A pre-activation block adds the projection as is: the next block normalises.
+  return y if block.preact else block.norm(name='downsample_bn')(y)
+
+
+class ResNet(nn.Module):
+  """A residual network; the variant table below fixes its shape.
+
+  Attributes:
+    stage_sizes: blocks per stage.
+    block_cls: BasicBlock or BottleneckBlock.
+    num_classes: width of the classifier.
+    stem: 'imagenet' (7×7/2 conv + 3×3/2 max pool) or 'cifar' (3×3/1 conv).
+    stage_filters: filters of each stage's blocks (before expansion).
+    preact: pre-activation blocks (He et al. 2016) with a final BN-ReLU.
+    shortcut: 'projection' (1×1 conv + BN) or 'zero_pad' (option A).
+    zero_init_residual: zero-init the last BN scale (last conv if preact) of each branch.
+    bn_momentum: running-average decay of BatchNorm statistics.
+    bn_epsilon: BatchNorm epsilon.
+    dtype: compute dtype; parameters and statistics stay float32.
+  """
+  stage_sizes: Sequence[int]
+  block_cls: ModuleDef
+  num_classes: int
+  stem: str = 'imagenet'
+  stage_filters: Sequence[int] = (64, 128, 256, 512)
+  preact: bool = False
+  shortcut: str = 'projection'
+  zero_init_residual: bool = True
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+    conv = functools.partial(_Conv, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                             dtype=self.dtype)
+    x = x.astype(self.dtype)
+    if self.stem == 'imagenet':
+      x = conv(self.stage_filters[0], (7, 7), 2, name='stem_conv')(x)
+      if not self.preact:
+        x = nn.relu(norm(name='stem_bn')(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      x = conv(self.stage_filters[0], (3, 3), name='stem_conv')(x)
+      if not self.preact:
+        x = nn.relu(norm(name='stem_bn')(x))
+    for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters)):
+      for block in range(num_blocks):
+        x = self.block_cls(
+            filters=filters, strides=2 if stage > 0 and block == 0 else 1,
+            conv=conv, norm=norm, preact=self.preact, shortcut=self.shortcut,
+            zero_init_residual=self.zero_init_residual,
+            name=f'stage{stage + 1}_block{block + 1}')(x)
+    if self.preact:
+      x = nn.relu(norm(name='final_bn')(x))
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=jnp.float32, name='head')(x)
+
+
+class _Conv(nn.Module):
+  """Bias-free convolution with torchvision's symmetric padding and init."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: int = 1
+  kernel_init: Callable = conv_kernel_init
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    padding = [(k // 2, k // 2) for k in self.kernel_size]
+    return nn.Conv(self.features, tuple(self.kernel_size), (self.strides, self.strides),
+                   padding=padding, use_bias=False, kernel_init=self.kernel_init,
+                   dtype=self.dtype, param_dtype=jnp.float32, name='conv')(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One row of the variant table: the arguments that fix a model's shape."""
+  stage_sizes: tuple[int, ...]
+  block_cls: ModuleDef
+  stem: str
+  stage_filters: tuple[int, ...]
+  shortcut: str
+
+
+def _imagenet(stage_sizes, block_cls) -> Variant:
+  return Variant(stage_sizes, block_cls, 'imagenet', (64, 128, 256, 512), 'projection')
+
+
+def _cifar(depth: int) -> Variant:
+  n = (depth - 2) // 6
+  return Variant((n, n, n), BasicBlock, 'cifar', (16, 32, 64), 'zero_pad')
+
+
+_BASE_VARIANTS = {
+    'resnet18': _imagenet((2, 2, 2, 2), BasicBlock),
+    'resnet34': _imagenet((3, 4, 6, 3), BasicBlock),
+    'resnet50': _imagenet((3, 4, 6, 3), BottleneckBlock),
+    'resnet101': _imagenet((3, 4, 23, 3), BottleneckBlock),
+    'resnet152': _imagenet((3, 8, 36, 3), BottleneckBlock),
+    'resnet200': _imagenet((3, 24, 36, 3), BottleneckBlock),
+    'resnet20': _cifar(20),
+    'resnet32': _cifar(32),
+    'resnet44': _cifar(44),
+    'resnet56': _cifar(56),
+    'resnet110': _cifar(110),
+}
+
+VARIANTS: dict[str, tuple[Variant, bool]] = {
+    **{name: (variant, False) for name, variant in _BASE_VARIANTS.items()},
+    **{f'preact_{name}': (variant, True) for name, variant in _BASE_VARIANTS.items()},
+}
+"""Model name → (shape, pre-activation)."""
+
+
+def check_model_name(name: str) -> None:
+  """Raises ValueError naming `name` and the valid choices if it is not a model."""
+  if name not in VARIANTS:
+    raise ValueError(f'unknown model {name!r}; valid models: {", ".join(VARIANTS)}')
+
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
+                 **overrides: Any) -> ResNet:
+  """Builds a registered model.
+
+  Args:
+    name: a key of VARIANTS, e.g. 'resnet50', 'resnet20', 'preact_resnet18'.
+    num_classes: classifier width.
+    dtype: compute dtype, a jnp dtype or one of 'float32', 'bfloat16', 'float16'.
+    **overrides: other ResNet attributes (zero_init_residual, bn_momentum, ...).
+
+  Returns:
+    An unbound ResNet module.
+  """
+  check_model_name(name)
+  if isinstance(dtype, str):
+    if dtype not in DTYPES:
+      raise ValueError(f'unknown dtype {dtype!r}; valid dtypes: {", ".join(DTYPES)}')
+    dtype = DTYPES[dtype]
+  variant, preact = VARIANTS[name]
+  fields = dataclasses.asdict(variant) | {'preact': preact}
+  fields['block_cls'] = variant.block_cls  # asdict must not copy the class
+  return ResNet(num_classes=num_classes, dtype=dtype, **(fields | overrides))

@@ -1,0 +1,83 @@
+"""Learning-rate schedules, the optax optimizer chain and its weight-decay mask."""
+
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+SCHEDULES = ('cosine', 'step', 'constant')
+OPTIMIZERS = ('sgd', 'adamw')
+
+
+def check_choices(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming a bad optimizer or schedule and the valid choices."""
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(f'unknown optimizer {config.optimizer!r}; valid optimizers: '
+                     f'{", ".join(OPTIMIZERS)}')
+  if config.schedule not in SCHEDULES:
+    raise ValueError(f'unknown schedule {config.schedule!r}; valid schedules: '
+                     f'{", ".join(SCHEDULES)}')
+  if config.lr_boundaries_epochs and config.lr_boundaries_steps:
+    raise ValueError('set lr_boundaries_epochs or lr_boundaries_steps, not both '
+                     f'(got {config.lr_boundaries_epochs} and {config.lr_boundaries_steps})')
+
+
+def scaled_learning_rate(base_lr: float, global_batch_size: int) -> float:
+  """The linear scaling rule of Goyal et al. 2017: base_lr × batch / 256."""
+  return base_lr * global_batch_size / 256
+
+
+def create_learning_rate_fn(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
+                            num_train_steps: int) -> optax.Schedule:
+  """Linear warmup from 0, then `config.schedule`, all in optimizer steps.
+
+  Args:
+    config: reads base_lr, batch_size, schedule, warmup_epochs, lr_boundaries_epochs,
+      lr_boundaries_steps, lr_decay_factor.
+    steps_per_epoch: optimizer steps in one pass over the training split.
+    num_train_steps: total optimizer steps of the run.
+
+  Returns:
+    step -> learning rate.
+  """
+  peak = scaled_learning_rate(config.base_lr, config.batch_size)
+  warmup_steps = min(int(round(config.warmup_epochs * steps_per_epoch)), num_train_steps)
+  if config.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(peak, max(num_train_steps - warmup_steps, 1))
+  elif config.schedule == 'constant':
+    main = optax.constant_schedule(peak)
+  elif config.schedule == 'step':
+    boundaries = (list(config.lr_boundaries_steps) or
+                  [int(round(e * steps_per_epoch)) for e in config.lr_boundaries_epochs])
+    # Boundaries count from the start of training, as in the paper; the joined
+    # schedule below sees steps counted from the end of warmup.
+    main = optax.piecewise_constant_schedule(
+        peak, {b - warmup_steps: config.lr_decay_factor for b in boundaries})
+  else:
+    check_choices(config)
+  if not warmup_steps:
+    return main
+  warmup = optax.linear_schedule(0.0, peak, warmup_steps)
+  return optax.join_schedules([warmup, main], [warmup_steps])
+
+
+def weight_decay_mask(params: Any) -> Any:
+  """True for convolution and dense kernels; BN scales/biases and dense biases decay not."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum and L2 on kernels, or AdamW with decoupled decay."""
+  if config.optimizer == 'sgd':
+    # Weight decay added to the gradient before momentum: torch.optim.SGD's weight_decay.
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask),
+        optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov))
+  if config.optimizer == 'adamw':
+    return optax.adamw(learning_rate_fn, b1=config.adam_b1, b2=config.adam_b2,
+                       weight_decay=config.weight_decay, mask=weight_decay_mask)
+  check_choices(config)
+  raise AssertionError('unreachable')

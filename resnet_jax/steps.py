@@ -1,0 +1,141 @@
+"""Train state and the pure step functions that the trainer jits over the mesh."""
+
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from clu import metrics
+from flax.training import train_state
+from jax.sharding import Mesh
+
+from resnet_jax import sharding
+
+
+class TrainState(train_state.TrainState):
+  """flax's TrainState plus BatchNorm statistics and an optional weight EMA.
+
+  Attributes:
+    batch_stats: the model's `batch_stats` collection.
+    ema: None, or {'params': ..., 'batch_stats': ...} averaged over steps.
+  """
+  batch_stats: Any = None
+  ema: Any = None
+
+
+@flax.struct.dataclass
+class Count(metrics.Metric):
+  """Number of (unmasked) examples seen."""
+  count: jnp.ndarray
+
+  @classmethod
+  def from_model_output(cls, *, mask: jnp.ndarray, **_) -> 'Count':
+    return cls(count=mask.sum().astype(jnp.int32))
+
+  def merge(self, other: 'Count') -> 'Count':
+    return type(self)(count=self.count + other.count)
+
+  def compute(self) -> jnp.ndarray:
+    return self.count
+
+
+@flax.struct.dataclass
+class TrainMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  top1: metrics.Average.from_output('top1')
+  learning_rate: metrics.LastValue.from_output('learning_rate')
+
+
+@flax.struct.dataclass
+class EvalMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  top1: metrics.Average.from_output('top1')
+  top5: metrics.Average.from_output('top5')
+  num_examples: Count
+
+
+def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
+                       image_shape: tuple[int, ...], *, use_ema: bool,
+                       mesh: Mesh) -> TrainState:
+  """Initialises the model and optimizer in one jitted call, replicated over `mesh`."""
+
+  def init(rng: jax.Array) -> TrainState:
+    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    params, batch_stats = variables['params'], variables.get('batch_stats', {})
+    ema = {'params': params, 'batch_stats': batch_stats} if use_ema else None
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                             batch_stats=batch_stats, ema=ema)
+
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
+                  label_smoothing: float = 0.0) -> jnp.ndarray:
+  """Per-example softmax cross-entropy in float32, with optional label smoothing."""
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def top_k_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarray:
+  """1.0 where the label is among the k largest logits."""
+  k = min(k, logits.shape[-1])
+  _, top = jax.lax.top_k(logits, k)
+  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
+               learning_rate_fn: Callable[[jnp.ndarray], jnp.ndarray],
+               label_smoothing: float = 0.0,
+               ema_decay: float = 0.0) -> tuple[TrainState, TrainMetrics]:
+  """One optimizer step on a global batch; BatchNorm statistics span all of it.
+
+  Args:
+    state: the current state (donated by the trainer).
+    batch: {'image': [B, H, W, C], 'label': [B]}.
+    learning_rate_fn: the schedule, evaluated here only for logging.
+    label_smoothing: weight of the uniform target.
+    ema_decay: decay of the weight EMA (used when state.ema is not None).
+
+  Returns:
+    The new state and this step's metrics.
+  """
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+        mutable=['batch_stats'])
+    loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
+    return loss, (logits, updates['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if state.ema is not None:
+    ema = jax.tree.map(lambda avg, new: ema_decay * avg + (1.0 - ema_decay) * new, state.ema,
+                       {'params': new_state.params, 'batch_stats': batch_stats})
+    new_state = new_state.replace(ema=ema)
+  step_metrics = TrainMetrics.single_from_model_output(
+      loss=loss, top1=top_k_correct(logits, batch['label'], 1),
+      learning_rate=learning_rate_fn(state.step))
+  return new_state, step_metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
+              use_ema: bool = False) -> EvalMetrics:
+  """Metrics of one padded evaluation batch; examples with mask 0 count for nothing.
+
+  Args:
+    state: the state to evaluate.
+    batch: {'image', 'label', 'mask'}; mask is 1 for real examples, 0 for padding.
+    use_ema: evaluate the EMA weights instead of the live ones.
+  """
+  variables = (state.ema if use_ema else
+               {'params': state.params, 'batch_stats': state.batch_stats})
+  logits = state.apply_fn(variables, batch['image'], train=False)
+  labels = batch['label']
+  return EvalMetrics.single_from_model_output(
+      loss=cross_entropy(logits, labels), top1=top_k_correct(logits, labels, 1),
+      top5=top_k_correct(logits, labels, 5), mask=batch['mask'])

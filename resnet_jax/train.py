@@ -1,0 +1,161 @@
+"""The training loop: mesh, data, state, restore; periodic logging, evaluation, checkpoints."""
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+from jax.sharding import Mesh
+
+from resnet_jax import checkpointing, models, optim, sharding, steps
+from resnet_jax.data import pipeline, preprocess
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; raised before anything is written."""
+
+
+def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+  """Raises ConfigError naming the first bad value and its valid choices."""
+  try:
+    models.check_model_name(config.model)
+    if config.dtype not in models.DTYPES:
+      raise ValueError(f'unknown dtype {config.dtype!r}; valid dtypes: '
+                       f'{", ".join(models.DTYPES)}')
+    optim.check_choices(config)
+    pipeline.check_dataset_name(config.dataset.name)
+    if config.dataset.augment not in preprocess.AUGMENTATIONS:
+      raise ValueError(f'unknown dataset.augment {config.dataset.augment!r}; valid: '
+                       f'{", ".join(preprocess.AUGMENTATIONS)}')
+    sharding.check_batch_size(config.batch_size, mesh)
+    if config.num_train_steps <= 0 and config.num_epochs <= 0:
+      raise ValueError(f'num_train_steps {config.num_train_steps} and num_epochs '
+                       f'{config.num_epochs}: one of them must be positive')
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
+
+
+@functools.partial(jax.jit, static_argnames=('use_ema',))
+def _eval_step(state: steps.TrainState, batch: dict[str, jax.Array], *,
+               use_ema: bool) -> steps.EvalMetrics:
+  return steps.eval_step(state, batch, use_ema=use_ema)
+
+
+def evaluate(state: steps.TrainState, builder: Any, config: ml_collections.ConfigDict,
+             info: pipeline.DatasetInfo, mesh: Mesh, *, use_ema: bool = False,
+             prefix: str = 'eval') -> dict[str, float]:
+  """Masked metrics over the whole evaluation split, every example counted once."""
+  total = None
+  for batch in pipeline.eval_batches(builder, config, info):
+    batch_metrics = _eval_step(state, sharding.to_global(batch, mesh), use_ema=use_ema)
+    total = batch_metrics if total is None else total.merge(batch_metrics)
+  return {f'{prefix}/{name}': float(value) for name, value in total.compute().items()}
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint if there is one.
+
+  Args:
+    config: a config derived from configs/default.py.
+    workdir: holds config.json, TensorBoard events and checkpoints/<step>/.
+
+  Returns:
+    The last evaluation's metrics ('eval/top1', ...; 'eval_ema/...' with an EMA).
+
+  Raises:
+    ConfigError: a bad config value, before anything is written to `workdir`.
+    FloatingPointError: the training loss became NaN or infinite.
+  """
+  mesh = sharding.make_mesh()
+  check_config(config, mesh)
+  builder = pipeline.get_builder(config)
+  info = pipeline.dataset_info(builder, config)
+  steps_per_epoch = info.num_train_examples // config.batch_size
+  if steps_per_epoch == 0:
+    raise ConfigError(f'batch_size {config.batch_size} exceeds the {info.num_train_examples} '
+                      f'examples of {config.dataset.train_split!r}')
+  num_train_steps = (config.num_train_steps if config.num_train_steps > 0 else
+                     math.ceil(config.num_epochs * steps_per_epoch))
+  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+  learning_rate_fn = optim.create_learning_rate_fn(
+      config, steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps)
+  model = models.create_model(
+      config.model, num_classes=info.num_classes, dtype=config.dtype,
+      zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum,
+      bn_epsilon=config.bn_epsilon)
+  state = steps.create_train_state(
+      jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
+      info.image_shape, use_ema=config.ema_decay > 0, mesh=mesh)
+  logging.info('%s: %s parameters; %d train / %d eval examples, %d steps per epoch, '
+               '%d steps', config.model,
+               f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
+               info.num_train_examples, info.num_eval_examples, steps_per_epoch,
+               num_train_steps)
+
+  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep)
+  state = checkpointer.restore_or_keep(state)
+  start_step = int(state.step)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if jax.process_index() == 0:
+    _write_config(config, workdir)
+
+  train_step = jax.jit(
+      functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,
+                        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay),
+      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+      out_shardings=sharding.replicated(mesh), donate_argnums=0)
+  batches = sharding.prefetch_to_mesh(
+      pipeline.train_batches(builder, config, info, start_step=start_step), mesh)
+  report_progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps,
+                                                    writer=writer)
+
+  def run_evaluation(state: steps.TrainState, step: int) -> dict[str, float]:
+    summary = evaluate(state, builder, config, info, mesh)
+    if state.ema is not None:
+      summary |= evaluate(state, builder, config, info, mesh, use_ema=True, prefix='eval_ema')
+    writer.write_scalars(step, summary)
+    return summary
+
+  eval_summary: dict[str, float] = {}
+  train_metrics = None
+  interval_start, interval_step = time.perf_counter(), start_step
+  for step in range(start_step + 1, num_train_steps + 1):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      state, step_metrics = train_step(state, next(batches))
+    train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+    report_progress(step)
+    if step % config.log_every_steps == 0 or step == num_train_steps:
+      summary = {f'train/{k}': float(v) for k, v in train_metrics.compute().items()}
+      if not np.isfinite(summary['train/loss']):
+        raise FloatingPointError(f'train/loss is {summary["train/loss"]} at step {step}')
+      elapsed = time.perf_counter() - interval_start
+      summary['train/images_per_sec'] = (step - interval_step) * config.batch_size / elapsed
+      writer.write_scalars(step, summary)
+      train_metrics = None
+      interval_start, interval_step = time.perf_counter(), step
+    pause_start = time.perf_counter()
+    if step % eval_every == 0 or step == num_train_steps:
+      with report_progress.timed('eval'):
+        eval_summary = run_evaluation(state, step)
+    if step % config.checkpoint_every_steps == 0 or step == num_train_steps:
+      with report_progress.timed('checkpoint'):
+        checkpointer.save(step, state)
+    interval_start += time.perf_counter() - pause_start  # throughput excludes eval and saving
+
+  if not eval_summary:  # Already trained to the end: report where it stands.
+    eval_summary = run_evaluation(state, int(state.step))
+  checkpointer.close()
+  writer.flush()
+  return eval_summary
