@@ -3,13 +3,18 @@
 Override any config key with --config.key=value; a key that does not exist is an error.
 """
 
+import logging as std_logging
+import os
 import sys
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+# Before TensorFlow is first imported (by the input pipeline): its C++ INFO lines are noise.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
-from resnet_jax import train
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from resnet_jax import train  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for config.json, summaries and checkpoints.')
@@ -18,9 +23,25 @@ config_flags.DEFINE_config_file('config', None, 'A config file, e.g. configs/dig
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad --config override reported in one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    sys.exit(f'error: {error}')
+  except (AttributeError, KeyError, TypeError, ValueError) as error:  # From ml_collections.
+    # An unknown key arrives as AttributeError(KeyError("'key'\nDid you mean ...")).
+    cause = error.__context__ if isinstance(error.__context__, KeyError) else error
+    message = ' '.join(str(cause.args[0] if cause.args else cause).split())
+    sys.exit(f'error: bad --config override, unknown or invalid key: {message}')
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  # Orbax logs dozens of INFO lines per checkpoint; keep its warnings and errors.
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname)
   import tensorflow as tf  # Only the input pipeline uses TF: keep it off the accelerators.
   tf.config.set_visible_devices([], 'GPU')
   logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
@@ -32,4 +53,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

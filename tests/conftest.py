@@ -1,0 +1,46 @@
+"""Test setup: 8 fake CPU devices, fast compiles, small configs and a prepared digits set."""
+
+import os
+
+# Must precede the first `import jax` of the session.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+jax.config.update('jax_disable_most_optimizations', True)
+tf.config.set_visible_devices([], 'GPU')
+
+from configs import digits as digits_config  # noqa: E402
+from resnet_jax.data import pipeline  # noqa: E402
+
+
+def small_config(**overrides):
+  """The digits config shrunk to seconds: ResNet-20 at 8×8, batch 16, a few steps."""
+  config = digits_config.get_config()
+  config.dataset.image_size = 8
+  config.dataset.crop_padding = 1
+  config.batch_size = 16
+  config.num_train_steps = 6
+  config.log_every_steps = 2
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.warmup_epochs = 0.0
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+@pytest.fixture(scope='session')
+def digits_dir(tmp_path_factory):
+  """A TFDS data_dir holding the prepared embedded digits dataset."""
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  pipeline.get_builder(small_config(**{'dataset.data_dir': data_dir}))
+  return data_dir

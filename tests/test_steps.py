@@ -1,0 +1,115 @@
+"""Pure step functions under jit over a mesh: learning, device-count independence, EMA, masks."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from resnet_jax import models, sharding, steps
+
+NUM_CLASSES = 5
+
+
+def _batch(seed=0, size=16):
+  rng = np.random.RandomState(seed)
+  return {'image': rng.normal(size=(size, 8, 8, 3)).astype(np.float32),
+          'label': rng.randint(0, NUM_CLASSES, size=(size,)).astype(np.int32)}
+
+
+def _jitted_step(mesh, ema_decay=0.0, learning_rate=0.1):
+  step = functools.partial(steps.train_step, learning_rate_fn=optax.constant_schedule(learning_rate),
+                           label_smoothing=0.1, ema_decay=ema_decay)
+  return jax.jit(step, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                 out_shardings=sharding.replicated(mesh), donate_argnums=0)
+
+
+def _state(mesh, use_ema=False, model_name='resnet20'):
+  model = models.create_model(model_name, num_classes=NUM_CLASSES)
+  tx = optax.sgd(0.1, momentum=0.9)
+  return steps.create_train_state(jax.random.key(0), model, tx, (8, 8, 3), use_ema=use_ema,
+                                  mesh=mesh)
+
+
+def test_train_step_lowers_loss_on_a_fixed_batch():
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  state, train_step = _state(mesh), _jitted_step(mesh)
+  batch = sharding.to_global(_batch(), mesh)
+  losses = []
+  for _ in range(8):
+    state, metrics = train_step(state, batch)
+    losses.append(float(metrics.compute()['loss']))
+  assert all(b < a for a, b in zip(losses, losses[1:])), losses
+  assert losses[-1] < 0.8 * losses[0], losses
+  assert int(state.step) == 8
+
+
+def test_state_is_replicated_and_batch_sharded():
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 8
+  state = _state(mesh)
+  assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(state))
+  batch = sharding.to_global(_batch(), mesh)
+  assert batch['image'].sharding.spec == sharding.batch_sharding(mesh).spec
+  assert {s.data.shape[0] for s in batch['image'].addressable_shards} == {2}
+
+
+@pytest.mark.parametrize('model_name', ['resnet20', 'preact_resnet20'])
+def test_eight_devices_match_one_device(model_name):
+  """BatchNorm statistics span the global batch, so the device count changes nothing."""
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()[:8]):
+    mesh = sharding.make_mesh(devices)
+    state, train_step = _state(mesh, model_name=model_name), _jitted_step(mesh)
+    for seed in range(3):
+      state, _ = train_step(state, sharding.to_global(_batch(seed), mesh))
+    results.append(jax.device_get((state.params, state.batch_stats)))
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=2e-5), *results)
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), results[0][0],
+                                       jax.device_get(_state(sharding.make_mesh(
+                                           jax.devices()[:1]), model_name=model_name).params)))
+  assert max(moved) > 1e-3  # the comparison is not between two untouched states
+
+
+def test_ema_tracks_params():
+  mesh = sharding.make_mesh(jax.devices()[:2])
+  state = _state(mesh, use_ema=True)
+  initial = jax.device_get(state.params)
+  train_step = _jitted_step(mesh, ema_decay=0.5)
+  state, _ = train_step(state, sharding.to_global(_batch(), mesh))
+  expected = jax.tree.map(lambda old, new: 0.5 * old + 0.5 * new, initial,
+                          jax.device_get(state.params))
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
+               jax.device_get(state.ema['params']), expected)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.ema['batch_stats']),
+               jax.tree.map(lambda old, new: 0.5 * old + 0.5 * new,
+                            jax.device_get(_state(mesh).batch_stats),
+                            jax.device_get(state.batch_stats)))
+
+
+def test_eval_step_ignores_masked_examples():
+  mesh = sharding.make_mesh()
+  state = _state(mesh)
+  batch = _batch(size=16)
+  batch['mask'] = np.array([1] * 11 + [0] * 5, np.int32)
+  metrics = jax.jit(steps.eval_step)(state, sharding.to_global(batch, mesh)).compute()
+  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                          batch['image'][:11], train=False)
+  expected_top1 = np.mean(np.argmax(logits, -1) == batch['label'][:11])
+  expected_loss = np.mean(steps.cross_entropy(logits, jnp.asarray(batch['label'][:11])))
+  assert int(metrics['num_examples']) == 11
+  assert float(metrics['top1']) == pytest.approx(expected_top1)
+  assert float(metrics['loss']) == pytest.approx(float(expected_loss), rel=1e-5)
+  assert float(metrics['top5']) >= float(metrics['top1'])
+
+
+def test_cross_entropy_label_smoothing():
+  logits = jnp.array([[2.0, 0.0, 0.0]])
+  plain = steps.cross_entropy(logits, jnp.array([0]))
+  smoothed = steps.cross_entropy(logits, jnp.array([0]), label_smoothing=0.3)
+  log_p = jax.nn.log_softmax(logits)[0]
+  assert float(plain[0]) == pytest.approx(float(-log_p[0]))
+  assert float(smoothed[0]) == pytest.approx(float(-(0.8 * log_p[0] + 0.1 * log_p[1] +
+                                                     0.1 * log_p[2])))

@@ -1,0 +1,122 @@
+"""The trainer end to end: resume equals uninterrupted, CLI runs, bad input refused."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import small_config
+from resnet_jax import checkpointing, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _final_state(workdir):
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
+  restored = manager.restore(manager.latest_step())
+  return jax.device_get(restored)
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, digits_dir, monkeypatch):
+  config = small_config(**{'dataset.data_dir': digits_dir, 'ema_decay': 0.9})
+  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  real_save = checkpointing.Checkpointer.save
+
+  def save_then_die(self, step, state):
+    real_save(self, step, state)
+    if step == 3:  # Like a kill right after the checkpoint of step 3 is written.
+      self.close()
+      raise _Killed()
+
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', save_then_die)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', real_save)
+  assert sorted(os.listdir(tmp_path / 'resumed' / 'checkpoints')) == ['3']
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+
+  assert resumed == straight
+  a, b = _final_state(str(tmp_path / 'straight')), _final_state(str(tmp_path / 'resumed'))
+  assert int(a['step']) == int(b['step']) == 6
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert set(straight) >= {'eval/top1', 'eval/top5', 'eval/loss', 'eval/num_examples',
+                           'eval_ema/top1'}
+  assert straight['eval/num_examples'] == 360
+
+
+def test_already_finished_run_only_evaluates(tmp_path, digits_dir):
+  config = small_config(**{'dataset.data_dir': digits_dir, 'num_train_steps': 2,
+                           'checkpoint_every_steps': 2})
+  first = train.train_and_evaluate(config, str(tmp_path))
+  again = train.train_and_evaluate(config, str(tmp_path))
+  assert first == again
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
+
+
+def _run_cli(*args, prelude=''):
+  """python -m resnet_jax.main ARGS, optionally after `prelude` (e.g. entering mock data)."""
+  code = (f'{prelude}\nfrom absl import app\nfrom resnet_jax import main\n'
+          'app.run(main.main, flags_parser=main.parse_flags)')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_DISABLE_MOST_OPTIMIZATIONS='1', TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, '-c', code, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_cli_on_mock_cifar10(tmp_path):
+  workdir = tmp_path / 'run'
+  result = _run_cli(
+      '--config=configs/cifar10_resnet20.py', f'--workdir={workdir}',
+      '--config.num_train_steps=4', '--config.batch_size=8', '--config.dataset.image_size=8',
+      '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2',
+      '--config.log_every_steps=2', '--config.dataset.shuffle_buffer=16',
+      f'--config.dataset.data_dir={tmp_path / "tfds"}',
+      prelude='import tensorflow_datasets as tfds\n'
+              'mocked = tfds.testing.mock_data(num_examples=20)\n'
+              'mocked.__enter__()  # kept referenced: the mock lasts while `mocked` lives')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'eval/num_examples=20' in result.stderr
+  for name in ('train/loss', 'train/top1', 'train/learning_rate', 'train/images_per_sec',
+               'eval/loss', 'eval/top1', 'eval/top5'):
+    assert name in result.stderr, name
+  saved = json.loads((workdir / 'config.json').read_text())
+  assert saved['model'] == 'resnet20' and saved['batch_size'] == 8
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+
+
+def test_cli_embedded_digits(tmp_path, digits_dir):
+  result = _run_cli('--config=configs/digits.py', f'--workdir={tmp_path}',
+                    f'--config.dataset.data_dir={digits_dir}', '--config.num_train_steps=3',
+                    '--config.log_every_steps=1')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'eval/num_examples=360' in result.stderr
+  assert '[3] train/images_per_sec=' in result.stderr
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.modle=resnet20', 'modle'),
+    ('--config.model=resnet19', "unknown model 'resnet19'; valid models: resnet18"),
+    ('--config.dataset.name=no_such_set', "unknown dataset 'no_such_set'"),
+    ('--config.optimizer=adagrad', "unknown optimizer 'adagrad'; valid optimizers: sgd"),
+    ('--config.schedule=linear', "unknown schedule 'linear'; valid schedules: cosine"),
+    ('--config.batch_size=7', 'batch_size 7 is not a positive multiple of the 2 devices'),
+    ('--config.batch_size=abc', 'abc'),
+])
+def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, override, message):
+  workdir = tmp_path / 'never_created'
+  result = _run_cli('--config=configs/digits.py', f'--workdir={workdir}', override)
+  assert result.returncode != 0
+  assert message in result.stderr, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert not workdir.exists()
