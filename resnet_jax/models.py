@@ -228,6 +228,15 @@ def check_model_name(name: str) -> None:
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
+def compute_dtype(dtype: Any) -> Any:
+  """A jnp dtype from a name in DTYPES (or a dtype); ValueError naming the valid ones."""
+  if not isinstance(dtype, str):
+    return dtype
+  if dtype not in DTYPES:
+    raise ValueError(f'unknown dtype {dtype!r}; valid dtypes: {", ".join(DTYPES)}')
+  return DTYPES[dtype]
+
+
 def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
                  **overrides: Any) -> ResNet:
   """Builds a registered model.
@@ -242,10 +251,7 @@ def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     An unbound ResNet module.
   """
   check_model_name(name)
-  if isinstance(dtype, str):
-    if dtype not in DTYPES:
-      raise ValueError(f'unknown dtype {dtype!r}; valid dtypes: {", ".join(DTYPES)}')
-    dtype = DTYPES[dtype]
+  dtype = compute_dtype(dtype)
   variant, preact = VARIANTS[name]
   fields = dataclasses.asdict(variant) | {'preact': preact}
   fields['block_cls'] = variant.block_cls  # asdict must not copy the class

@@ -26,9 +26,7 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
   """Raises ConfigError naming the first bad value and its valid choices."""
   try:
     models.check_model_name(config.model)
-    if config.dtype not in models.DTYPES:
-      raise ValueError(f'unknown dtype {config.dtype!r}; valid dtypes: '
-                       f'{", ".join(models.DTYPES)}')
+    models.compute_dtype(config.dtype)
     optim.check_choices(config)
     pipeline.check_dataset_name(config.dataset.name)
     if config.dataset.augment not in preprocess.AUGMENTATIONS:
