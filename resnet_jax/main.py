@@ -15,6 +15,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from resnet_jax import train  # noqa: E402
+from resnet_jax.errors import ConfigError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for config.json, summaries and checkpoints.')
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> None:
                jax.process_count(), jax.local_devices())
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except train.ConfigError as error:
+  except ConfigError as error:
     sys.exit(f'error: {error}')
 
 

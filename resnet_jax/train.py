@@ -15,11 +15,8 @@ from clu import metric_writers, periodic_actions
 from jax.sharding import Mesh
 
 from resnet_jax import checkpointing, models, optim, sharding, steps
-from resnet_jax.data import pipeline, preprocess
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; raised before anything is written."""
+from resnet_jax.data import pipeline, preprocess, sources
+from resnet_jax.errors import ConfigError
 
 
 def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
@@ -28,7 +25,7 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     models.check_model_name(config.model)
     models.compute_dtype(config.dtype)
     optim.check_choices(config)
-    pipeline.check_dataset_name(config.dataset.name)
+    sources.check_dataset_name(config.dataset.name)
     if config.dataset.augment not in preprocess.AUGMENTATIONS:
       raise ValueError(f'unknown dataset.augment {config.dataset.augment!r}; valid: '
                        f'{", ".join(preprocess.AUGMENTATIONS)}')
@@ -46,12 +43,12 @@ def _eval_step(state: steps.TrainState, batch: dict[str, jax.Array], *,
   return steps.eval_step(state, batch, use_ema=use_ema)
 
 
-def evaluate(state: steps.TrainState, builder: Any, config: ml_collections.ConfigDict,
-             info: pipeline.DatasetInfo, mesh: Mesh, *, use_ema: bool = False,
+def evaluate(state: steps.TrainState, source: Any, config: ml_collections.ConfigDict,
+             info: sources.DatasetInfo, mesh: Mesh, *, use_ema: bool = False,
              prefix: str = 'eval') -> dict[str, float]:
   """Masked metrics over the whole evaluation split, every example counted once."""
   total = None
-  for batch in pipeline.eval_batches(builder, config, info):
+  for batch in pipeline.eval_batches(source, config, info):
     batch_metrics = _eval_step(state, sharding.to_global(batch, mesh), use_ema=use_ema)
     total = batch_metrics if total is None else total.merge(batch_metrics)
   return {f'{prefix}/{name}': float(value) for name, value in total.compute().items()}
@@ -78,8 +75,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   mesh = sharding.make_mesh()
   check_config(config, mesh)
-  builder = pipeline.get_builder(config)
-  info = pipeline.dataset_info(builder, config)
+  source = sources.create_source(config)
+  info = sources.dataset_info(source, config)
   steps_per_epoch = info.num_train_examples // config.batch_size
   if steps_per_epoch == 0:
     raise ConfigError(f'batch_size {config.batch_size} exceeds the {info.num_train_examples} '
@@ -115,14 +112,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
       out_shardings=sharding.replicated(mesh), donate_argnums=0)
   batches = sharding.prefetch_to_mesh(
-      pipeline.train_batches(builder, config, info, start_step=start_step), mesh)
+      pipeline.train_batches(source, config, info, start_step=start_step), mesh)
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps,
                                                     writer=writer)
 
   def run_evaluation(state: steps.TrainState, step: int) -> dict[str, float]:
-    summary = evaluate(state, builder, config, info, mesh)
+    summary = evaluate(state, source, config, info, mesh)
     if state.ema is not None:
-      summary |= evaluate(state, builder, config, info, mesh, use_ema=True, prefix='eval_ema')
+      summary |= evaluate(state, source, config, info, mesh, use_ema=True, prefix='eval_ema')
     writer.write_scalars(step, summary)
     return summary
 

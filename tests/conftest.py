@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices, fast compiles, small configs and a prepared digits set."""
 
 import os
+import pathlib
 
 # Must precede the first `import jax` of the session.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -14,8 +15,10 @@ import tensorflow as tf  # noqa: E402
 jax.config.update('jax_disable_most_optimizations', True)
 tf.config.set_visible_devices([], 'GPU')
 
+import numpy as np  # noqa: E402
+
 from configs import digits as digits_config  # noqa: E402
-from resnet_jax.data import pipeline  # noqa: E402
+from resnet_jax.data import sources  # noqa: E402
 
 
 def small_config(**overrides):
@@ -42,5 +45,26 @@ def small_config(**overrides):
 def digits_dir(tmp_path_factory):
   """A TFDS data_dir holding the prepared embedded digits dataset."""
   data_dir = str(tmp_path_factory.mktemp('tfds'))
-  pipeline.get_builder(small_config(**{'dataset.data_dir': data_dir}))
+  sources.create_source(small_config(**{'dataset.data_dir': data_dir}))
   return data_dir
+
+
+def make_image_folder(root, counts, size=(24, 32), seed=0):
+  """Writes root/<split>/<class>/<i>.jpg|png; counts: {split: {class: n}}.
+
+  Images alternate between JPEG and PNG; each class has its own mean colour, so a
+  model can learn them.
+  """
+  rng = np.random.RandomState(seed)
+  root = pathlib.Path(root)
+  for split, per_class in counts.items():
+    for label, (name, n) in enumerate(sorted(per_class.items())):
+      (root / split / name).mkdir(parents=True, exist_ok=True)
+      for i in range(n):
+        colour = np.array([60 + 60 * (label % 3), 80 + 40 * (label % 2), 200 - 50 * label])
+        pixels = np.clip(colour + rng.normal(0, 30, (*size, 3)), 0, 255).astype(np.uint8)
+        if i % 2:
+          (root / split / name / f'{i}.png').write_bytes(tf.io.encode_png(pixels).numpy())
+        else:
+          (root / split / name / f'{i}.jpg').write_bytes(tf.io.encode_jpeg(pixels).numpy())
+  return str(root)

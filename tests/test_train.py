@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import small_config
+from conftest import make_image_folder, small_config
 from resnet_jax import checkpointing, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,6 +104,20 @@ def test_cli_embedded_digits(tmp_path, digits_dir):
   assert '[3] train/images_per_sec=' in result.stderr
 
 
+def test_cli_trains_on_an_image_folder(tmp_path):
+  folder = make_image_folder(tmp_path / 'images', {
+      'train': {'red': 12, 'blue': 12}, 'validation': {'red': 5, 'blue': 6}}, size=(40, 30))
+  (tmp_path / 'images' / 'train' / 'red' / 'broken.jpg').write_bytes(b'\xff\xd8 truncated')
+  result = _run_cli('--config=configs/digits.py', f'--workdir={tmp_path / "run"}',
+                    '--config.dataset.name=image_folder', f'--config.dataset.data_dir={folder}',
+                    '--config.dataset.eval_split=validation', '--config.dataset.augment=imagenet',
+                    '--config.dataset.mean=(127.,127.,127.)', '--config.dataset.std=(64.,64.,64.)',
+                    '--config.batch_size=8', '--config.num_train_steps=4')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'broken.jpg' in result.stderr and 'skipped 1 of 25 images' in result.stderr
+  assert 'eval/num_examples=11' in result.stderr
+
+
 @pytest.mark.parametrize('override,message', [
     ('--config.modle=resnet20', 'modle'),
     ('--config.model=resnet19', "unknown model 'resnet19'; valid models: resnet18"),
@@ -112,6 +126,7 @@ def test_cli_embedded_digits(tmp_path, digits_dir):
     ('--config.schedule=linear', "unknown schedule 'linear'; valid schedules: cosine"),
     ('--config.batch_size=7', 'batch_size 7 is not a positive multiple of the 2 devices'),
     ('--config.batch_size=abc', 'abc'),
+    ('--config.dataset.name=image_folder', "dataset.data_dir '' is not a directory"),
 ])
 def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, override, message):
   workdir = tmp_path / 'never_created'

@@ -1,14 +1,15 @@
-"""tf.data pipelines over TFDS builders: per-process, deterministic, resumable, exact eval.
+"""tf.data pipelines: per-process parts, deterministic resumable order, exact evaluation.
 
-Training order is a function of (seed, epoch): epoch e shuffles this process's part of
-the split with seed (seed, e), keeps whole batches, and gives each example a stateless
-augmentation seed. Resuming at step k rebuilds the stream from k's epoch and skips the
-records already used, before any decoding.
+Process p of P reads examples [p·N/P, (p+1)·N/P) of each split, so every epoch of every
+process covers its whole part: an epoch is the whole split, whatever P. Process p's
+order is a function of (seed, epoch): epoch e shuffles the part with seed (seed, e) and
+gives each example a stateless augmentation seed. Epochs follow each other without a
+gap, so resuming at step k means: start at epoch ⌊k·b/n⌋, skip (k·b mod n) records
+(b: per-process batch, n: part size) before any image is read or decoded.
 """
 
-import dataclasses
 import math
-from typing import Any, Iterator
+from typing import Iterator
 
 import jax
 import ml_collections
@@ -16,153 +17,142 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.data import digits  # noqa: F401  (registers the embedded builder)
-from resnet_jax.data import preprocess
+from resnet_jax.data import preprocess, sources
 
-# Epoch numbers stay below 2**23 so (epoch, process, index) packs into one int64.
+# Epoch numbers stay below 2**23 so (epoch, process, position) packs into one int64.
 _MAX_EPOCHS = 1 << 23
+_TRANSFER_DTYPES = {'float32': tf.float32, 'bfloat16': tf.bfloat16, 'float16': tf.float16}
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """What the trainer needs to know about a dataset before building anything."""
-  num_classes: int
-  class_names: tuple[str, ...]
-  num_train_examples: int
-  num_eval_examples: int
-  image_shape: tuple[int, int, int]
+def part_bounds(num_examples: int, index: int, count: int) -> tuple[int, int]:
+  """[start, end) of part `index` of `count` near-equal contiguous parts."""
+  return num_examples * index // count, num_examples * (index + 1) // count
 
 
-def check_dataset_name(name: str) -> None:
-  """Raises ValueError naming `name` and the valid choices if TFDS knows no such dataset."""
-  known = tfds.list_builders(with_community_datasets=False)
-  if name.split(':')[0].split('/')[0] not in known:
-    raise ValueError(f'unknown dataset {name!r}; valid datasets: any TFDS image '
-                     f'classification dataset, e.g. sklearn_digits, cifar10, cifar100, '
-                     f'imagenet2012 (all {len(known)}: tfds.list_builders())')
+def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  return (jax.process_index() if process_index is None else process_index,
+          jax.process_count() if process_count is None else process_count)
 
 
-def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The TFDS builder of `config.dataset`, prepared (ImageNet from `manual_dir`)."""
-  builder = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir or None)
-  download_config = tfds.download.DownloadConfig(
-      manual_dir=config.dataset.manual_dir or None)
-  builder.download_and_prepare(download_config=download_config)
-  return builder
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  options.autotune.enabled = True
+  return options
 
 
-def _num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
-  """Split size from the metadata, or by counting where there is none (mocked data)."""
-  if split in builder.info.splits:
-    count = builder.info.splits[split].num_examples
-    if count:
-      return count
-  dataset = builder.as_dataset(split=split, decoders={'image': tfds.decode.SkipDecoding()})
-  return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
+def _finish_batch(batch: dict[str, tf.Tensor], config: ml_collections.ConfigDict,
+                  with_ids: bool) -> dict[str, tf.Tensor]:
+  """Normalises the batch's images and casts them to the compute dtype for the transfer."""
+  batch = dict(batch)
+  batch['image'] = preprocess.normalize(batch['image'], config.dataset.mean, config.dataset.std,
+                                        _TRANSFER_DTYPES[config.dtype])
+  if not with_ids:
+    batch.pop('id')
+  return batch
 
 
-def dataset_info(builder: tfds.core.DatasetBuilder,
-                 config: ml_collections.ConfigDict) -> DatasetInfo:
-  """Class names, split sizes and the model's input shape."""
-  label = builder.info.features['label']
-  channels = builder.info.features['image'].shape[-1] or 3
-  return DatasetInfo(
-      num_classes=label.num_classes,
-      class_names=tuple(label.names),
-      num_train_examples=_num_examples(builder, config.dataset.train_split),
-      num_eval_examples=_num_examples(builder, config.dataset.eval_split),
-      image_shape=(config.dataset.image_size, config.dataset.image_size, channels))
-
-
-def _process_split(split: str) -> str:
-  return tfds.even_splits(split, jax.process_count())[jax.process_index()]
-
-
-def _preprocess_kwargs(config: ml_collections.ConfigDict, info: DatasetInfo) -> dict[str, Any]:
-  return dict(augment=config.dataset.augment, image_size=config.dataset.image_size,
-              channels=info.image_shape[-1], mean=tuple(config.dataset.mean),
-              std=tuple(config.dataset.std))
-
-
-def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                  info: DatasetInfo, *, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-  """This process's training batches from global step `start_step` on, forever.
+def train_batches(source: sources.TfdsSource | sources.FolderSource,
+                  config: ml_collections.ConfigDict, info: sources.DatasetInfo, *,
+                  start_step: int, process_index: int | None = None,
+                  process_count: int | None = None,
+                  with_ids: bool = False) -> Iterator[dict[str, np.ndarray]]:
+  """This process's training batches for global steps start_step, start_step + 1, ...
 
   Args:
-    builder: a prepared TFDS builder.
-    config: the run config (dataset.*, batch_size, seed).
-    info: from dataset_info().
+    source: from sources.create_source().
+    config: the run config (dataset.*, batch_size, seed, dtype).
+    info: from sources.dataset_info().
     start_step: the first step the batches are for (0, or the restored step).
+    process_index: this process (default: jax.process_index()).
+    process_count: all processes (default: jax.process_count()).
+    with_ids: also yield each example's id (TFDS id or file path).
 
   Yields:
-    {'image': float32 [local_batch, H, W, C], 'label': int32 [local_batch]}.
+    {'image': [local_batch, H, W, C] in config.dtype, 'label': int32 [local_batch]}.
   """
-  local_batch = config.batch_size // jax.process_count()
-  steps_per_epoch = info.num_train_examples // config.batch_size
-  examples_per_epoch = steps_per_epoch * local_batch
-  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
-  decoders = ({'image': tfds.decode.SkipDecoding()} if config.dataset.augment == 'imagenet'
-              else None)
-  records = builder.as_dataset(split=_process_split(config.dataset.train_split),
-                               shuffle_files=False, decoders=decoders)
-  records = records.map(lambda ex: {'image': ex['image'], 'label': ex['label']})
+  index, count = _processes(process_index, process_count)
+  local_batch = config.batch_size // count
+  start, end = part_bounds(info.num_train_examples, index, count)
+  start_epoch, skip = divmod(start_step * local_batch, end - start)
+  records = source.records(config.dataset.train_split, start, end)
+  read_after_shuffle = not config.dataset.cache
   if config.dataset.cache:
-    records = records.cache()
-  buffer = config.dataset.shuffle_buffer
+    records = records.map(source.read, num_parallel_calls=tf.data.AUTOTUNE).cache()
+  buffer = (end - start if isinstance(source, sources.FolderSource)  # paths: shuffle fully
+            else config.dataset.shuffle_buffer)
   seed_base = np.int64(config.seed) * 1_000_003
-  example_id_base = np.int64(jax.process_index()) * (1 << 32)
+  first_position = np.int64(index) * (1 << 32)
 
   def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
     shuffled = records.shuffle(buffer, seed=seed_base + epoch, reshuffle_each_iteration=False)
-    first_id = epoch * (1 << 40) + example_id_base
-    return shuffled.take(examples_per_epoch).enumerate().map(
-        lambda index, ex: (ex, tf.stack([np.int64(config.seed), first_id + index])))
+    first = epoch * (1 << 40) + first_position
+    return shuffled.enumerate().map(
+        lambda position, record: (record, tf.stack([np.int64(config.seed), first + position])))
 
-  kwargs = _preprocess_kwargs(config, info)
-
-  def preprocess_one(example, seed):
-    image = preprocess.train_image(example['image'], seed, random_flip=config.dataset.random_flip,
-                                   crop_padding=config.dataset.crop_padding, **kwargs)
-    return {'image': image, 'label': tf.cast(example['label'], tf.int32)}
+  def preprocess_one(record, seed):
+    if read_after_shuffle:
+      record = source.read(record)
+    image = preprocess.train_image(
+        record['image'], seed, augment=config.dataset.augment,
+        image_size=config.dataset.image_size, channels=info.image_shape[-1],
+        random_flip=config.dataset.random_flip, crop_padding=config.dataset.crop_padding)
+    return {'image': image, 'label': record['label'], 'id': record['id']}
 
   stream = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch)
-  stream = stream.skip(step_in_epoch * local_batch)  # Before decoding: cheap.
+  stream = stream.skip(skip)  # Before reading or decoding: cheap.
   stream = stream.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)
-  stream = stream.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  stream = stream.batch(local_batch, drop_remainder=True)
+  stream = stream.map(lambda batch: _finish_batch(batch, config, with_ids),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+  stream = stream.prefetch(tf.data.AUTOTUNE).with_options(_options())
   return iter(tfds.as_numpy(stream))
 
 
-def num_eval_batches(config: ml_collections.ConfigDict, info: DatasetInfo) -> int:
+def num_eval_batches(config: ml_collections.ConfigDict, info: sources.DatasetInfo,
+                     process_count: int | None = None) -> int:
   """Evaluation steps that cover the largest process's part of the split."""
-  local_batch = config.batch_size // jax.process_count()
-  largest_part = math.ceil(info.num_eval_examples / jax.process_count())
-  return math.ceil(largest_part / local_batch)
+  count = jax.process_count() if process_count is None else process_count
+  largest_part = math.ceil(info.num_eval_examples / count)
+  return math.ceil(largest_part / (config.batch_size // count))
 
 
-def eval_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                 info: DatasetInfo) -> Iterator[dict[str, np.ndarray]]:
-  """This process's evaluation batches, padded to full size, with a 0/1 `mask`.
+def eval_batches(source: sources.TfdsSource | sources.FolderSource,
+                 config: ml_collections.ConfigDict, info: sources.DatasetInfo, *,
+                 process_index: int | None = None, process_count: int | None = None,
+                 with_ids: bool = False) -> Iterator[dict[str, np.ndarray]]:
+  """This process's evaluation batches, padded to full size, with a 0/1 int32 `mask`.
 
   Every process yields num_eval_batches() batches; each example of the split is in
   exactly one of them with mask 1, so masked metrics count every example once.
   """
-  local_batch = config.batch_size // jax.process_count()
-  kwargs = _preprocess_kwargs(config, info)
-  dataset = builder.as_dataset(split=_process_split(config.dataset.eval_split),
-                               shuffle_files=False)
-  dataset = dataset.map(
-      lambda ex: {'image': preprocess.eval_image(ex['image'], **kwargs),
-                  'label': tf.cast(ex['label'], tf.int32),
-                  'mask': tf.constant(1, tf.int32)},
-      num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.batch(local_batch).prefetch(tf.data.AUTOTUNE)
+  index, count = _processes(process_index, process_count)
+  local_batch = config.batch_size // count
+  start, end = part_bounds(info.num_eval_examples, index, count)
+  records = source.records(config.dataset.eval_split, start, end)
+
+  def preprocess_one(record):
+    record = source.read(record)
+    image = preprocess.eval_image(record['image'], augment=config.dataset.augment,
+                                  image_size=config.dataset.image_size,
+                                  channels=info.image_shape[-1])
+    return {'image': image, 'label': record['label'], 'id': record['id'],
+            'mask': tf.constant(1, tf.int32)}
+
+  dataset = records.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(local_batch)
+  dataset = dataset.map(lambda batch: _finish_batch(batch, config, with_ids))
+  dataset = dataset.prefetch(tf.data.AUTOTUNE).with_options(_options())
   emitted = 0
   for batch in tfds.as_numpy(dataset):
     yield _pad(batch, local_batch)
     emitted += 1
-  empty = {'image': np.zeros((local_batch, *info.image_shape), np.float32),
+  image_dtype = _TRANSFER_DTYPES[config.dtype].as_numpy_dtype
+  empty = {'image': np.zeros((local_batch, *info.image_shape), image_dtype),
            'label': np.zeros((local_batch,), np.int32), 'mask': np.zeros((local_batch,), np.int32)}
-  for _ in range(num_eval_batches(config, info) - emitted):
+  if with_ids:
+    empty['id'] = np.full((local_batch,), b'', object)
+  for _ in range(num_eval_batches(config, info, count) - emitted):
     yield empty
 
 

@@ -1,7 +1,9 @@
-"""Per-example image preprocessing in TensorFlow, deterministic given a per-example seed.
+"""Image preprocessing in TensorFlow, deterministic given a per-example seed.
 
-Augmentations use stateless random ops seeded by (run seed, epoch, position in epoch),
-so a resumed run draws the same crops and flips as an uninterrupted one.
+Per example: decode (cropping inside the JPEG decoder where possible), resize, flip;
+the output is float32 on the 0..255 scale. Per batch: mean/std normalisation and the
+cast to the transfer dtype, vectorised over the whole batch. Augmentations use stateless
+random ops seeded per example, so a resumed run draws the same crops and flips.
 """
 
 from typing import Sequence
@@ -9,86 +11,108 @@ from typing import Sequence
 import tensorflow as tf
 
 AUGMENTATIONS = ('none', 'cifar', 'imagenet')
-# Eval resizes the shorter side to image_size / CROP_FRACTION, then centre-crops.
+# Eval resizes the shorter side to image_size / CROP_FRACTION, then centre-crops; the
+# random-resized crop falls back to the same centre square when no window is found.
 CROP_FRACTION = 0.875
-
-
-def _normalize(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
-  image = tf.cast(image, tf.float32)
-  return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+_AREA_RANGE = (0.08, 1.0)
+_ASPECT_RANGE = (3 / 4, 4 / 3)
+_ATTEMPTS = 10
 
 
 def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
   return tf.image.resize(image, (size, size), method='bilinear', antialias=True)
 
 
-def _decode(image: tf.Tensor, channels: int) -> tf.Tensor:
-  """Decodes an encoded image; passes an already decoded one through."""
-  if image.dtype == tf.string:
-    return tf.io.decode_image(image, channels=channels, expand_animations=False)
-  return image
+def _resize_if_needed(image: tf.Tensor, size: int) -> tf.Tensor:
+  """Float32 size×size; skips the resampling when the image already has that size."""
+  shape = tf.shape(image)
+  return tf.cond(tf.logical_and(shape[0] == size, shape[1] == size),
+                 lambda: tf.ensure_shape(tf.cast(image, tf.float32), (size, size, None)),
+                 lambda: _resize(image, size))
 
 
-def _inception_crop(encoded: tf.Tensor, seed: tf.Tensor, channels: int) -> tf.Tensor:
-  """Random-resized crop (area 8–100 %, aspect 3/4–4/3) decoded straight from the JPEG."""
-  shape = tf.io.extract_jpeg_shape(encoded)
+def _decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+  return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+
+
+def _image_shape(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+  """[height, width, channels] without decoding a JPEG; other formats are decoded."""
+  return tf.cond(tf.io.is_jpeg(encoded),
+                 lambda: tf.io.extract_jpeg_shape(encoded),
+                 lambda: tf.shape(_decode(encoded, channels)))
+
+
+def _center_window(shape: tf.Tensor) -> tf.Tensor:
+  """[top, left, height, width] of the centred square of side CROP_FRACTION × shorter side."""
+  side = tf.cast(CROP_FRACTION * tf.cast(tf.minimum(shape[0], shape[1]), tf.float32), tf.int32)
+  return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+
+
+def _random_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """Inception crop window: area 8–100 %, aspect 3/4–4/3, 10 tries, else the centre."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)), seed=seed,
-      min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
-      max_attempts=10, use_image_if_no_bounding_boxes=True)
+      min_object_covered=0.1, aspect_ratio_range=_ASPECT_RANGE, area_range=_AREA_RANGE,
+      max_attempts=_ATTEMPTS, use_image_if_no_bounding_boxes=True)
+  # When every attempt fails, the sampler returns the whole image: use the centre instead.
+  failed = tf.reduce_all(tf.equal(size[:2], shape[:2]))
   window = tf.stack([begin[0], begin[1], size[0], size[1]])
-  return tf.io.decode_and_crop_jpeg(encoded, window, channels=channels)
+  return tf.cond(failed, lambda: _center_window(shape), lambda: window)
 
 
-def _center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
-  """Shorter side to size / CROP_FRACTION, then the central size×size square."""
-  shape = tf.shape(image)
-  scale = (size / CROP_FRACTION) / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
-  new_hw = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32)
-  image = tf.image.resize(image, new_hw, method='bilinear', antialias=True)
-  top = (new_hw[0] - size) // 2
-  left = (new_hw[1] - size) // 2
-  return image[top:top + size, left:left + size]
+def _decode_window(encoded: tf.Tensor, window: tf.Tensor, channels: int) -> tf.Tensor:
+  """Decodes only `window` of a JPEG; other formats are decoded whole, then cropped."""
+  return tf.cond(
+      tf.io.is_jpeg(encoded),
+      lambda: tf.io.decode_and_crop_jpeg(encoded, window, channels=channels),
+      lambda: tf.image.crop_to_bounding_box(_decode(encoded, channels), window[0], window[1],
+                                            window[2], window[3]))
 
 
-def train_image(image: tf.Tensor, seed: tf.Tensor, *, augment: str, image_size: int,
-                channels: int, random_flip: bool, crop_padding: int,
-                mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
-  """One training image, float32 [image_size, image_size, channels], normalised.
+def train_image(encoded: tf.Tensor, seed: tf.Tensor, *, augment: str, image_size: int,
+                channels: int, random_flip: bool, crop_padding: int) -> tf.Tensor:
+  """One training image, float32 [image_size, image_size, channels] on the 0..255 scale.
 
   Args:
-    image: encoded bytes (required for 'imagenet') or a decoded uint8 image.
-    seed: int32/int64 [2] stateless seed unique to this example and epoch.
+    encoded: JPEG/PNG/... bytes.
+    seed: int64 [2] stateless seed, unique to this example and epoch.
     augment: 'none', 'cifar' (pad, random crop) or 'imagenet' (random-resized crop).
     image_size: output side.
     channels: output channels.
     random_flip: random horizontal flip.
-    crop_padding: pixels of zero padding on each side for 'cifar'.
-    mean: per-channel mean on the 0..255 scale.
-    std: per-channel standard deviation on the 0..255 scale.
+    crop_padding: zero padding on each side for 'cifar'.
   """
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   if augment == 'imagenet':
-    image = _resize(_inception_crop(image, crop_seed, channels), image_size)
+    window = _random_window(_image_shape(encoded, channels), crop_seed)
+    image = _resize(_decode_window(encoded, window, channels), image_size)
   else:
-    image = _decode(image, channels)
-    if image.shape[0] != image_size or image.shape[1] != image_size:
-      image = _resize(image, image_size)
+    image = _resize_if_needed(_decode(encoded, channels), image_size)
     if augment == 'cifar':
       image = tf.pad(image, [[crop_padding] * 2, [crop_padding] * 2, [0, 0]])
       image = tf.image.stateless_random_crop(image, (image_size, image_size, channels),
                                              seed=crop_seed)
   if random_flip:
     image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-  return _normalize(image, mean, std)
+  return tf.ensure_shape(image, (image_size, image_size, channels))
 
 
-def eval_image(image: tf.Tensor, *, augment: str, image_size: int, channels: int,
-               mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
-  """One evaluation image: centre crop for 'imagenet', a plain resize otherwise."""
-  image = _decode(image, channels)
+def eval_image(encoded: tf.Tensor, *, augment: str, image_size: int,
+               channels: int) -> tf.Tensor:
+  """One evaluation image: the centre crop for 'imagenet', a plain resize otherwise."""
   if augment == 'imagenet':
-    image = _center_crop(image, image_size)
-  elif image.shape[0] != image_size or image.shape[1] != image_size:
-    image = _resize(image, image_size)
-  return _normalize(image, mean, std)
+    shape = _image_shape(encoded, channels)
+    # Shorter side to image_size / CROP_FRACTION, then the central image_size square:
+    # the same as cropping the centre CROP_FRACTION square, then resizing it.
+    image = _resize(_decode_window(encoded, _center_window(shape), channels), image_size)
+  else:
+    image = _resize_if_needed(_decode(encoded, channels), image_size)
+  return tf.ensure_shape(image, (image_size, image_size, channels))
+
+
+def normalize(images: tf.Tensor, mean: Sequence[float], std: Sequence[float],
+              dtype: tf.DType) -> tf.Tensor:
+  """(images − mean) / std per channel, cast to `dtype` (the bytes sent to devices)."""
+  scale = tf.constant([1.0 / s for s in std], tf.float32)
+  offset = tf.constant([-m / s for m, s in zip(mean, std)], tf.float32)
+  return tf.cast(images * scale + offset, dtype)
