@@ -1,6 +1,6 @@
 """Train state and the pure step functions that the trainer jits over the mesh."""
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax
 import flax.linen as nn
@@ -71,6 +71,14 @@ def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTrans
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
 
 
+def normalize_images(images: jnp.ndarray, mean: Sequence[float],
+                     std: Sequence[float]) -> jnp.ndarray:
+  """(images − mean) / std per channel in float32; XLA fuses it into the first conv."""
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return (images.astype(jnp.float32) - mean) / std
+
+
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
                   label_smoothing: float = 0.0) -> jnp.ndarray:
   """Per-example softmax cross-entropy in float32, with optional label smoothing."""
@@ -89,24 +97,28 @@ def top_k_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarr
 
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
                learning_rate_fn: Callable[[jnp.ndarray], jnp.ndarray],
-               label_smoothing: float = 0.0,
-               ema_decay: float = 0.0) -> tuple[TrainState, TrainMetrics]:
+               label_smoothing: float = 0.0, ema_decay: float = 0.0,
+               image_mean: Sequence[float] = (0.0,),
+               image_std: Sequence[float] = (1.0,)) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step on a global batch; BatchNorm statistics span all of it.
 
   Args:
     state: the current state (donated by the trainer).
-    batch: {'image': [B, H, W, C], 'label': [B]}.
+    batch: {'image': [B, H, W, C] (uint8 or float), 'label': [B]}.
     learning_rate_fn: the schedule, evaluated here only for logging.
     label_smoothing: weight of the uniform target.
     ema_decay: decay of the weight EMA (used when state.ema is not None).
+    image_mean: per-channel mean subtracted from the images.
+    image_std: per-channel standard deviation the images are divided by.
 
   Returns:
     The new state and this step's metrics.
   """
+  images = normalize_images(batch['image'], image_mean, image_std)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
         mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
     return loss, (logits, updates['batch_stats'])
@@ -123,18 +135,22 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
   return new_state, step_metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
-              use_ema: bool = False) -> EvalMetrics:
+def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *, use_ema: bool = False,
+              image_mean: Sequence[float] = (0.0,),
+              image_std: Sequence[float] = (1.0,)) -> EvalMetrics:
   """Metrics of one padded evaluation batch; examples with mask 0 count for nothing.
 
   Args:
     state: the state to evaluate.
     batch: {'image', 'label', 'mask'}; mask is 1 for real examples, 0 for padding.
     use_ema: evaluate the EMA weights instead of the live ones.
+    image_mean: as in train_step.
+    image_std: as in train_step.
   """
   variables = (state.ema if use_ema else
                {'params': state.params, 'batch_stats': state.batch_stats})
-  logits = state.apply_fn(variables, batch['image'], train=False)
+  images = normalize_images(batch['image'], image_mean, image_std)
+  logits = state.apply_fn(variables, images, train=False)
   labels = batch['label']
   return EvalMetrics.single_from_model_output(
       loss=cross_entropy(logits, labels), top1=top_k_correct(logits, labels, 1),

@@ -37,10 +37,7 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     raise ConfigError(str(error)) from None
 
 
-@functools.partial(jax.jit, static_argnames=('use_ema',))
-def _eval_step(state: steps.TrainState, batch: dict[str, jax.Array], *,
-               use_ema: bool) -> steps.EvalMetrics:
-  return steps.eval_step(state, batch, use_ema=use_ema)
+_eval_step = jax.jit(steps.eval_step, static_argnames=('use_ema', 'image_mean', 'image_std'))
 
 
 def evaluate(state: steps.TrainState, source: Any, config: ml_collections.ConfigDict,
@@ -49,7 +46,9 @@ def evaluate(state: steps.TrainState, source: Any, config: ml_collections.Config
   """Masked metrics over the whole evaluation split, every example counted once."""
   total = None
   for batch in pipeline.eval_batches(source, config, info):
-    batch_metrics = _eval_step(state, sharding.to_global(batch, mesh), use_ema=use_ema)
+    batch_metrics = _eval_step(state, sharding.to_global(batch, mesh), use_ema=use_ema,
+                               image_mean=tuple(config.dataset.mean),
+                               image_std=tuple(config.dataset.std))
     total = batch_metrics if total is None else total.merge(batch_metrics)
   return {f'{prefix}/{name}': float(value) for name, value in total.compute().items()}
 
@@ -108,7 +107,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_step = jax.jit(
       functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,
-                        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay),
+                        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+                        image_mean=tuple(config.dataset.mean),
+                        image_std=tuple(config.dataset.std)),
       in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
       out_shardings=sharding.replicated(mesh), donate_argnums=0)
   batches = sharding.prefetch_to_mesh(

@@ -105,6 +105,13 @@ def test_eval_step_ignores_masked_examples():
   assert float(metrics['top5']) >= float(metrics['top1'])
 
 
+def test_normalize_images_per_channel():
+  images = np.full((2, 1, 1, 3), 100, np.uint8)
+  out = steps.normalize_images(images, (100.0, 50.0, 0.0), (1.0, 10.0, 100.0))
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out[0, 0, 0], [0.0, 5.0, 1.0])
+
+
 def test_cross_entropy_label_smoothing():
   logits = jnp.array([[2.0, 0.0, 0.0]])
   plain = steps.cross_entropy(logits, jnp.array([0]))

@@ -21,7 +21,6 @@ from resnet_jax.data import preprocess, sources
 
 # Epoch numbers stay below 2**23 so (epoch, process, position) packs into one int64.
 _MAX_EPOCHS = 1 << 23
-_TRANSFER_DTYPES = {'float32': tf.float32, 'bfloat16': tf.bfloat16, 'float16': tf.float16}
 
 
 def part_bounds(num_examples: int, index: int, count: int) -> tuple[int, int]:
@@ -41,15 +40,8 @@ def _options() -> tf.data.Options:
   return options
 
 
-def _finish_batch(batch: dict[str, tf.Tensor], config: ml_collections.ConfigDict,
-                  with_ids: bool) -> dict[str, tf.Tensor]:
-  """Normalises the batch's images and casts them to the compute dtype for the transfer."""
-  batch = dict(batch)
-  batch['image'] = preprocess.normalize(batch['image'], config.dataset.mean, config.dataset.std,
-                                        _TRANSFER_DTYPES[config.dtype])
-  if not with_ids:
-    batch.pop('id')
-  return batch
+def _drop_ids(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  return {key: value for key, value in batch.items() if key != 'id'}
 
 
 def train_batches(source: sources.TfdsSource | sources.FolderSource,
@@ -61,7 +53,7 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
 
   Args:
     source: from sources.create_source().
-    config: the run config (dataset.*, batch_size, seed, dtype).
+    config: the run config (dataset.*, batch_size, seed).
     info: from sources.dataset_info().
     start_step: the first step the batches are for (0, or the restored step).
     process_index: this process (default: jax.process_index()).
@@ -69,7 +61,7 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
     with_ids: also yield each example's id (TFDS id or file path).
 
   Yields:
-    {'image': [local_batch, H, W, C] in config.dtype, 'label': int32 [local_batch]}.
+    {'image': uint8 [local_batch, H, W, C], 'label': int32 [local_batch]} (+ 'id').
   """
   index, count = _processes(process_index, process_count)
   local_batch = config.batch_size // count
@@ -103,8 +95,8 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
   stream = stream.skip(skip)  # Before reading or decoding: cheap.
   stream = stream.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)
   stream = stream.batch(local_batch, drop_remainder=True)
-  stream = stream.map(lambda batch: _finish_batch(batch, config, with_ids),
-                      num_parallel_calls=tf.data.AUTOTUNE)
+  if not with_ids:
+    stream = stream.map(_drop_ids)
   stream = stream.prefetch(tf.data.AUTOTUNE).with_options(_options())
   return iter(tfds.as_numpy(stream))
 
@@ -141,14 +133,14 @@ def eval_batches(source: sources.TfdsSource | sources.FolderSource,
 
   dataset = records.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(local_batch)
-  dataset = dataset.map(lambda batch: _finish_batch(batch, config, with_ids))
+  if not with_ids:
+    dataset = dataset.map(_drop_ids)
   dataset = dataset.prefetch(tf.data.AUTOTUNE).with_options(_options())
   emitted = 0
   for batch in tfds.as_numpy(dataset):
     yield _pad(batch, local_batch)
     emitted += 1
-  image_dtype = _TRANSFER_DTYPES[config.dtype].as_numpy_dtype
-  empty = {'image': np.zeros((local_batch, *info.image_shape), image_dtype),
+  empty = {'image': np.zeros((local_batch, *info.image_shape), np.uint8),
            'label': np.zeros((local_batch,), np.int32), 'mask': np.zeros((local_batch,), np.int32)}
   if with_ids:
     empty['id'] = np.full((local_batch,), b'', object)
