@@ -24,8 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data.
   config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = 'imagenet2012'  # a TFDS name; sklearn_digits ships with us
-  config.dataset.data_dir = ''  # TFDS data_dir; '' = TFDS's default (~/tensorflow_datasets)
+  config.dataset.name = 'imagenet2012'  # a TFDS name (sklearn_digits ships with us), or
+  #                                       image_folder: data_dir/<split>/<class>/<images>
+  config.dataset.data_dir = ''  # TFDS data_dir ('' = ~/tensorflow_datasets), or the folder
   config.dataset.manual_dir = ''  # where ImageNet's tar files lie, for preparing it
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
@@ -33,10 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.augment = 'imagenet'  # none, cifar (pad + crop), imagenet (random-resized crop)
   config.dataset.random_flip = True
   config.dataset.crop_padding = 4  # pixels each side, for augment='cifar'
-  config.dataset.mean = IMAGENET_MEAN
+  config.dataset.mean = IMAGENET_MEAN  # normalisation, applied on the device
   config.dataset.std = IMAGENET_STD
   config.dataset.cache = False  # keep the encoded split in memory (small datasets)
-  config.dataset.shuffle_buffer = 16_384
+  config.dataset.shuffle_buffer = 16_384  # TFDS records; image folders shuffle fully
 
   # Duration and batch.
   config.batch_size = 1024  # global, over all processes and devices
