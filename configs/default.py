@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.zero_init_residual = True  # last BN scale of each residual branch starts at 0
   config.bn_momentum = 0.9  # running = momentum * running + (1 - momentum) * batch
   config.bn_epsilon = 1e-5
+  config.bn_group_size = 0  # BN statistics over: 0 the whole global batch, N groups of N
 
   # Data.
   config.dataset = ml_collections.ConfigDict()
@@ -38,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.std = IMAGENET_STD
   config.dataset.cache = False  # keep the encoded split in memory (small datasets)
   config.dataset.shuffle_buffer = 16_384  # TFDS records; image folders shuffle fully
+  # global: batches independent of the process count (each process reads all records);
+  # per_process: process p reads only part p of the split (big TFDS data on many hosts).
+  config.dataset.order = 'global'
 
   # Duration and batch.
   config.batch_size = 1024  # global, over all processes and devices

@@ -4,19 +4,19 @@ Orbax writes each step into a temporary directory and renames it when complete, 
 crash during a save leaves the previous checkpoints as they were.
 """
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 
 class Checkpointer:
   """Saves and restores the train state under `workdir/checkpoints/<step>/`."""
 
-  def __init__(self, workdir: str, *, max_to_keep: int, async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  def __init__(self, workdir: epath.Path, *, max_to_keep: int, async_save: bool = True):
+    self.directory = epath.Path(workdir) / 'checkpoints'
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)

@@ -14,13 +14,20 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from resnet_jax import train  # noqa: E402
+from resnet_jax import distributed, train  # noqa: E402
 from resnet_jax.errors import ConfigError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for config.json, summaries and checkpoints.')
 config_flags.DEFINE_config_file('config', None, 'A config file, e.g. configs/digits.py.',
                                 lock_config=True)
+flags.DEFINE_enum('distributed', 'auto', list(distributed.MODES),
+                  'Start jax.distributed: auto (given a coordinator, or on a detected TPU pod, '
+                  'SLURM or Open MPI job), yes, no.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (clusters JAX cannot '
+                    'detect; launch/local.sh sets it).')
+flags.DEFINE_integer('num_processes', None, 'Processes in the run, with --coordinator_address.')
+flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -45,9 +52,11 @@ def main(argv: list[str]) -> None:
       lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname)
   import tensorflow as tf  # Only the input pipeline uses TF: keep it off the accelerators.
   tf.config.set_visible_devices([], 'GPU')
-  logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
-               jax.process_count(), jax.local_devices())
   try:
+    distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                           FLAGS.process_id)
+    logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
+                 jax.process_count(), jax.local_devices())
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except ConfigError as error:
     sys.exit(f'error: {error}')

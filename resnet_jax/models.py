@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from resnet_jax.norm import GroupBatchNorm
+
 ModuleDef = Any
 
 # torchvision initialises convolutions with kaiming_normal(mode='fan_out').
@@ -120,6 +122,8 @@ class ResNet(nn.Module):
     zero_init_residual: zero-init the last BN scale (last conv if preact) of each branch.
     bn_momentum: running-average decay of BatchNorm statistics.
     bn_epsilon: BatchNorm epsilon.
+    bn_group_size: 0: BatchNorm statistics over the whole (global) batch; N: over
+      independent groups of N examples, whatever the device count.
     dtype: compute dtype; parameters and statistics stay float32.
   """
   stage_sizes: Sequence[int]
@@ -132,12 +136,15 @@ class ResNet(nn.Module):
   zero_init_residual: bool = True
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  bn_group_size: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
     conv = functools.partial(_Conv, dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+    norm_cls = (functools.partial(GroupBatchNorm, group_size=self.bn_group_size)
+                if self.bn_group_size else nn.BatchNorm)
+    norm = functools.partial(norm_cls, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                              dtype=self.dtype)
     x = x.astype(self.dtype)

@@ -1,7 +1,6 @@
 """The training loop: mesh, data, state, restore; periodic logging, evaluation, checkpoints."""
 
 import functools
-import json
 import math
 import os
 import time
@@ -12,9 +11,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
+from etils import epath
 from jax.sharding import Mesh
 
-from resnet_jax import checkpointing, models, optim, sharding, steps
+from resnet_jax import checkpointing, distributed, models, optim, sharding, steps
 from resnet_jax.data import pipeline, preprocess, sources
 from resnet_jax.errors import ConfigError
 
@@ -29,7 +29,14 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     if config.dataset.augment not in preprocess.AUGMENTATIONS:
       raise ValueError(f'unknown dataset.augment {config.dataset.augment!r}; valid: '
                        f'{", ".join(preprocess.AUGMENTATIONS)}')
+    if config.dataset.order not in pipeline.ORDERS:
+      raise ValueError(f'unknown dataset.order {config.dataset.order!r}; valid: '
+                       f'{", ".join(pipeline.ORDERS)}')
     sharding.check_batch_size(config.batch_size, mesh)
+    if config.bn_group_size < 0 or (config.bn_group_size and
+                                    config.batch_size % config.bn_group_size):
+      raise ValueError(f'bn_group_size {config.bn_group_size} must be 0 (whole batch) or '
+                       f'divide batch_size {config.batch_size}')
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
       raise ValueError(f'num_train_steps {config.num_train_steps} and num_epochs '
                        f'{config.num_epochs}: one of them must be positive')
@@ -53,9 +60,9 @@ def evaluate(state: steps.TrainState, source: Any, config: ml_collections.Config
   return {f'{prefix}/{name}': float(value) for name, value in total.compute().items()}
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+def workdir_path(workdir: str) -> epath.Path:
+  """The workdir as a path object; local paths made absolute, gs:// and the like kept."""
+  return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -74,6 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   mesh = sharding.make_mesh()
   check_config(config, mesh)
+  workdir = workdir_path(workdir)
   source = sources.create_source(config)
   info = sources.dataset_info(source, config)
   steps_per_epoch = info.num_train_examples // config.batch_size
@@ -88,7 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = models.create_model(
       config.model, num_classes=info.num_classes, dtype=config.dtype,
       zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum,
-      bn_epsilon=config.bn_epsilon)
+      bn_epsilon=config.bn_epsilon, bn_group_size=config.bn_group_size)
   state = steps.create_train_state(
       jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
       info.image_shape, use_ema=config.ema_decay > 0, mesh=mesh)
@@ -98,12 +106,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                info.num_train_examples, info.num_eval_examples, steps_per_epoch,
                num_train_steps)
 
+  distributed.check_shared_workdir(workdir)
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep)
   state = checkpointer.restore_or_keep(state)
   start_step = int(state.step)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = metric_writers.create_default_writer(str(workdir),
+                                                just_logging=jax.process_index() > 0)
   if jax.process_index() == 0:
-    _write_config(config, workdir)
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
   train_step = jax.jit(
       functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,
@@ -124,6 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write_scalars(step, summary)
     return summary
 
+  preemption = distributed.PreemptionGuard()
+  preempted = False
   eval_summary: dict[str, float] = {}
   train_metrics = None
   interval_start, interval_step = time.perf_counter(), start_step
@@ -142,15 +154,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_metrics = None
       interval_start, interval_step = time.perf_counter(), step
     pause_start = time.perf_counter()
-    if step % eval_every == 0 or step == num_train_steps:
+    preempted = preemption.reached(step)
+    if (step % eval_every == 0 or step == num_train_steps) and not preempted:
       with report_progress.timed('eval'):
         eval_summary = run_evaluation(state, step)
-    if step % config.checkpoint_every_steps == 0 or step == num_train_steps:
+    if step % config.checkpoint_every_steps == 0 or step == num_train_steps or preempted:
       with report_progress.timed('checkpoint'):
         checkpointer.save(step, state)
+    if preempted:
+      logging.warning('Preempted: saved the checkpoint of step %d; run the same command to '
+                      'resume from it', step)
+      break
     interval_start += time.perf_counter() - pause_start  # throughput excludes eval and saving
 
-  if not eval_summary:  # Already trained to the end: report where it stands.
+  preemption.close()
+  if not eval_summary and not preempted:  # Already trained to the end: report where it stands.
     eval_summary = run_evaluation(state, int(state.step))
   checkpointer.close()
   writer.flush()

@@ -59,6 +59,21 @@ def test_bad_folders_fail_with_one_clear_line(tmp_path, break_it, pattern):
   assert '\n' not in str(error.value)
 
 
+def test_hidden_folders_are_not_classes(tmp_path):
+  make_image_folder(tmp_path, COUNTS)
+  (tmp_path / 'train' / '.ipynb_checkpoints').mkdir()
+  source = sources.create_source(_config(tmp_path))
+  assert source.class_names == ('a_class', 'b_class')
+
+
+def test_a_class_with_only_corrupt_images_is_an_error(tmp_path):
+  make_image_folder(tmp_path, COUNTS)
+  for image in (tmp_path / 'validation' / 'b_class').iterdir():
+    image.write_bytes(b'garbage')
+  with pytest.raises(ConfigError, match=r"class folder '.*validation/b_class' holds no readable"):
+    sources.create_source(_config(tmp_path))
+
+
 def test_missing_data_dir_setting(tmp_path):
   with pytest.raises(ConfigError, match="dataset.data_dir '' is not a directory"):
     sources.create_source(_config(''))

@@ -32,6 +32,20 @@ def test_digits_builder_splits(digits_dir):
   labels = [int(ex['label']) for ex in tfds.as_numpy(source.builder.as_dataset(split='test'))]
   assert np.bincount(labels, minlength=10).min() >= 25  # every class is held out
   assert source.split_size('train[:1000]+test') == 1360
+  assert source.split_size('test[:0]+train[:5]') == 5
+
+
+def test_more_processes_than_eval_examples(digits_dir):
+  config = small_config(**{'dataset.data_dir': digits_dir, 'dataset.eval_split': 'test[:3]',
+                           'batch_size': 8})
+  source, info = _source(config)
+  ids = []
+  for index in range(4):
+    batches = list(pipeline.eval_batches(source, config, info, process_index=index,
+                                         process_count=4, with_ids=True))
+    assert len(batches) == 1
+    ids.extend(i for i, m in zip(batches[0]['id'], batches[0]['mask']) if m)
+  assert len(ids) == len(set(ids)) == 3
 
 
 def test_resumed_stream_equals_uninterrupted(digits_dir):
@@ -56,9 +70,23 @@ def test_resumed_stream_equals_uninterrupted(digits_dir):
   assert not np.array_equal(ids[:128], other_seed[0]['id'])
 
 
+@pytest.mark.parametrize('process_count', [2, 3])
+def test_global_order_batches_do_not_depend_on_process_count(digits_dir, process_count):
+  config = small_config(**{'dataset.data_dir': digits_dir, 'batch_size': 48})
+  source, info = _source(config)
+  single = _take(source, config, info, 32, start_step=0)  # crosses an epoch end
+  parts = [_take(source, config, info, 32, start_step=0, process_index=i,
+                 process_count=process_count) for i in range(process_count)]
+  for step, expected in enumerate(single):
+    for key in ('id', 'image', 'label'):
+      np.testing.assert_array_equal(
+          np.concatenate([part[step][key] for part in parts]), expected[key])
+
+
 @pytest.mark.parametrize('process_count', [1, 2, 3])
 def test_an_epoch_is_the_whole_split_for_any_process_count(digits_dir, process_count):
-  config = small_config(**{'dataset.data_dir': digits_dir, 'batch_size': 48})
+  config = small_config(**{'dataset.data_dir': digits_dir, 'batch_size': 48,
+                           'dataset.order': 'per_process'})
   source, info = _source(config)
   local = 48 // process_count
   seen = []

@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ import optax
 import pytest
 
 from resnet_jax import models, sharding, steps
+from resnet_jax.norm import GroupBatchNorm
 
 NUM_CLASSES = 5
 
@@ -26,8 +28,8 @@ def _jitted_step(mesh, ema_decay=0.0, learning_rate=0.1):
                  out_shardings=sharding.replicated(mesh), donate_argnums=0)
 
 
-def _state(mesh, use_ema=False, model_name='resnet20'):
-  model = models.create_model(model_name, num_classes=NUM_CLASSES)
+def _state(mesh, use_ema=False, model_name='resnet20', **model_overrides):
+  model = models.create_model(model_name, num_classes=NUM_CLASSES, **model_overrides)
   tx = optax.sgd(0.1, momentum=0.9)
   return steps.create_train_state(jax.random.key(0), model, tx, (8, 8, 3), use_ema=use_ema,
                                   mesh=mesh)
@@ -71,6 +73,40 @@ def test_eight_devices_match_one_device(model_name):
                                        jax.device_get(_state(sharding.make_mesh(
                                            jax.devices()[:1]), model_name=model_name).params)))
   assert max(moved) > 1e-3  # the comparison is not between two untouched states
+
+
+def _train_three_steps(devices, **model_overrides):
+  mesh = sharding.make_mesh(devices)
+  state, train_step = _state(mesh, **model_overrides), _jitted_step(mesh)
+  for seed in range(3):
+    state, _ = train_step(state, sharding.to_global(_batch(seed), mesh))
+  return jax.device_get((state.params, state.batch_stats))
+
+
+def test_bn_group_size_gives_the_same_result_on_any_device_count():
+  """Groups of 4 examples: 1 device and 8 devices (2 examples each) agree."""
+  one = _train_three_steps(jax.devices()[:1], bn_group_size=4)
+  eight = _train_three_steps(jax.devices()[:8], bn_group_size=4)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=2e-5), one, eight)
+  whole_batch = _train_three_steps(jax.devices()[:1])
+  gap = max(jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), one[0],
+                                         whole_batch[0])))
+  assert gap > 1e-3  # groups of 4 really are not the whole batch
+
+
+def test_group_batchnorm_of_the_whole_batch_is_batchnorm():
+  x = jax.random.normal(jax.random.key(0), (8, 4, 4, 3)) * 3 + 1
+  variables = nn.BatchNorm(use_running_average=False).init(jax.random.key(1), x)
+  y_ref, stats_ref = nn.BatchNorm(use_running_average=False, momentum=0.8).apply(
+      variables, x, mutable=['batch_stats'])
+  y, stats = GroupBatchNorm(group_size=8, momentum=0.8).apply(variables, x,
+                                                               mutable=['batch_stats'])
+  np.testing.assert_allclose(y, y_ref, atol=1e-5)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-5), stats, stats_ref)
+  y_half, _ = GroupBatchNorm(group_size=4).apply(variables, x, mutable=['batch_stats'])
+  y_first, _ = nn.BatchNorm(use_running_average=False).apply(variables, x[:4],
+                                                              mutable=['batch_stats'])
+  np.testing.assert_allclose(y_half[:4], y_first, atol=1e-5)
 
 
 def test_ema_tracks_params():

@@ -42,7 +42,7 @@ def class_names(data_dir: str, splits: tuple[str, ...]) -> tuple[str, ...]:
       raise ConfigError(f'split folder {split_dir!r} does not exist; found: '
                         f'{sorted(os.listdir(data_dir))}')
     names = sorted(d for d in os.listdir(split_dir)
-                   if os.path.isdir(os.path.join(split_dir, d)))
+                   if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith('.'))
     if not names:
       raise ConfigError(f'split folder {split_dir!r} has no class subfolders')
     for name in names:
@@ -99,7 +99,9 @@ def load_split(data_dir: str, split: str, names: tuple[str, ...]) -> FolderSplit
   if skipped:
     logging.warning('image_folder: skipped %d of %d images in split %r', len(skipped),
                     len(paths), split)
-  if not ok.any():
-    raise ConfigError(f'no readable images in split folder {os.path.join(data_dir, split)!r}')
-  return FolderSplit(paths=np.array(paths)[ok], labels=np.array(labels, np.int32)[ok],
-                     skipped=skipped)
+  labels = np.array(labels, np.int32)
+  for label, name in enumerate(names):
+    if not ok[labels == label].any():
+      raise ConfigError(f'class folder {os.path.join(data_dir, split, name)!r} holds no '
+                        'readable images')
+  return FolderSplit(paths=np.array(paths)[ok], labels=labels[ok], skipped=skipped)

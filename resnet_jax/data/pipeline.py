@@ -1,11 +1,20 @@
-"""tf.data pipelines: per-process parts, deterministic resumable order, exact evaluation.
+"""tf.data pipelines: deterministic resumable order, per-process reading, exact evaluation.
 
-Process p of P reads examples [p·N/P, (p+1)·N/P) of each split, so every epoch of every
-process covers its whole part: an epoch is the whole split, whatever P. Process p's
-order is a function of (seed, epoch): epoch e shuffles the part with seed (seed, e) and
-gives each example a stateless augmentation seed. Epochs follow each other without a
-gap, so resuming at step k means: start at epoch ⌊k·b/n⌋, skip (k·b mod n) records
-(b: per-process batch, n: part size) before any image is read or decoded.
+Training order is a function of (seed, epoch): epoch e shuffles the records with seed
+(seed, e), epochs follow each other without a gap, and every example gets a stateless
+augmentation seed from its position. Resuming at step k skips the records already used
+before any image is read or decoded. Two ways to split the work over P processes
+(`dataset.order`):
+
+- 'global': every process walks the same shuffled stream of the whole split and keeps
+  its slice of each global batch, so the global batches, and hence the trained
+  parameters, do not depend on P. Every process reads every record (for an image
+  folder: every path; the images themselves are read only by their process).
+- 'per_process': process p reads only examples [p·N/P, (p+1)·N/P) and shuffles them:
+  each host reads 1/P of the data, and an epoch is still the whole split.
+
+With one process the two are the same. Evaluation always reads per process, pads the
+last batch and masks the padding, so every example counts exactly once.
 """
 
 import math
@@ -19,8 +28,9 @@ import tensorflow_datasets as tfds
 
 from resnet_jax.data import preprocess, sources
 
-# Epoch numbers stay below 2**23 so (epoch, process, position) packs into one int64.
-_MAX_EPOCHS = 1 << 23
+# (epoch < 2**15, process < 2**16, position < 2**32) packs into one int64 seed.
+_MAX_EPOCHS = 1 << 15
+ORDERS = ('global', 'per_process')
 
 
 def part_bounds(num_examples: int, index: int, count: int) -> tuple[int, int]:
@@ -65,24 +75,36 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
   """
   index, count = _processes(process_index, process_count)
   local_batch = config.batch_size // count
-  start, end = part_bounds(info.num_train_examples, index, count)
-  start_epoch, skip = divmod(start_step * local_batch, end - start)
+  shared_stream = config.dataset.order == 'global'
+  start, end = ((0, info.num_train_examples) if shared_stream else
+                part_bounds(info.num_train_examples, index, count))
+  epoch_length = end - start
+  stream_batch = config.batch_size if shared_stream else local_batch
+  start_epoch, skip = divmod(start_step * stream_batch, epoch_length)
   records = source.records(config.dataset.train_split, start, end)
   read_after_shuffle = not config.dataset.cache
   if config.dataset.cache:
     records = records.map(source.read, num_parallel_calls=tf.data.AUTOTUNE).cache()
-  buffer = (end - start if isinstance(source, sources.FolderSource)  # paths: shuffle fully
+  buffer = (epoch_length if isinstance(source, sources.FolderSource)  # paths: shuffle fully
             else config.dataset.shuffle_buffer)
   seed_base = np.int64(config.seed) * 1_000_003
-  first_position = np.int64(index) * (1 << 32)
+  # Augmentation seeds: unique per (epoch, stream, position); the same for every process
+  # when they share the stream.
+  first_position = np.int64(0 if shared_stream else index) * (1 << 32)
 
   def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
     shuffled = records.shuffle(buffer, seed=seed_base + epoch, reshuffle_each_iteration=False)
-    first = epoch * (1 << 40) + first_position
+    first = epoch * (1 << 48) + first_position
     return shuffled.enumerate().map(
-        lambda position, record: (record, tf.stack([np.int64(config.seed), first + position])))
+        lambda position, record: (record, tf.stack([np.int64(config.seed), first + position]),
+                                  epoch * epoch_length + position))
 
-  def preprocess_one(record, seed):
+  def mine(record, seed, stream_index):
+    del record, seed
+    return (stream_index % config.batch_size) // local_batch == index
+
+  def preprocess_one(record, seed, stream_index):
+    del stream_index
     if read_after_shuffle:
       record = source.read(record)
     image = preprocess.train_image(
@@ -93,6 +115,8 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
 
   stream = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch)
   stream = stream.skip(skip)  # Before reading or decoding: cheap.
+  if shared_stream and count > 1:
+    stream = stream.filter(mine)
   stream = stream.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)
   stream = stream.batch(local_batch, drop_remainder=True)
   if not with_ids:
@@ -152,5 +176,8 @@ def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
   missing = size - len(batch['label'])
   if not missing:
     return batch
-  return {key: np.concatenate([value, np.zeros((missing, *value.shape[1:]), value.dtype)])
-          for key, value in batch.items()}
+  def padding(value):
+    if value.dtype == object:  # example ids
+      return np.full((missing, *value.shape[1:]), b'', object)
+    return np.zeros((missing, *value.shape[1:]), value.dtype)
+  return {key: np.concatenate([value, padding(value)]) for key, value in batch.items()}

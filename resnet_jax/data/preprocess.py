@@ -54,7 +54,7 @@ def _random_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Inception crop window: area 8–100 %, aspect 3/4–4/3, 10 tries, else the centre."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)), seed=seed,
-      min_object_covered=0.1, aspect_ratio_range=_ASPECT_RANGE, area_range=_AREA_RANGE,
+      min_object_covered=_AREA_RANGE[0], aspect_ratio_range=_ASPECT_RANGE, area_range=_AREA_RANGE,
       max_attempts=_ATTEMPTS, use_image_if_no_bounding_boxes=True)
   # When every attempt fails, the sampler returns the whole image: use the centre instead.
   failed = tf.reduce_all(tf.equal(size[:2], shape[:2]))

@@ -9,11 +9,13 @@ happen between the two, so a resumed run skips records without reading images.
 import dataclasses
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from resnet_jax import distributed
 from resnet_jax.data import digits  # noqa: F401  (registers the embedded builder)
 from resnet_jax.data import image_folder
 from resnet_jax.errors import ConfigError
@@ -48,8 +50,14 @@ class TfdsSource:
   def __init__(self, config: ml_collections.ConfigDict):
     check_dataset_name(config.dataset.name)
     self.builder = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir or None)
-    self.builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=config.dataset.manual_dir or None))
+    download_config = tfds.download.DownloadConfig(manual_dir=config.dataset.manual_dir or None)
+    # Process 0 prepares; the others wait, then find the dataset ready.
+    if jax.process_index() == 0:
+      self.builder.download_and_prepare(download_config=download_config)
+    distributed.barrier('dataset prepared')
+    if jax.process_index() > 0:
+      self.builder = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir or None)
+      self.builder.download_and_prepare(download_config=download_config)
     features = self.builder.info.features
     self.class_names = tuple(features['label'].names)
     self.channels = features['image'].shape[-1] or 3
@@ -59,13 +67,17 @@ class TfdsSource:
     """Examples in `split` (a TFDS split spec such as 'train[:45000]')."""
     if split not in self._sizes:
       try:
-        self._sizes[split] = sum(
-            (i.to or self.builder.info.splits[i.splitname].num_examples) - (i.from_ or 0)
-            for i in self._absolute(split))
+        self._sizes[split] = sum(self._end(i) - (i.from_ or 0) for i in self._absolute(split))
       except (KeyError, TypeError, ValueError):  # No split metadata (mocked data): count.
         self._sizes[split] = int(
             self._read(split).reduce(np.int64(0), lambda count, _: count + 1))
     return self._sizes[split]
+
+  def _end(self, instruction: Any) -> int:
+    """An absolute instruction's end; TFDS writes None for "to the end" (and 0 for 0)."""
+    if instruction.to is None:
+      return self.builder.info.splits[instruction.splitname].num_examples
+    return instruction.to
 
   def _absolute(self, split: str) -> list[Any]:
     return tfds.core.ReadInstruction.from_spec(split).to_absolute(self.builder.info.splits)
@@ -75,7 +87,7 @@ class TfdsSource:
     pieces, offset = [], 0
     for instruction in self._absolute(split):
       first = instruction.from_ or 0
-      last = instruction.to or self.builder.info.splits[instruction.splitname].num_examples
+      last = self._end(instruction)
       lo, hi = max(start, offset), min(end, offset + last - first)
       if lo < hi:
         pieces.append(tfds.core.ReadInstruction(instruction.splitname, from_=first + lo - offset,
@@ -91,7 +103,10 @@ class TfdsSource:
   def records(self, split: str, start: int, end: int) -> tf.data.Dataset:
     """Examples [start, end) of `split` with encoded images, in storage order."""
     whole = start == 0 and end == self.split_size(split)
-    dataset = self._read(split if whole else self._part(split, start, end))
+    if start >= end:  # More processes than examples: this one reads nothing.
+      dataset = self._read(split).take(0)
+    else:
+      dataset = self._read(split if whole else self._part(split, start, end))
     return dataset.map(lambda ex: {'image': ex['image'], 'label': tf.cast(ex['label'], tf.int32),
                                    'id': ex['tfds_id']})
 

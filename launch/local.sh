@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs `python -m resnet_jax.main FLAGS...` as N processes on this machine, wired together
+# through jax.distributed: the multi-host code path, on one CPU box.
+#
+#   launch/local.sh N [FLAGS...]
+#   launch/local.sh 2 --config=configs/digits.py --workdir=/tmp/digits_2proc
+#
+# Each process gets DEVICES_PER_PROCESS fake CPU devices (default 2). Its output goes to
+# the terminal prefixed with [process i] and, if LOG_DIR is set, to LOG_DIR/process_<i>.log.
+# Exits non-zero if any process fails; Ctrl-C or SIGTERM is passed on to every process
+# (they agree on a step, checkpoint and exit 0). PORT picks the coordinator port.
+set -euo pipefail
+
+if [[ $# -lt 1 || ! "$1" =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: $0 NUM_PROCESSES [resnet_jax.main flags...]" >&2
+  exit 2
+fi
+num_processes=$1
+shift
+devices=${DEVICES_PER_PROCESS:-2}
+port=${PORT:-$((20000 + RANDOM % 20000))}
+python=${PYTHON:-python}
+cd "$(dirname "$0")/.."
+
+pids=()
+forward() { kill -TERM "${pids[@]}" 2>/dev/null || true; }
+trap forward TERM INT
+
+for ((i = 0; i < num_processes; i++)); do
+  (
+    export JAX_PLATFORMS=cpu
+    export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${devices}"
+    exec "$python" -m resnet_jax.main --coordinator_address="127.0.0.1:${port}" \
+      --num_processes="$num_processes" --process_id="$i" "$@" 2>&1
+  ) > >(
+    if [[ -n "${LOG_DIR:-}" ]]; then
+      mkdir -p "$LOG_DIR"
+      sed -u "s/^/[process $i] /" | tee "$LOG_DIR/process_$i.log"
+    else
+      sed -u "s/^/[process $i] /"
+    fi
+  ) &
+  pids+=($!)
+done
+
+status=0
+for pid in "${pids[@]}"; do
+  # `wait` returns early when a trapped signal arrives; wait again until the process ends.
+  while true; do
+    set +e
+    wait "$pid"
+    code=$?
+    set -e
+    kill -0 "$pid" 2>/dev/null || break
+  done
+  [[ $code -ne 0 ]] && status=$code
+done
+exit $status
