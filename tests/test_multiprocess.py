@@ -179,3 +179,14 @@ def test_unshared_workdir_fails_fast(flags, tmp_path):
     assert process.returncode != 0
     assert 'is not shared: processes [1] cannot see what process 0 wrote' in output, output[-2000:]
   assert not (tmp_path / 'private_1' / 'checkpoints').exists()
+
+
+def test_launch_scripts_parse_and_check_their_arguments():
+  for script in ('launch/local.sh', 'launch/tpu_vm.sh', 'launch/slurm.sbatch'):
+    subprocess.run(['bash', '-n', script], cwd=REPO, check=True)
+  usage = subprocess.run(['bash', 'launch/local.sh', 'two'], cwd=REPO, capture_output=True,
+                         text=True)
+  assert usage.returncode == 2 and 'usage:' in usage.stderr
+  missing = subprocess.run(['bash', 'launch/tpu_vm.sh', 'create'], cwd=REPO,
+                           capture_output=True, text=True, env={'PATH': os.environ['PATH']})
+  assert missing.returncode != 0 and 'set TPU_NAME' in missing.stderr
