@@ -7,8 +7,9 @@
 #
 # Each process gets DEVICES_PER_PROCESS fake CPU devices (default 2). Its output goes to
 # the terminal prefixed with [process i] and, if LOG_DIR is set, to LOG_DIR/process_<i>.log.
-# Exits non-zero if any process fails; Ctrl-C or SIGTERM is passed on to every process
+# Exits non-zero if any process fails; Ctrl-C or SIGTERM reaches every process as SIGTERM
 # (they agree on a step, checkpoint and exit 0). PORT picks the coordinator port.
+# Relative paths in FLAGS are relative to the current directory.
 set -euo pipefail
 
 if [[ $# -lt 1 || ! "$1" =~ ^[1-9][0-9]*$ ]]; then
@@ -20,7 +21,7 @@ shift
 devices=${DEVICES_PER_PROCESS:-2}
 port=${PORT:-$((20000 + RANDOM % 20000))}
 python=${PYTHON:-python}
-cd "$(dirname "$0")/.."
+export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
 pids=()
 forward() { kill -TERM "${pids[@]}" 2>/dev/null || true; }
@@ -28,11 +29,13 @@ trap forward TERM INT
 
 for ((i = 0; i < num_processes; i++)); do
   (
+    trap '' INT  # Ctrl-C reaches the whole process group: let the TERM forwarded below act.
     export JAX_PLATFORMS=cpu
     export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${devices}"
     exec "$python" -m resnet_jax.main --coordinator_address="127.0.0.1:${port}" \
       --num_processes="$num_processes" --process_id="$i" "$@" 2>&1
   ) > >(
+    trap '' INT
     if [[ -n "${LOG_DIR:-}" ]]; then
       mkdir -p "$LOG_DIR"
       sed -u "s/^/[process $i] /" | tee "$LOG_DIR/process_$i.log"
@@ -44,15 +47,15 @@ for ((i = 0; i < num_processes; i++)); do
 done
 
 status=0
+set +e
 for pid in "${pids[@]}"; do
-  # `wait` returns early when a trapped signal arrives; wait again until the process ends.
-  while true; do
-    set +e
+  # `wait` returns early when a trapped signal arrives; wait again until the process ends,
+  # then once more for its own exit status (bash keeps it).
+  while kill -0 "$pid" 2>/dev/null; do
     wait "$pid"
-    code=$?
-    set -e
-    kill -0 "$pid" 2>/dev/null || break
   done
+  wait "$pid"
+  code=$?
   [[ $code -ne 0 ]] && status=$code
 done
 exit $status

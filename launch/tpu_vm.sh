@@ -41,17 +41,19 @@ install() {
   bundle=$(mktemp -d)/resnet-jax.tar.gz
   tar -C "$repo_root" --exclude=.git --exclude=.venv --exclude=tpu_logs -czf "$bundle" .
   "${tpu[@]}" scp "$bundle" "$TPU_NAME:~/" --zone="$ZONE" --worker=all
+  # JAX >= 0.7 needs Python >= 3.11, newer than some TPU images ship: uv brings its own.
   on_all_workers "mkdir -p ~/$REMOTE_DIR && tar -xzf ~/resnet-jax.tar.gz -C ~/$REMOTE_DIR && \
-    cd ~/$REMOTE_DIR && python3 -m venv .venv && . .venv/bin/activate && \
-    pip install -q -r requirements.txt 'jax[tpu]'"
+    cd ~/$REMOTE_DIR && python3 -m pip install -q --user uv && \
+    ~/.local/bin/uv venv --python 3.12 .venv && . .venv/bin/activate && \
+    ~/.local/bin/uv pip install -q -r requirements.txt 'jax[tpu]'"
 }
 
 run() {
-  local flags
-  flags=$(printf ' %q' "$@")
+  local flags=''
+  [[ $# -gt 0 ]] && flags=$(printf ' %q' "$@")
   # --distributed=yes: jax.distributed.initialize() finds the other workers itself.
   on_all_workers "cd ~/$REMOTE_DIR && . .venv/bin/activate && \
-    nohup python -m resnet_jax.main --distributed=yes --workdir=$WORKDIR $flags \
+    nohup python -m resnet_jax.main --distributed=yes --workdir=$(printf %q "$WORKDIR")$flags \
     > ~/train.log 2>&1 < /dev/null &"
   echo "started on all workers; follow with: $0 logs   (or ssh --worker=0 'tail -f ~/train.log')"
 }
@@ -82,7 +84,8 @@ case "$step" in
     install
     run "$@"
     # Wait for worker 0's process to end, then collect logs and delete the slice.
-    on_all_workers "while pgrep -f resnet_jax.main > /dev/null; do sleep 60; done" || true
+    # '[r]esnet' so that pgrep does not find this very command line.
+    on_all_workers "while pgrep -f '[r]esnet_jax.main' > /dev/null; do sleep 60; done" || true
     logs
     delete
     ;;

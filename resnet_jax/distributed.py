@@ -25,7 +25,8 @@ def _cluster_detected() -> bool:
   def count(name: str) -> int:
     value = os.environ.get(name, '')
     return int(value) if value.isdigit() else 0
-  return (count('SLURM_NTASKS') > 1 or count('OMPI_COMM_WORLD_SIZE') > 1 or
+  # SLURM_STEP_NUM_TASKS is set inside `srun` only, not in the batch script's own shell.
+  return (count('SLURM_STEP_NUM_TASKS') > 1 or count('OMPI_COMM_WORLD_SIZE') > 1 or
           ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''))
 
 

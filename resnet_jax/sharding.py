@@ -13,12 +13,15 @@ DATA_AXIS = 'data'
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A one-axis mesh over `devices` (default: every device of every process).
 
-  Auto axis types let XLA propagate shardings through the step, so the model code
-  stays free of sharding annotations.
+  Devices are ordered process by process, so process p's share of a global batch is
+  one contiguous block of it: the batch's layout, and with it the examples that share
+  a BatchNorm group, is the same for any number of processes. Auto axis types let XLA
+  propagate shardings through the step, so the model stays free of annotations.
   """
   if devices is None:
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(AxisType.Auto,))
-  return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+    devices = jax.devices()
+  ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
+  return Mesh(np.asarray(ordered), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

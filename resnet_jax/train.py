@@ -135,41 +135,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return summary
 
   preemption = distributed.PreemptionGuard()
-  preempted = False
-  eval_summary: dict[str, float] = {}
-  train_metrics = None
-  interval_start, interval_step = time.perf_counter(), start_step
-  for step in range(start_step + 1, num_train_steps + 1):
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      state, step_metrics = train_step(state, next(batches))
-    train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
-    report_progress(step)
-    if step % config.log_every_steps == 0 or step == num_train_steps:
-      summary = {f'train/{k}': float(v) for k, v in train_metrics.compute().items()}
-      if not np.isfinite(summary['train/loss']):
-        raise FloatingPointError(f'train/loss is {summary["train/loss"]} at step {step}')
-      elapsed = time.perf_counter() - interval_start
-      summary['train/images_per_sec'] = (step - interval_step) * config.batch_size / elapsed
-      writer.write_scalars(step, summary)
-      train_metrics = None
-      interval_start, interval_step = time.perf_counter(), step
-    pause_start = time.perf_counter()
-    preempted = preemption.reached(step)
-    if (step % eval_every == 0 or step == num_train_steps) and not preempted:
-      with report_progress.timed('eval'):
-        eval_summary = run_evaluation(state, step)
-    if step % config.checkpoint_every_steps == 0 or step == num_train_steps or preempted:
-      with report_progress.timed('checkpoint'):
-        checkpointer.save(step, state)
+  try:
+    # JAX's sync point counts from the first call: make it the restored step, so a SIGTERM
+    # during start-up still yields a step that this loop reaches.
+    preempted = preemption.reached(start_step)
+    last_step = start_step if preempted else num_train_steps
     if preempted:
-      logging.warning('Preempted: saved the checkpoint of step %d; run the same command to '
-                      'resume from it', step)
-      break
-    interval_start += time.perf_counter() - pause_start  # throughput excludes eval and saving
+      logging.warning('Preempted during start-up, at step %d: nothing new to save', start_step)
+    eval_summary: dict[str, float] = {}
+    train_metrics = None
+    interval_start, interval_step = time.perf_counter(), start_step
+    for step in range(start_step + 1, last_step + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, step_metrics = train_step(state, next(batches))
+      train_metrics = (step_metrics if train_metrics is None else
+                       train_metrics.merge(step_metrics))
+      report_progress(step)
+      if step % config.log_every_steps == 0 or step == num_train_steps:
+        summary = {f'train/{k}': float(v) for k, v in train_metrics.compute().items()}
+        if not np.isfinite(summary['train/loss']):
+          raise FloatingPointError(f'train/loss is {summary["train/loss"]} at step {step}')
+        elapsed = time.perf_counter() - interval_start
+        summary['train/images_per_sec'] = (step - interval_step) * config.batch_size / elapsed
+        writer.write_scalars(step, summary)
+        train_metrics = None
+        interval_start, interval_step = time.perf_counter(), step
+      pause_start = time.perf_counter()
+      preempted = preemption.reached(step)
+      if (step % eval_every == 0 or step == num_train_steps) and not preempted:
+        with report_progress.timed('eval'):
+          eval_summary = run_evaluation(state, step)
+      if step % config.checkpoint_every_steps == 0 or step == num_train_steps or preempted:
+        with report_progress.timed('checkpoint'):
+          checkpointer.save(step, state)
+      if preempted:
+        logging.warning('Preempted: saved the checkpoint of step %d; run the same command to '
+                        'resume from it', step)
+        break
+      interval_start += time.perf_counter() - pause_start  # throughput excludes eval and saving
 
-  preemption.close()
-  if not eval_summary and not preempted:  # Already trained to the end: report where it stands.
-    eval_summary = run_evaluation(state, int(state.step))
-  checkpointer.close()
-  writer.flush()
+    if not eval_summary and not preempted:  # Trained to the end already: report the state.
+      eval_summary = run_evaluation(state, int(state.step))
+  finally:  # Also after an error: let in-flight saves of earlier, good steps complete.
+    preemption.close()
+    checkpointer.close()
+    writer.flush()
   return eval_summary
