@@ -63,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_decay_factor = 0.1
   config.label_smoothing = 0.0
   config.ema_decay = 0.0  # > 0 keeps an EMA of weights and BN statistics, evaluated too
+  # A step with a non-finite loss or gradient is always dropped; then skip (count it in
+  # train/skipped_steps and go on) or halt (stop with an error naming the step).
+  # auto: skip with float16, halt otherwise.
+  config.nonfinite_policy = 'auto'
 
   # Periodic work.
   config.log_every_steps = 100

@@ -20,9 +20,14 @@ class TrainState(train_state.TrainState):
   Attributes:
     batch_stats: the model's `batch_stats` collection.
     ema: None, or {'params': ..., 'batch_stats': ...} averaged over steps.
+    skipped_steps: steps whose loss or gradients were not finite, so their update was
+      dropped (int32 count, checkpointed).
+    first_skipped_step: the step number of the first of them (0: none).
   """
   batch_stats: Any = None
   ema: Any = None
+  skipped_steps: Any = None
+  first_skipped_step: Any = None
 
 
 @flax.struct.dataclass
@@ -41,11 +46,16 @@ class Count(metrics.Metric):
     return self.count
 
 
+def _finite_loss(loss: jnp.ndarray, finite: jnp.ndarray, **_) -> dict[str, jnp.ndarray]:
+  return {'values': loss[None], 'mask': finite[None]}
+
+
 @flax.struct.dataclass
 class TrainMetrics(metrics.Collection):
-  loss: metrics.Average.from_output('loss')
+  loss: metrics.Average.from_fun(_finite_loss)  # over the steps that were not skipped
   top1: metrics.Average.from_output('top1')
   learning_rate: metrics.LastValue.from_output('learning_rate')
+  skipped_steps: metrics.LastValue.from_output('skipped_steps')
 
 
 @flax.struct.dataclass
@@ -66,7 +76,9 @@ def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTrans
     params, batch_stats = variables['params'], variables.get('batch_stats', {})
     ema = {'params': params, 'batch_stats': batch_stats} if use_ema else None
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                             batch_stats=batch_stats, ema=ema)
+                             batch_stats=batch_stats, ema=ema,
+                             skipped_steps=jnp.zeros((), jnp.int32),
+                             first_skipped_step=jnp.zeros((), jnp.int32))
 
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
 
@@ -77,6 +89,13 @@ def normalize_images(images: jnp.ndarray, mean: Sequence[float],
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
   return (images.astype(jnp.float32) - mean) / std
+
+
+def all_finite(tree: Any) -> jnp.ndarray:
+  """True when no floating-point leaf of `tree` holds a NaN or an infinity."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
@@ -129,9 +148,23 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     ema = jax.tree.map(lambda avg, new: ema_decay * avg + (1.0 - ema_decay) * new, state.ema,
                        {'params': new_state.params, 'batch_stats': batch_stats})
     new_state = new_state.replace(ema=ema)
+  # A non-finite loss or gradient drops the whole update (parameters, optimizer state,
+  # statistics, EMA); the step still counts, so the data stream stays in step. Whether
+  # to carry on or halt is the trainer's decision (config.nonfinite_policy).
+  finite = jnp.isfinite(loss) & all_finite(grads)
+  kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                      (new_state.params, new_state.opt_state, new_state.batch_stats,
+                       new_state.ema),
+                      (state.params, state.opt_state, state.batch_stats, state.ema))
+  step_number = state.step + 1
+  new_state = new_state.replace(
+      params=kept[0], opt_state=kept[1], batch_stats=kept[2], ema=kept[3],
+      skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
+      first_skipped_step=jnp.where(finite | (state.skipped_steps > 0),
+                                   state.first_skipped_step, step_number).astype(jnp.int32))
   step_metrics = TrainMetrics.single_from_model_output(
-      loss=loss, top1=top_k_correct(logits, batch['label'], 1),
-      learning_rate=learning_rate_fn(state.step))
+      loss=loss, finite=finite, top1=top_k_correct(logits, batch['label'], 1),
+      learning_rate=learning_rate_fn(state.step), skipped_steps=new_state.skipped_steps)
   return new_state, step_metrics
 
 

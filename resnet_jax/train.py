@@ -8,7 +8,6 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
@@ -17,6 +16,30 @@ from jax.sharding import Mesh
 from resnet_jax import checkpointing, distributed, models, optim, sharding, steps
 from resnet_jax.data import pipeline, preprocess, sources
 from resnet_jax.errors import ConfigError
+
+
+NONFINITE_POLICIES = ('auto', 'skip', 'halt')
+
+
+def nonfinite_policy(config: ml_collections.ConfigDict) -> str:
+  """'skip' or 'halt'; 'auto' skips with float16 (loss-scale overflows happen), else halts."""
+  if config.nonfinite_policy != 'auto':
+    return config.nonfinite_policy
+  return 'skip' if config.dtype == 'float16' else 'halt'
+
+
+def _check_finite(state: steps.TrainState, policy: str, skipped_before: int) -> None:
+  """Under 'halt', raises FloatingPointError naming the first dropped step, if any."""
+  skipped = int(state.skipped_steps)
+  if policy == 'halt' and skipped > skipped_before:
+    where = (f'at step {int(state.first_skipped_step)}' if not skipped_before else
+             f'by step {int(state.step)}')
+    raise FloatingPointError(
+        f'non-finite loss or gradients {where} ({skipped - skipped_before} step(s) dropped): '
+        'the run stopped (nonfinite_policy=halt; skip carries on instead)')
+
+
+_all_finite = jax.jit(steps.all_finite)
 
 
 def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
@@ -33,6 +56,9 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
       raise ValueError(f'unknown dataset.order {config.dataset.order!r}; valid: '
                        f'{", ".join(pipeline.ORDERS)}')
     sharding.check_batch_size(config.batch_size, mesh)
+    if config.nonfinite_policy not in NONFINITE_POLICIES:
+      raise ValueError(f'unknown nonfinite_policy {config.nonfinite_policy!r}; valid: '
+                       f'{", ".join(NONFINITE_POLICIES)}')
     if config.bn_group_size < 0 or (config.bn_group_size and
                                     config.batch_size % config.bn_group_size):
       raise ValueError(f'bn_group_size {config.bn_group_size} must be 0 (whole batch) or '
@@ -77,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Raises:
     ConfigError: a bad config value, before anything is written to `workdir`.
-    FloatingPointError: the training loss became NaN or infinite.
+    FloatingPointError: a non-finite loss or gradient under nonfinite_policy 'halt'.
   """
   mesh = sharding.make_mesh()
   check_config(config, mesh)
@@ -134,6 +160,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write_scalars(step, summary)
     return summary
 
+  policy = nonfinite_policy(config)
+  skipped_before = int(state.skipped_steps)
   preemption = distributed.PreemptionGuard()
   try:
     # JAX's sync point counts from the first call: make it the restored step, so a SIGTERM
@@ -153,8 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       report_progress(step)
       if step % config.log_every_steps == 0 or step == num_train_steps:
         summary = {f'train/{k}': float(v) for k, v in train_metrics.compute().items()}
-        if not np.isfinite(summary['train/loss']):
-          raise FloatingPointError(f'train/loss is {summary["train/loss"]} at step {step}')
+        _check_finite(state, policy, skipped_before)
         elapsed = time.perf_counter() - interval_start
         summary['train/images_per_sec'] = (step - interval_step) * config.batch_size / elapsed
         writer.write_scalars(step, summary)
@@ -167,6 +194,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           eval_summary = run_evaluation(state, step)
       if step % config.checkpoint_every_steps == 0 or step == num_train_steps or preempted:
         with report_progress.timed('checkpoint'):
+          _check_finite(state, policy, skipped_before)
+          if not _all_finite((state.params, state.batch_stats, state.opt_state, state.ema)):
+            raise FloatingPointError(f'the state of step {step} holds NaN or Inf: not saved')
           checkpointer.save(step, state)
       if preempted:
         logging.warning('Preempted: saved the checkpoint of step %d; run the same command to '

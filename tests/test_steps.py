@@ -156,3 +156,23 @@ def test_cross_entropy_label_smoothing():
   assert float(plain[0]) == pytest.approx(float(-log_p[0]))
   assert float(smoothed[0]) == pytest.approx(float(-(0.8 * log_p[0] + 0.1 * log_p[1] +
                                                      0.1 * log_p[2])))
+
+
+def test_a_non_finite_step_is_dropped_and_counted():
+  mesh = sharding.make_mesh(jax.devices()[:2])
+  state, train_step = _state(mesh), _jitted_step(mesh)
+  state, _ = train_step(state, sharding.to_global(_batch(0), mesh))
+  before = jax.device_get(state)
+  poisoned = _batch(1)
+  poisoned['image'][3, 2, 2, 0] = np.nan
+  state, metrics = train_step(state, sharding.to_global(poisoned, mesh))
+  after = jax.device_get(state)
+  assert int(after.step) == 2 and int(after.skipped_steps) == 1
+  assert int(after.first_skipped_step) == 2
+  for key in ('params', 'batch_stats', 'opt_state'):
+    jax.tree.map(np.testing.assert_array_equal, getattr(before, key), getattr(after, key))
+  computed = metrics.compute()
+  assert int(computed['skipped_steps']) == 1 and np.isnan(float(computed['loss']))
+  state, metrics = train_step(state, sharding.to_global(_batch(2), mesh))
+  assert int(state.skipped_steps) == 1 and int(state.first_skipped_step) == 2
+  assert np.isfinite(float(metrics.compute()['loss']))

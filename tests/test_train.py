@@ -63,6 +63,24 @@ def test_already_finished_run_only_evaluates(tmp_path, digits_dir):
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
 
 
+@pytest.mark.parametrize('policy', ['halt', 'skip'])
+def test_non_finite_steps_halt_or_skip_and_never_reach_a_checkpoint(tmp_path, digits_dir,
+                                                                     policy):
+  # A huge learning rate: the first update is finite but enormous, the next loss is not.
+  config = small_config(**{'dataset.data_dir': digits_dir, 'base_lr': 1e30,
+                           'nonfinite_policy': policy, 'log_every_steps': 3})
+  if policy == 'halt':
+    with pytest.raises(FloatingPointError, match=r'non-finite loss or gradients at step 2'):
+      train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / 'checkpoints').exists() or not os.listdir(tmp_path / 'checkpoints')
+    return
+  train.train_and_evaluate(config, str(tmp_path))
+  state = _final_state(str(tmp_path))
+  assert int(state['step']) == 6 and int(state['skipped_steps']) == 5
+  for leaf in jax.tree.leaves((state['params'], state['batch_stats'], state['opt_state'])):
+    assert np.all(np.isfinite(leaf))
+
+
 def _run_cli(*args, prelude=''):
   """python -m resnet_jax.main ARGS, optionally after `prelude` (e.g. entering mock data)."""
   code = (f'{prelude}\nfrom absl import app\nfrom resnet_jax import main\n'
