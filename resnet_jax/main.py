@@ -14,7 +14,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from resnet_jax import distributed, train  # noqa: E402
+from resnet_jax import checkpointing, distributed, train  # noqa: E402
 from resnet_jax.errors import ConfigError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -34,9 +34,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a bad --config override reported in one line."""
   try:
-    return FLAGS(argv)
+    remaining = FLAGS(argv)
+    FLAGS.config.get('model')  # A --config file that failed to load raises only when used.
+    return remaining
   except flags.Error as error:
     sys.exit(f'error: {error}')
+  except OSError as error:
+    sys.exit(f'error: cannot load --config: {" ".join(str(error).split())}')
   except (AttributeError, KeyError, TypeError, ValueError) as error:  # From ml_collections.
     # An unknown key arrives as AttributeError(KeyError("'key'\nDid you mean ...")).
     cause = error.__context__ if isinstance(error.__context__, KeyError) else error
@@ -58,7 +62,7 @@ def main(argv: list[str]) -> None:
     logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
                  jax.process_count(), jax.local_devices())
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except ConfigError as error:
+  except (ConfigError, checkpointing.CheckpointError) as error:
     sys.exit(f'error: {error}')
 
 

@@ -232,6 +232,19 @@ def check_model_name(name: str) -> None:
     raise ValueError(f'unknown model {name!r}; valid models: {", ".join(VARIANTS)}')
 
 
+# Smallest input side that leaves the last stage at least 1×1 after all downsampling.
+_MIN_IMAGE_SIZE = {'imagenet': 32, 'cifar': 8}
+
+
+def check_image_size(name: str, image_size: int) -> None:
+  """Raises ValueError if `image_size` is too small for model `name`."""
+  check_model_name(name)
+  minimum = _MIN_IMAGE_SIZE[VARIANTS[name][0].stem]
+  if image_size < minimum:
+    raise ValueError(f'dataset.image_size {image_size} is too small for {name}: it needs at '
+                     f'least {minimum} pixels (its stages downsample {minimum}×)')
+
+
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 

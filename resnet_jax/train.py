@@ -2,7 +2,6 @@
 
 import functools
 import math
-import os
 import time
 from typing import Any
 
@@ -14,6 +13,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from resnet_jax import checkpointing, distributed, models, optim, sharding, steps
+from resnet_jax import workdir as workdir_lib
 from resnet_jax.data import pipeline, preprocess, sources
 from resnet_jax.errors import ConfigError
 
@@ -46,6 +46,7 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
   """Raises ConfigError naming the first bad value and its valid choices."""
   try:
     models.check_model_name(config.model)
+    models.check_image_size(config.model, config.dataset.image_size)
     models.compute_dtype(config.dtype)
     optim.check_choices(config)
     sources.check_dataset_name(config.dataset.name)
@@ -86,11 +87,6 @@ def evaluate(state: steps.TrainState, source: Any, config: ml_collections.Config
   return {f'{prefix}/{name}': float(value) for name, value in total.compute().items()}
 
 
-def workdir_path(workdir: str) -> epath.Path:
-  """The workdir as a path object; local paths made absolute, gs:// and the like kept."""
-  return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir`, resuming from its newest checkpoint if there is one.
 
@@ -102,18 +98,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The last evaluation's metrics ('eval/top1', ...; 'eval_ema/...' with an EMA).
 
   Raises:
-    ConfigError: a bad config value, before anything is written to `workdir`.
+    ConfigError: a bad config value or dataset, an unusable, busy or incompatible workdir;
+      raised before anything is written to `workdir`.
+    checkpointing.CheckpointError: checkpoints exist, but none restores.
     FloatingPointError: a non-finite loss or gradient under nonfinite_policy 'halt'.
   """
   mesh = sharding.make_mesh()
   check_config(config, mesh)
-  workdir = workdir_path(workdir)
+  workdir_lib.check_writable(workdir)
+  workdir = workdir_lib.path(workdir)
   source = sources.create_source(config)
   info = sources.dataset_info(source, config)
-  steps_per_epoch = info.num_train_examples // config.batch_size
-  if steps_per_epoch == 0:
+  if info.num_train_examples < config.batch_size:
     raise ConfigError(f'batch_size {config.batch_size} exceeds the {info.num_train_examples} '
                       f'examples of {config.dataset.train_split!r}')
+  lock = workdir_lib.Lock(workdir)
+  try:
+    return _train(config, workdir, source, info, mesh)
+  finally:
+    lock.release()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
+           info: sources.DatasetInfo, mesh: Mesh) -> dict[str, float]:
+  """train_and_evaluate() once the config, the data and the workdir are known to be good."""
+  steps_per_epoch = info.num_train_examples // config.batch_size
   num_train_steps = (config.num_train_steps if config.num_train_steps > 0 else
                      math.ceil(config.num_epochs * steps_per_epoch))
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
@@ -133,13 +142,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                num_train_steps)
 
   distributed.check_shared_workdir(workdir)
+  changed = workdir_lib.changed_keys(workdir, config)
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep)
-  state = checkpointer.restore_or_keep(state)
+  if checkpointer.latest_step() is not None and any(k.startswith('model ') for k in changed):
+    raise ConfigError(f'workdir {str(workdir)!r} holds checkpoints of another model; changed '
+                      f'config keys: {"; ".join(changed)}. Use a new workdir.')
+  try:
+    state = checkpointer.restore_or_keep(state)
+  except checkpointing.IncompatibleCheckpoint as error:
+    raise ConfigError(
+        f'workdir {str(workdir)!r} holds checkpoint {error.step} of other shapes '
+        f'({len(error.paths)} arrays differ, e.g. {error.paths[0]}); changed config keys: '
+        f'{"; ".join(changed) or "none recorded"}. Resume with the original config or use a '
+        'new workdir.') from None
   start_step = int(state.step)
   writer = metric_writers.create_default_writer(str(workdir),
                                                 just_logging=jax.process_index() > 0)
-  if jax.process_index() == 0:
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  workdir_lib.record_config(workdir, config)
 
   train_step = jax.jit(
       functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,

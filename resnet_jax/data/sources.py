@@ -7,6 +7,7 @@ happen between the two, so a resumed run skips records without reading images.
 """
 
 import dataclasses
+import os
 from typing import Any
 
 import jax
@@ -49,6 +50,10 @@ class TfdsSource:
 
   def __init__(self, config: ml_collections.ConfigDict):
     check_dataset_name(config.dataset.name)
+    data_dir = config.dataset.data_dir
+    if data_dir and '://' not in data_dir and not os.path.isdir(data_dir):
+      raise ConfigError(f'dataset.data_dir {data_dir!r} does not exist; leave it empty for '
+                        "TFDS's default (~/tensorflow_datasets) or create it")
     self.builder = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir or None)
     download_config = tfds.download.DownloadConfig(manual_dir=config.dataset.manual_dir or None)
     # Process 0 prepares; the others wait, then find the dataset ready.

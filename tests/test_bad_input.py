@@ -1,0 +1,71 @@
+"""The bad-input catalogue: each case is a one-line error, a non-zero exit, nothing written.
+
+One case per line: the command-line arguments that break it, then the text the error must
+contain. FOLDER is an empty directory, FILE a regular file.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CASES = [
+    ('--config.model=resnet19', "unknown model 'resnet19'; valid models: resnet18"),
+    ('--config.dataset.name=no_such_set', "unknown dataset 'no_such_set'; valid datasets"),
+    ('--config.optimizer=adagrad', "unknown optimizer 'adagrad'; valid optimizers: sgd"),
+    ('--config.schedule=linear', "unknown schedule 'linear'; valid schedules: cosine"),
+    ('--config.dtype=float8', "unknown dtype 'float8'; valid dtypes: float32"),
+    ('--config.dataset.augment=heavy', "unknown dataset.augment 'heavy'; valid: none"),
+    ('--config.dataset.order=random', "unknown dataset.order 'random'; valid: global"),
+    ('--config.nonfinite_policy=ignore', "unknown nonfinite_policy 'ignore'; valid: auto"),
+    ('--config.batch_size=0', 'batch_size 0 is not a positive multiple of the 2 devices'),
+    ('--config.batch_size=-8', 'batch_size -8 is not a positive multiple of the 2 devices'),
+    ('--config.batch_size=7', 'batch_size 7 is not a positive multiple of the 2 devices'),
+    ('--config.batch_size=4096', 'batch_size 4096 exceeds the 1437 examples'),
+    ('--config.bn_group_size=3', 'bn_group_size 3 must be 0 (whole batch) or divide'),
+    ('--config.num_train_steps=-1 --config.num_epochs=0', 'one of them must be positive'),
+    ('--config.dataset.image_size=4', 'dataset.image_size 4 is too small for resnet20'),
+    ('--config.model=resnet18 --config.dataset.image_size=16', 'too small for resnet18'),
+    ('--config.dataset.name=image_folder --config.dataset.data_dir=',
+     "dataset.data_dir '' is not a directory"),
+    ('--config.dataset.name=image_folder --config.dataset.data_dir=FOLDER',
+     "split folder 'FOLDER/train' does not exist"),
+    ('--config.dataset.data_dir=FOLDER/missing', "dataset.data_dir 'FOLDER/missing' does not"),
+    ('--workdir=FILE/run', "workdir 'FILE/run' cannot be created or written"),
+    ('--config.modle=resnet20', 'unknown or invalid key: \'modle\' Did you mean "model"'),
+    ('--config.batch_size=abc', "--config.batch_size=abc: invalid literal for int()"),
+    ('--config.lr_boundaries_steps=(1,2', 'Error while parsing string: (1,2 as tuple'),
+    ('--config=configs/no_such_config.py', 'cannot load --config: '),
+    ('--distributed=maybe', "value should be one of <auto|yes|no>"),
+]
+
+
+@pytest.fixture(scope='module')
+def digits_data(digits_dir):
+  return digits_dir
+
+
+@pytest.mark.parametrize('arguments,message', CASES, ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, digits_data, arguments, message):
+  folder = tmp_path / 'folder'
+  folder.mkdir()
+  file = tmp_path / 'file'
+  file.write_text('not a directory')
+  workdir = tmp_path / 'workdir'
+  arguments = arguments.replace('FOLDER', str(folder)).replace('FILE', str(file))
+  message = message.replace('FOLDER', str(folder)).replace('FILE', str(file))
+  argv = ['--config=configs/digits.py', f'--workdir={workdir}',
+          f'--config.dataset.data_dir={digits_data}', *arguments.split()]
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run([sys.executable, '-m', 'resnet_jax.main', *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert result.returncode != 0
+  assert message in last_line, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert not workdir.exists()
+  assert sorted(os.listdir(folder)) == []
