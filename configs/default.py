@@ -73,5 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = -1  # -1: once per epoch
   config.checkpoint_every_steps = 1000
   config.max_checkpoints_to_keep = 3
+  # Async: training goes on while a checkpoint is written, so a crash in that window
+  # redoes those steps too. Sync: at most checkpoint_every_steps are ever redone.
+  config.checkpoint_async = True
   config.seed = 0
   return config

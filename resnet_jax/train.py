@@ -143,7 +143,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
 
   distributed.check_shared_workdir(workdir)
   changed = workdir_lib.changed_keys(workdir, config)
-  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep)
+  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep,
+                                            async_save=config.checkpoint_async)
   if checkpointer.latest_step() is not None and any(k.startswith('model ') for k in changed):
     raise ConfigError(f'workdir {str(workdir)!r} holds checkpoints of another model; changed '
                       f'config keys: {"; ".join(changed)}. Use a new workdir.')

@@ -16,7 +16,8 @@ CONFIG_FILE = 'config.json'
 LOCK_FILE = '.lock'
 # Keys a resumed run may change: durations, logging, evaluation and checkpoint cadence.
 RESUMABLE_CHANGES = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
-                     'checkpoint_every_steps', 'max_checkpoints_to_keep', 'nonfinite_policy')
+                     'checkpoint_every_steps', 'max_checkpoints_to_keep', 'nonfinite_policy',
+                     'checkpoint_async')
 
 
 def path(workdir: str) -> epath.Path:
