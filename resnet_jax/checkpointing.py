@@ -43,6 +43,16 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def load_arrays(workdir: str, step: int) -> Any:
+  """Checkpoint `step` of `workdir` as numpy arrays, whatever topology wrote it."""
+  path = epath.Path(workdir) / 'checkpoints' / str(step) / 'default'
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata)
+  return jax.device_get(checkpointer.restore(path, target))
+
+
 class Checkpointer:
   """Saves and restores the train state under `workdir/checkpoints/<step>/`."""
 

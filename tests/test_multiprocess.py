@@ -10,10 +10,10 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from conftest import make_image_folder
+from resnet_jax import checkpointing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,16 +54,6 @@ def _two_processes(workdir, flags, **kwargs):
                         **kwargs)
 
 
-def _restore(workdir, step):
-  """A checkpoint as numpy, whatever the topology that wrote it."""
-  path = os.path.join(workdir, 'checkpoints', str(step), 'default')
-  checkpointer = ocp.StandardCheckpointer()
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        checkpointer.metadata(path).item_metadata)
-  return jax.device_get(checkpointer.restore(path, target))
-
-
 def _assert_same_training(a, b, *, steps_since_equal_state):
   """Equal up to float noise, and up to noise amplified by the network after a few steps.
 
@@ -99,7 +89,8 @@ def test_two_processes_match_one(runs):
   assert '[process 1]' in double.stdout and 'process 1 of 2' in double.stdout
   assert 'eval/num_examples=30' in double.stdout
   for step in (3, 12):
-    _assert_same_training(_restore(root / 'single', step), _restore(root / 'double', step),
+    _assert_same_training(checkpointing.load_arrays(root / 'single', step),
+                          checkpointing.load_arrays(root / 'double', step),
                           steps_since_equal_state=step)
   # Only process 0 writes summaries and the config.
   events = [f for f in os.listdir(root / 'double') if f.startswith('events.out')]
@@ -118,7 +109,8 @@ def test_checkpoints_move_between_process_counts(runs, flags, tmp_path, writer, 
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   assert 'Restored checkpoint of step 3' in result.stdout + result.stderr
   # From the writer's step 3 to 6 in the reader's topology, against the writer's own 6.
-  _assert_same_training(_restore(root / writer, 6), _restore(workdir, 6),
+  _assert_same_training(checkpointing.load_arrays(root / writer, 6),
+                        checkpointing.load_arrays(workdir, 6),
                         steps_since_equal_state=3)
 
 

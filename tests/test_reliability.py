@@ -10,6 +10,9 @@ from resnet_jax import checkpointing, train
 from resnet_jax import workdir as workdir_lib
 from resnet_jax.errors import ConfigError
 
+# Restores that fail on purpose leave orbax coroutines that were never awaited.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def _config(digits_dir, **overrides):
   return small_config(**{'dataset.data_dir': digits_dir, **overrides})

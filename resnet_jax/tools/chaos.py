@@ -27,8 +27,9 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags
+
+from resnet_jax import checkpointing
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('trials', 10, 'Independent kill-and-resume trials.')
@@ -95,15 +96,6 @@ def _committed(workdir: str) -> list[int]:
       checkpoints) else []
 
 
-def _load(workdir: str, step: int):
-  path = os.path.join(workdir, 'checkpoints', str(step), 'default')
-  checkpointer = ocp.StandardCheckpointer()
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        checkpointer.metadata(path).item_metadata)
-  return jax.device_get(checkpointer.restore(path, target))
-
-
 def _trial(index: int, root: str, reference, rng: random.Random) -> tuple[list[str], int]:
   """One trial; returns its failures (empty when it passed) and the most steps redone."""
   workdir = os.path.join(root, f'trial_{index}')
@@ -135,7 +127,7 @@ def _trial(index: int, root: str, reference, rng: random.Random) -> tuple[list[s
   state = None
   for step in steps_left:
     try:
-      state = _load(workdir, step)
+      state = checkpointing.load_arrays(workdir, step)
     except Exception as error:  # noqa: BLE001
       failures.append(f'trial {index}: checkpoint {step} does not restore: {error}')
   if not steps_left or steps_left[-1] != FLAGS.num_train_steps or state is None:
@@ -153,7 +145,8 @@ def main(argv: list[str]) -> None:
   rng = random.Random(FLAGS.seed)
   print(f'uninterrupted reference run in {root}/reference ...')
   _run(os.path.join(root, 'reference'), None, False)
-  reference = _load(os.path.join(root, 'reference'), FLAGS.num_train_steps)
+  reference = checkpointing.load_arrays(os.path.join(root, 'reference'),
+                                        FLAGS.num_train_steps)
   failures, most_redone = [], 0
   for index in range(FLAGS.trials):
     trial_failures, redone = _trial(index, root, reference, rng)
