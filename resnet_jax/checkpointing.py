@@ -43,14 +43,23 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def _item_path(checkpoints: epath.Path, step: int) -> epath.Path:
+  return checkpoints / str(step) / 'default'
+
+
+def _saved_tree(checkpoints: epath.Path, step: int) -> Any:
+  """The recorded shapes and dtypes of checkpoint `step` (reads metadata only)."""
+  return ocp.StandardCheckpointer().metadata(_item_path(checkpoints, step)).item_metadata
+
+
 def load_arrays(workdir: str, step: int) -> Any:
   """Checkpoint `step` of `workdir` as numpy arrays, whatever topology wrote it."""
-  path = epath.Path(workdir) / 'checkpoints' / str(step) / 'default'
-  checkpointer = ocp.StandardCheckpointer()
+  checkpoints = epath.Path(workdir) / 'checkpoints'
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        checkpointer.metadata(path).item_metadata)
-  return jax.device_get(checkpointer.restore(path, target))
+                        _saved_tree(checkpoints, step))
+  restored = ocp.StandardCheckpointer().restore(_item_path(checkpoints, step), target)
+  return jax.device_get(restored)
 
 
 class Checkpointer:
@@ -81,8 +90,7 @@ class Checkpointer:
     expected, unreadable = _shapes(abstract), []
     for step in candidates:
       try:
-        saved = _shapes(ocp.StandardCheckpointer().metadata(
-            self.directory / str(step) / 'default').item_metadata)
+        saved = _shapes(_saved_tree(self.directory, step))
       except Exception as error:  # noqa: BLE001  (orbax and tensorstore raise many types)
         unreadable.append(self._reject(step, error))
         continue

@@ -146,11 +146,13 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep,
                                             async_save=config.checkpoint_async)
   if checkpointer.latest_step() is not None and any(k.startswith('model ') for k in changed):
+    checkpointer.close()
     raise ConfigError(f'workdir {str(workdir)!r} holds checkpoints of another model; changed '
                       f'config keys: {"; ".join(changed)}. Use a new workdir.')
   try:
     state = checkpointer.restore_or_keep(state)
   except checkpointing.IncompatibleCheckpoint as error:
+    checkpointer.close()
     raise ConfigError(
         f'workdir {str(workdir)!r} holds checkpoint {error.step} of other shapes '
         f'({len(error.paths)} arrays differ, e.g. {error.paths[0]}); changed config keys: '
