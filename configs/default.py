@@ -22,6 +22,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.bn_momentum = 0.9  # running = momentum * running + (1 - momentum) * batch
   config.bn_epsilon = 1e-5
   config.bn_group_size = 0  # BN statistics over: 0 the whole global batch, N groups of N
+  # Speed and memory; none of these changes the numbers beyond float rounding.
+  config.conv_impl = 'auto'  # auto (dot on CPU), xla, dot: how 1×1 and small-map convs run
+  config.scan_blocks = False  # nn.scan over each stage's identical blocks: faster compiles
+  config.remat = False  # recompute block activations in the backward pass: less memory
+  # float16 needs loss scaling; auto: dynamic with float16, none otherwise.
+  config.loss_scale = 'auto'  # auto, dynamic, none
+  config.loss_scale_init = 2.0**15
+  config.loss_scale_period = 2000  # finite steps before the scale doubles
 
   # Data.
   config.dataset = ml_collections.ConfigDict()

@@ -1,50 +1,126 @@
 """Benchmarks that print figures; never part of the test suite.
 
+  python -m resnet_jax.benchmark --mode=train --model=resnet50 --batch_size=16 \
+      --image_size=224 [--dtype=bfloat16] [--compare_torch] [--format=json]
   python -m resnet_jax.benchmark --mode=input --config=configs/imagenet50.py
 
+--mode=train|eval times the jitted training (or evaluation) step on synthetic device
+data: compile time, time to the first step, median step time and images/s, XLA's FLOP
+count and the fraction of the device's measured matmul peak, peak memory.
+--compare_torch runs torchvision's model on the same workload in the same run.
 --mode=input times the config's training input pipeline on a folder of ~500×375 JPEGs
 (generated into a temporary directory unless --image_dir is given) against a bare
 tf.data decode-and-resize loop over the same files, in the same run.
 """
 
-import json
-import os
-import tempfile
+import time
+
+_PROCESS_START = time.perf_counter()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from resnet_jax.data import throughput  # noqa: E402
-
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('mode', 'input', ['input'], 'What to measure.')
-config_flags.DEFINE_config_file('config', 'configs/imagenet50.py', 'A config file.',
-                                lock_config=True)
-flags.DEFINE_string('image_dir', None, 'A folder with train/<class>/*.jpg; default: generate.')
-flags.DEFINE_integer('num_images', 256, 'JPEGs to generate when --image_dir is not given.')
-flags.DEFINE_integer('batch_size', 64, 'Batch size (overrides the config: input speed per '
-                     'image hardly depends on it, and a small batch fits a small machine).')
-flags.DEFINE_integer('warmup_batches', 10, 'Batches before timing starts.')
-flags.DEFINE_integer('timed_batches', 40, 'Batches timed per round.')
-flags.DEFINE_integer('rounds', 2, 'Alternating rounds of both pipelines; the best counts.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'input'], 'What to measure.')
+config_flags.DEFINE_config_file('config', 'configs/imagenet50.py', 'A config file; the flags '
+                                'below override its keys.', lock_config=True)
+flags.DEFINE_string('model', None, 'train/eval: model name (default: the config\'s).')
+flags.DEFINE_integer('batch_size', None, 'Global batch size (train/eval default 16; '
+                     'input default 64).')
+flags.DEFINE_integer('image_size', None, 'train/eval: image side (default: the config\'s).')
+flags.DEFINE_string('dtype', 'float32', 'train/eval: float32, bfloat16 or float16.')
+flags.DEFINE_string('conv_impl', None, 'train/eval: auto, xla or dot.')
+flags.DEFINE_bool('scan_blocks', None, 'train/eval: nn.scan over identical blocks.')
+flags.DEFINE_bool('remat', None, 'train/eval: rematerialise each block.')
+flags.DEFINE_integer('num_classes', 1000, 'train/eval: classifier width.')
+flags.DEFINE_integer('warmup_steps', 2, 'train/eval: untimed steps after the first.')
+flags.DEFINE_integer('timed_steps', 10, 'train/eval: timed steps (median reported).')
+flags.DEFINE_bool('compare_torch', False, 'train/eval: also time torchvision, same run.')
+flags.DEFINE_string('image_dir', None, 'input: a folder with train/<class>/*.jpg; '
+                    'default: generate.')
+flags.DEFINE_integer('num_images', 256, 'input: JPEGs to generate.')
+flags.DEFINE_integer('warmup_batches', 10, 'input: batches before timing starts.')
+flags.DEFINE_integer('timed_batches', 40, 'input: batches timed per round.')
+flags.DEFINE_integer('rounds', 2, 'input: alternating rounds of both pipelines; best counts.')
 flags.DEFINE_enum('format', 'text', ['text', 'json'], 'Output format.')
 
 
-def main(argv: list[str]) -> None:
-  del argv
+def _step_benchmark() -> dict:
+  from resnet_jax import models, step_benchmark, torch_reference
+  config = FLAGS.config
+  overrides = {'model': FLAGS.model, 'dtype': FLAGS.dtype, 'conv_impl': FLAGS.conv_impl,
+               'scan_blocks': FLAGS.scan_blocks, 'remat': FLAGS.remat}
+  for key, value in overrides.items():
+    if value is not None:
+      config[key] = value
+  config.batch_size = FLAGS.batch_size or 16
+  if FLAGS.image_size:
+    config.dataset.image_size = FLAGS.image_size
+  if FLAGS.compare_torch and (problem := torch_reference.available()):
+    raise app.UsageError(problem)
+  try:
+    models.check_image_size(config.model, config.dataset.image_size)
+    models.compute_dtype(config.dtype)
+    if FLAGS.compare_torch and config.model not in torch_reference.TORCHVISION_MODELS:
+      raise ValueError(f'--compare_torch supports {", ".join(torch_reference.TORCHVISION_MODELS)}'
+                       f', not {config.model!r}')
+    result = step_benchmark.measure(config, mode=FLAGS.mode, num_classes=FLAGS.num_classes,
+                                    warmup_steps=FLAGS.warmup_steps,
+                                    timed_steps=FLAGS.timed_steps,
+                                    process_start=_PROCESS_START)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
+  if FLAGS.compare_torch:
+    result |= torch_reference.measure(
+        config.model, mode=FLAGS.mode, batch_size=config.batch_size,
+        image_size=config.dataset.image_size, dtype=config.dtype,
+        num_classes=FLAGS.num_classes, warmup_steps=FLAGS.warmup_steps,
+        timed_steps=FLAGS.timed_steps)
+    result['ratio_vs_torch'] = result['images_per_sec'] / result['torch_images_per_sec']
+  return result
+
+
+def _print_step_result(r: dict) -> None:
+  def gib(n):
+    return 'n/a' if n is None else f'{n / 2**30:.2f} GiB'
+  print(f'{r["mode"]}: {r["model"]}, batch {r["batch_size"]}, {r["image_size"]}², {r["dtype"]},'
+        f' conv_impl={r["conv_impl"]}, scan_blocks={r["scan_blocks"]}, remat={r["remat"]};'
+        f' {r["num_devices"]}× {r["device"]} ({r["backend"]})')
+  print(f'init {r["init_seconds"]:.1f} s, compile {r["compile_seconds"]:.1f} s, first step '
+        f'{r["first_step_seconds"]:.2f} s; process start to end of first step '
+        f'{r["seconds_to_first_step"]:.1f} s')
+  print(f'step {r["step_seconds"] * 1e3:.1f} ms (median): {r["images_per_sec"]:.1f} img/s')
+  if r['achieved_flops_per_sec']:
+    print(f'{r["flops_per_step"] / 1e9:.1f} GFLOP/step, {r["achieved_flops_per_sec"] / 1e9:.1f}'
+          f' GFLOP/s = {r["fraction_of_matmul_peak"]:.0%} of the measured matmul peak '
+          f'({r["matmul_peak_flops_per_sec"] / 1e9:.0f} GFLOP/s)')
+  print(f'memory: XLA estimate {gib(r["xla_memory_bytes"])}, device peak '
+        f'{gib(r["device_peak_bytes"])}, host max RSS {gib(r["host_max_rss_bytes"])}')
+  if 'torch_images_per_sec' in r:
+    print(f'torch {r["torch_version"]} ({r["torch_device"]}, {r["torch_threads"]} threads): '
+          f'{r["torch_images_per_sec"]:.1f} img/s; ratio {r["ratio_vs_torch"]:.2f}x torch')
+
+
+def _input_benchmark() -> dict:
   import tensorflow as tf  # Benchmark the host: keep TF off any accelerator.
+  from resnet_jax.data import throughput
   tf.config.set_visible_devices([], 'GPU')
   config = FLAGS.config
-  config.batch_size = FLAGS.batch_size
+  config.batch_size = FLAGS.batch_size or 64
   with tempfile.TemporaryDirectory() as scratch:
     image_dir = FLAGS.image_dir or throughput.write_jpegs(scratch, FLAGS.num_images)
-    result = throughput.measure(config, image_dir, warmup_batches=FLAGS.warmup_batches,
-                                timed_batches=FLAGS.timed_batches, rounds=FLAGS.rounds)
-  if FLAGS.format == 'json':
-    print(json.dumps(result))
-    return
+    return throughput.measure(config, image_dir, warmup_batches=FLAGS.warmup_batches,
+                              timed_batches=FLAGS.timed_batches, rounds=FLAGS.rounds)
+
+
+def _print_input_result(result: dict) -> None:
   print(f'{result["images"]} JPEGs, batch {result["batch_size"]}, {result["image_size"]}², '
         f'augment={result["augment"]}, uint8 out, {result["cores"]} cores')
   print(f'training pipeline: {result["images_per_sec"]:8.1f} img/s '
@@ -52,6 +128,18 @@ def main(argv: list[str]) -> None:
   print(f'bare decode+resize: {result["bare_images_per_sec"]:7.1f} img/s '
         f'({result["bare_images_per_sec_per_core"]:.1f} per core)')
   print(f'ratio: {result["ratio_vs_bare"]:.2f}x the bare loop')
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  result = _input_benchmark() if FLAGS.mode == 'input' else _step_benchmark()
+  if FLAGS.format == 'json':
+    print(json.dumps(result))
+  elif FLAGS.mode == 'input':
+    _print_input_result(result)
+  else:
+    _print_step_result(result)
+  sys.stdout.flush()
 
 
 if __name__ == '__main__':

@@ -12,7 +12,10 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
+from resnet_jax import block_stack
+from resnet_jax import conv as conv_lib
 from resnet_jax.norm import GroupBatchNorm
 
 ModuleDef = Any
@@ -125,6 +128,12 @@ class ResNet(nn.Module):
     bn_group_size: 0: BatchNorm statistics over the whole (global) batch; N: over
       independent groups of N examples, whatever the device count.
     dtype: compute dtype; parameters and statistics stay float32.
+    conv_impl: conv.CONV_IMPLS: how 1×1 convolutions are computed ('auto': as dots on
+      CPU, where XLA's convolutions are slow); the same parameters either way.
+    scan_blocks: run each stage's identical blocks as one nn.scan (faster compiles of
+      deep nets; variables get a leading block axis, see block_stack).
+    remat: recompute each block's activations in the backward pass instead of keeping
+      them (less memory, more compute).
   """
   stage_sizes: Sequence[int]
   block_cls: ModuleDef
@@ -138,10 +147,14 @@ class ResNet(nn.Module):
   bn_epsilon: float = 1e-5
   bn_group_size: int = 0
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'
+  scan_blocks: bool = False
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
-    conv = functools.partial(_Conv, dtype=self.dtype)
+    conv = functools.partial(_Conv, dtype=self.dtype,
+                             dot_pointwise=conv_lib.use_dot(self.conv_impl))
     norm_cls = (functools.partial(GroupBatchNorm, group_size=self.bn_group_size)
                 if self.bn_group_size else nn.BatchNorm)
     norm = functools.partial(norm_cls, use_running_average=not train,
@@ -152,18 +165,27 @@ class ResNet(nn.Module):
       x = conv(self.stage_filters[0], (7, 7), 2, name='stem_conv')(x)
       if not self.preact:
         x = nn.relu(norm(name='stem_bn')(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      if conv_lib.use_dot(self.conv_impl):
+        x = conv_lib.shifted_max_pool(x, window=3, stride=2, padding=1)
+      else:
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
       x = conv(self.stage_filters[0], (3, 3), name='stem_conv')(x)
       if not self.preact:
         x = nn.relu(norm(name='stem_bn')(x))
-    for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters)):
-      for block in range(num_blocks):
-        x = self.block_cls(
-            filters=filters, strides=2 if stage > 0 and block == 0 else 1,
-            conv=conv, norm=norm, preact=self.preact, shortcut=self.shortcut,
-            zero_init_residual=self.zero_init_residual,
-            name=f'stage{stage + 1}_block{block + 1}')(x)
+    block_cls = nn.remat(self.block_cls) if self.remat else self.block_cls
+    for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters),
+                                                  start=1):
+      block = functools.partial(block_cls, filters=filters, conv=conv, norm=norm,
+                                preact=self.preact, shortcut=self.shortcut,
+                                zero_init_residual=self.zero_init_residual)
+      x = block(strides=2 if stage > 1 else 1, name=f'stage{stage}_block1')(x)
+      if self.scan_blocks and num_blocks > 2:
+        x, _ = block_stack.scanned_blocks(functools.partial(block, strides=1),
+                                          num_blocks - 1, block_stack.stack_name(stage))(x, None)
+        continue
+      for index in range(2, num_blocks + 1):
+        x = block(strides=1, name=f'stage{stage}_block{index}')(x)
     if self.preact:
       x = nn.relu(norm(name='final_bn')(x))
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
@@ -177,13 +199,17 @@ class _Conv(nn.Module):
   strides: int = 1
   kernel_init: Callable = conv_kernel_init
   dtype: Any = jnp.float32
+  dot_pointwise: bool = False  # 1×1 kernels as dots (conv.conv_general_dilated)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     padding = [(k // 2, k // 2) for k in self.kernel_size]
     return nn.Conv(self.features, tuple(self.kernel_size), (self.strides, self.strides),
                    padding=padding, use_bias=False, kernel_init=self.kernel_init,
-                   dtype=self.dtype, param_dtype=jnp.float32, name='conv')(x)
+                   dtype=self.dtype, param_dtype=jnp.float32,
+                   conv_general_dilated=(conv_lib.conv_general_dilated
+                                         if self.dot_pointwise else None),
+                   name='conv')(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,3 +302,13 @@ def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
   fields = dataclasses.asdict(variant) | {'preact': preact}
   fields['block_cls'] = variant.block_cls  # asdict must not copy the class
   return ResNet(num_classes=num_classes, dtype=dtype, **(fields | overrides))
+
+
+def model_from_config(config: ml_collections.ConfigDict, num_classes: int) -> ResNet:
+  """The model a config (configs/default.py keys) describes."""
+  conv_lib.use_dot(config.conv_impl)  # ValueError naming a bad value
+  return create_model(
+      config.model, num_classes=num_classes, dtype=config.dtype,
+      zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum,
+      bn_epsilon=config.bn_epsilon, bn_group_size=config.bn_group_size,
+      conv_impl=config.conv_impl, scan_blocks=config.scan_blocks, remat=config.remat)

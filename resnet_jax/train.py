@@ -12,7 +12,7 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.sharding import Mesh
 
-from resnet_jax import checkpointing, distributed, models, optim, sharding, steps
+from resnet_jax import checkpointing, conv, distributed, models, optim, sharding, steps
 from resnet_jax import workdir as workdir_lib
 from resnet_jax.data import pipeline, preprocess, sources
 from resnet_jax.errors import ConfigError
@@ -48,6 +48,10 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     models.check_model_name(config.model)
     models.check_image_size(config.model, config.dataset.image_size)
     models.compute_dtype(config.dtype)
+    conv.use_dot(config.conv_impl)
+    if config.loss_scale not in steps.LOSS_SCALES:
+      raise ValueError(f'unknown loss_scale {config.loss_scale!r}; valid: '
+                       f'{", ".join(steps.LOSS_SCALES)}')
     optim.check_choices(config)
     sources.check_dataset_name(config.dataset.name)
     if config.dataset.augment not in preprocess.AUGMENTATIONS:
@@ -128,13 +132,11 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
   learning_rate_fn = optim.create_learning_rate_fn(
       config, steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps)
-  model = models.create_model(
-      config.model, num_classes=info.num_classes, dtype=config.dtype,
-      zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum,
-      bn_epsilon=config.bn_epsilon, bn_group_size=config.bn_group_size)
+  model = models.model_from_config(config, info.num_classes)
   state = steps.create_train_state(
       jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
-      info.image_shape, use_ema=config.ema_decay > 0, mesh=mesh)
+      info.image_shape, use_ema=config.ema_decay > 0, mesh=mesh,
+      loss_scale=steps.create_loss_scale(config))
   logging.info('%s: %s parameters; %d train / %d eval examples, %d steps per epoch, '
                '%d steps', config.model,
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',

@@ -1,0 +1,74 @@
+"""The same workload in PyTorch/torchvision, for the benchmark's ratio (optional extra).
+
+torchvision's ResNet-18…152 are ResNet v1.5 like ours. On the CPU it runs
+channels_last with as many threads as JAX uses (every core); on a GPU, in the same
+dtype through autocast (float16 with a GradScaler).
+"""
+
+import os
+import statistics
+import time
+from typing import Any
+
+TORCHVISION_MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
+
+
+def available() -> str | None:
+  """None if torch and torchvision import, else why not (one line)."""
+  try:
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+  except ImportError as error:
+    return f'--compare_torch needs torch and torchvision ({error}); pip install torch torchvision'
+  return None
+
+
+def measure(model_name: str, *, mode: str, batch_size: int, image_size: int, dtype: str,
+            num_classes: int = 1000, warmup_steps: int = 2,
+            timed_steps: int = 10) -> dict[str, Any]:
+  """Median images/s of torchvision's `model_name` training (SGD) or evaluation steps."""
+  import torch
+  import torchvision
+  if model_name not in TORCHVISION_MODELS:
+    raise ValueError(f'--compare_torch supports {", ".join(TORCHVISION_MODELS)}, not '
+                     f'{model_name!r}')
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  if device == 'cpu':
+    torch.set_num_threads(os.cpu_count() or 1)
+  model = getattr(torchvision.models, model_name)(num_classes=num_classes)
+  model = model.to(device, memory_format=torch.channels_last)
+  images = torch.randn(batch_size, 3, image_size, image_size, device=device)
+  images = images.contiguous(memory_format=torch.channels_last)
+  labels = torch.randint(0, num_classes, (batch_size,), device=device)
+  autocast_dtype = {'bfloat16': torch.bfloat16, 'float16': torch.float16}.get(dtype)
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                              weight_decay=1e-4)
+  scaler = torch.amp.GradScaler(device, enabled=dtype == 'float16')
+  model.train(mode == 'train')
+
+  def step() -> None:
+    with torch.autocast(device, dtype=autocast_dtype or torch.float32,
+                        enabled=autocast_dtype is not None):
+      if mode == 'eval':
+        with torch.no_grad():
+          model(images).argmax(-1)
+        return
+      loss = torch.nn.functional.cross_entropy(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+  def timed() -> float:
+    start = time.perf_counter()
+    step()
+    if device == 'cuda':
+      torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+  for _ in range(1 + warmup_steps):
+    timed()
+  step_seconds = statistics.median(timed() for _ in range(timed_steps))
+  return {'torch_version': torch.__version__, 'torch_device': device,
+          'torch_threads': torch.get_num_threads(), 'torch_step_seconds': step_seconds,
+          'torch_images_per_sec': batch_size / step_seconds}
