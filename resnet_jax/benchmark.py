@@ -24,7 +24,7 @@ import tempfile  # noqa: E402
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -53,7 +53,7 @@ flags.DEFINE_enum('format', 'text', ['text', 'json'], 'Output format.')
 
 
 def _step_benchmark() -> dict:
-  from resnet_jax import models, step_benchmark, torch_reference
+  from resnet_jax import conv, models, step_benchmark, torch_reference
   config = FLAGS.config
   overrides = {'model': FLAGS.model, 'dtype': FLAGS.dtype, 'conv_impl': FLAGS.conv_impl,
                'scan_blocks': FLAGS.scan_blocks, 'remat': FLAGS.remat}
@@ -64,10 +64,11 @@ def _step_benchmark() -> dict:
   if FLAGS.image_size:
     config.dataset.image_size = FLAGS.image_size
   if FLAGS.compare_torch and (problem := torch_reference.available()):
-    raise app.UsageError(problem)
+    sys.exit(f'benchmark: {problem}')
   try:
     models.check_image_size(config.model, config.dataset.image_size)
     models.compute_dtype(config.dtype)
+    conv.check_conv_impl(config.conv_impl)
     if FLAGS.compare_torch and config.model not in torch_reference.TORCHVISION_MODELS:
       raise ValueError(f'--compare_torch supports {", ".join(torch_reference.TORCHVISION_MODELS)}'
                        f', not {config.model!r}')
@@ -76,7 +77,7 @@ def _step_benchmark() -> dict:
                                     timed_steps=FLAGS.timed_steps,
                                     process_start=_PROCESS_START)
   except ValueError as error:
-    raise app.UsageError(str(error)) from None
+    sys.exit(f'benchmark: {error}')
   if FLAGS.compare_torch:
     result |= torch_reference.measure(
         config.model, mode=FLAGS.mode, batch_size=config.batch_size,
@@ -132,6 +133,7 @@ def _print_input_result(result: dict) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  logging.set_verbosity(logging.WARNING)  # figures only, not JAX's INFO lines
   result = _input_benchmark() if FLAGS.mode == 'input' else _step_benchmark()
   if FLAGS.format == 'json':
     print(json.dumps(result))

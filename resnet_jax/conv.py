@@ -28,10 +28,15 @@ CONV_IMPLS = ('auto', 'xla', 'dot')
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
-def use_dot(conv_impl: str) -> bool:
-  """Whether `conv_impl` (one of CONV_IMPLS) selects the dot formulation here."""
+def check_conv_impl(conv_impl: str) -> None:
+  """Raises ValueError naming `conv_impl` and the valid choices if it is not one."""
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'unknown conv_impl {conv_impl!r}; valid: {", ".join(CONV_IMPLS)}')
+
+
+def use_dot(conv_impl: str) -> bool:
+  """Whether `conv_impl` (one of CONV_IMPLS) selects the dot formulation here."""
+  check_conv_impl(conv_impl)
   if conv_impl == 'auto':
     return jax.default_backend() == 'cpu'
   return conv_impl == 'dot'

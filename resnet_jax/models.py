@@ -306,7 +306,7 @@ def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
 
 def model_from_config(config: ml_collections.ConfigDict, num_classes: int) -> ResNet:
   """The model a config (configs/default.py keys) describes."""
-  conv_lib.use_dot(config.conv_impl)  # ValueError naming a bad value
+  conv_lib.check_conv_impl(config.conv_impl)
   return create_model(
       config.model, num_classes=num_classes, dtype=config.dtype,
       zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum,

@@ -78,6 +78,7 @@ def measure(config: ml_collections.ConfigDict, *, mode: str, num_classes: int = 
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; valid: {", ".join(MODES)}')
   mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
   size = config.dataset.image_size
   model = models.model_from_config(config, num_classes)
   learning_rate_fn = optim.create_learning_rate_fn(config, steps_per_epoch=100,

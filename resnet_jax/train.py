@@ -48,7 +48,7 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     models.check_model_name(config.model)
     models.check_image_size(config.model, config.dataset.image_size)
     models.compute_dtype(config.dtype)
-    conv.use_dot(config.conv_impl)
+    conv.check_conv_impl(config.conv_impl)
     if config.loss_scale not in steps.LOSS_SCALES:
       raise ValueError(f'unknown loss_scale {config.loss_scale!r}; valid: '
                        f'{", ".join(steps.LOSS_SCALES)}')

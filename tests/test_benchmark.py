@@ -1,0 +1,59 @@
+"""The benchmark command: its JSON figures, torch comparison and errors (tiny workloads)."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _benchmark(*args, timeout=300):
+  return subprocess.run([sys.executable, '-m', 'resnet_jax.benchmark', *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_json_figures(mode):
+  run = _benchmark(f'--mode={mode}', '--model=resnet20', '--batch_size=8', '--image_size=16',
+                   '--warmup_steps=0', '--timed_steps=2', '--scan_blocks', '--format=json')
+  assert run.returncode == 0, run.stderr[-2000:]
+  result = json.loads(run.stdout.strip().splitlines()[-1])
+  assert result['mode'] == mode and result['model'] == 'resnet20' and result['scan_blocks']
+  assert result['images_per_sec'] > 0 and result['compile_seconds'] > 0
+  assert result['step_seconds'] * result['images_per_sec'] == pytest.approx(8)
+  assert result['flops_per_step'] > 0 and 0 < result['fraction_of_matmul_peak'] < 2
+  assert result['xla_memory_bytes'] > 0
+  assert result['seconds_to_first_step'] > result['compile_seconds']
+
+
+def test_compare_torch_reports_a_ratio_or_says_torch_is_missing():
+  run = _benchmark('--mode=eval', '--model=resnet18', '--batch_size=8', '--image_size=32',
+                   '--warmup_steps=0', '--timed_steps=1', '--compare_torch', '--format=json')
+  if importlib.util.find_spec('torchvision') is None:  # CI installs no torch
+    assert run.returncode != 0
+    assert '--compare_torch needs torch and torchvision' in run.stderr
+    return
+  assert run.returncode == 0, run.stderr[-2000:]
+  result = json.loads(run.stdout.strip().splitlines()[-1])
+  assert result['torch_images_per_sec'] > 0
+  assert result['ratio_vs_torch'] == pytest.approx(
+      result['images_per_sec'] / result['torch_images_per_sec'])
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--model=resnet5'], "unknown model 'resnet5'; valid models: resnet18"),
+    (['--model=resnet20', '--dtype=float8'], "unknown dtype 'float8'; valid dtypes: float32, bfloat16, float16"),
+    (['--model=resnet20', '--conv_impl=fast'], "unknown conv_impl 'fast'; valid: auto, xla, dot"),
+    (['--model=resnet20', '--compare_torch'], "--compare_torch supports resnet18"),
+    (['--model=resnet20', '--batch_size=12'],  # the tests run 8 (fake) devices
+     'batch_size 12 is not a positive multiple of the 8 devices'),
+])
+def test_bad_arguments_fail_in_one_line(args, message):
+  run = _benchmark('--mode=train', '--image_size=16', *args, timeout=120)
+  assert run.returncode != 0
+  assert message in run.stderr
+  assert 'Traceback' not in run.stderr and len(run.stderr.strip().splitlines()) == 1
