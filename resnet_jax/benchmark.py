@@ -17,6 +17,11 @@ import time
 
 _PROCESS_START = time.perf_counter()
 
+from resnet_jax import allocator  # noqa: E402
+
+if __name__ == '__main__':
+  allocator.reexec_with_fast_allocator()  # jemalloc/tcmalloc if installed: see allocator.py
+
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -93,7 +98,7 @@ def _print_step_result(r: dict) -> None:
     return 'n/a' if n is None else f'{n / 2**30:.2f} GiB'
   print(f'{r["mode"]}: {r["model"]}, batch {r["batch_size"]}, {r["image_size"]}², {r["dtype"]},'
         f' conv_impl={r["conv_impl"]}, scan_blocks={r["scan_blocks"]}, remat={r["remat"]};'
-        f' {r["num_devices"]}× {r["device"]} ({r["backend"]})')
+        f' {r["num_devices"]}× {r["device"]} ({r["backend"]}); allocator {r["allocator"]}')
   print(f'init {r["init_seconds"]:.1f} s, compile {r["compile_seconds"]:.1f} s, first step '
         f'{r["first_step_seconds"]:.2f} s; process start to end of first step '
         f'{r["seconds_to_first_step"]:.1f} s')

@@ -7,6 +7,11 @@ import logging as std_logging
 import os
 import sys
 
+from resnet_jax import allocator
+
+if __name__ == '__main__':
+  allocator.reexec_with_fast_allocator()  # jemalloc/tcmalloc if installed: see allocator.py
+
 # Before TensorFlow is first imported (by the input pipeline): its C++ INFO lines are noise.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 

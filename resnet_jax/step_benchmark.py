@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from resnet_jax import models, optim, sharding, steps
+from resnet_jax import allocator, models, optim, sharding, steps
 
 MODES = ('train', 'eval')
 
@@ -128,5 +128,6 @@ def measure(config: ml_collections.ConfigDict, *, mode: str, num_classes: int = 
       'fraction_of_matmul_peak': achieved / peak if achieved else None,
       'xla_memory_bytes': _xla_memory_bytes(compiled),
       'device_peak_bytes': _device_peak_bytes(),
+      'allocator': allocator.active(),
       'host_max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
   }
