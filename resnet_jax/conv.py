@@ -10,7 +10,8 @@ of ~240. Written as dots, all of these run near the matmul peak:
 
 and their gradients, by autodiff, are dots too (dW = xᵀ g). The k×k ("patches") form
 copies its input k·k times, so it only pays on small maps (≤ PATCHES_MAX_PIXELS output
-pixels); larger k×k convolutions stay XLA's. `conv_general_dilated` below is a drop-in
+pixels) and for strided 3×3 convolutions, whose input gradient XLA computes slowly;
+the other k×k convolutions stay XLA's. `conv_general_dilated` below is a drop-in
 for lax's that flax.linen.Conv accepts: parameter names, shapes and checkpoints do not
 change, and the outputs agree to float rounding.
 """
@@ -121,6 +122,8 @@ def _dot_form(lhs: jax.Array, rhs: jax.Array, strides, padding, lhs_dilation, rh
   if tuple(rhs.shape[:2]) == (1, 1) and padding == [(0, 0), (0, 0)]:
     return 'pointwise'
   if _output_pixels(lhs.shape, rhs.shape, strides, padding) <= PATCHES_MAX_PIXELS:
+    return 'patches'
+  if tuple(rhs.shape[:2]) == (3, 3) and max(strides) > 1:  # XLA's strided dX is slow
     return 'patches'
   return None
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -57,3 +58,13 @@ def test_bad_arguments_fail_in_one_line(args, message):
   assert run.returncode != 0
   assert message in run.stderr
   assert 'Traceback' not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_benchmark_script_checks_its_arguments_and_backend():
+  usage = subprocess.run(['bash', 'launch/gpu_benchmark.sh', 'big'], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+  assert usage.returncode == 2 and "got BATCH_SIZE 'big'" in usage.stderr
+  no_gpu = subprocess.run(['bash', 'launch/gpu_benchmark.sh', '64'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, 'PYTHON': sys.executable})
+  assert no_gpu.returncode == 1 and 'has no JAX GPU backend' in no_gpu.stderr

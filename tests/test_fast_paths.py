@@ -32,6 +32,8 @@ def _conv_and_grads(fn, x, kernel):
     (2, 3, 1, (32, 8), 'patches'),
     (1, 3, 1, (16, 16), 'patches'),
     (16, 3, 1, (8, 8), None),  # 256 output pixels: XLA's own
+    (16, 3, 2, (8, 8), 'patches'),  # strided 3×3: patches at any size
+    (32, 7, 2, (3, 8), None),  # the stem
 ])
 def test_dot_convolutions_match_lax_values_and_gradients(size, kernel_size, strides, channels,
                                                          expected_form):

@@ -62,12 +62,12 @@ def _assert_same_training(a, b, *, steps_since_equal_state):
   here), and a ReLU whose input sits within the noise of 0 flips its derivative; both
   reach the gradients, so the momentum buffers (raw gradients) differ visibly after a
   few steps while parameters and statistics stay close. Measured here: parameters within
-  2e-5 after 3 steps and 5e-4 (of ~0.4) after 12.
+  2e-5 to 1.3e-4 after 3 steps (depending on the initial draw) and 5e-4 (of ~0.4) after 12.
   """
   assert int(a['step']) == int(b['step'])
   tight = steps_since_equal_state <= 3
   jax.tree.map(lambda x, y: np.testing.assert_allclose(
-      x, y, rtol=1e-3, atol=1e-4 if tight else 2e-3), a['params'], b['params'])
+      x, y, rtol=1e-3, atol=3e-4 if tight else 2e-3), a['params'], b['params'])
   jax.tree.map(lambda x, y: np.testing.assert_allclose(
       x, y, rtol=1e-3 if tight else 1e-2, atol=1e-4 if tight else 2e-3),
       a['batch_stats'], b['batch_stats'])
