@@ -96,6 +96,10 @@ def test_cli_on_mock_cifar10(tmp_path):
       '--config.num_train_steps=4', '--config.batch_size=8', '--config.dataset.image_size=8',
       '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2',
       '--config.log_every_steps=2', '--config.dataset.shuffle_buffer=16',
+      # Synchronous saves: mock_data patches file access for the whole process, and an
+      # async save still finishing in a background thread when the next one starts
+      # (steps are fast here) writes through the patched functions into a mock path.
+      '--config.checkpoint_async=False',
       prelude='import tensorflow_datasets as tfds\n'
               'mocked = tfds.testing.mock_data(num_examples=20)\n'
               'mocked.__enter__()  # kept referenced: the mock lasts while `mocked` lives')
