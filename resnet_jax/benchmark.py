@@ -68,8 +68,6 @@ def _step_benchmark() -> dict:
   config.batch_size = FLAGS.batch_size or 16
   if FLAGS.image_size:
     config.dataset.image_size = FLAGS.image_size
-  if FLAGS.compare_torch and (problem := torch_reference.available()):
-    sys.exit(f'benchmark: {problem}')
   try:
     models.check_image_size(config.model, config.dataset.image_size)
     models.compute_dtype(config.dtype)
@@ -77,6 +75,8 @@ def _step_benchmark() -> dict:
     if FLAGS.compare_torch and config.model not in torch_reference.TORCHVISION_MODELS:
       raise ValueError(f'--compare_torch supports {", ".join(torch_reference.TORCHVISION_MODELS)}'
                        f', not {config.model!r}')
+    if FLAGS.compare_torch and (problem := torch_reference.available()):
+      raise ValueError(problem)
     result = step_benchmark.measure(config, mode=FLAGS.mode, num_classes=FLAGS.num_classes,
                                     warmup_steps=FLAGS.warmup_steps,
                                     timed_steps=FLAGS.timed_steps,

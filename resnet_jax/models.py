@@ -8,7 +8,7 @@ converted from PyTorch see the same pixels.
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,99 +16,10 @@ import ml_collections
 
 from resnet_jax import block_stack
 from resnet_jax import conv as conv_lib
+from resnet_jax.blocks import BasicBlock, BottleneckBlock, Conv
 from resnet_jax.norm import GroupBatchNorm
 
 ModuleDef = Any
-
-# torchvision initialises convolutions with kaiming_normal(mode='fan_out').
-conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def _subsample_and_zero_pad(x: jnp.ndarray, filters: int, strides: int) -> jnp.ndarray:
-  """Option A shortcut: identity, stride-s subsampling, zero-padded channels."""
-  if strides > 1:
-    x = x[:, ::strides, ::strides, :]
-  missing = filters - x.shape[-1]
-  if missing:
-    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, missing)))
-  return x
-
-
-class BasicBlock(nn.Module):
-  """Two 3×3 convolutions; post-activation (v1) or pre-activation (v2)."""
-  filters: int
-  strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  preact: bool = False
-  shortcut: str = 'projection'  # or 'zero_pad' (option A)
-  zero_init_residual: bool = False
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    last_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
-    needs_shortcut = self.strides != 1 or x.shape[-1] != self.filters
-    if self.preact:
-      y = nn.relu(self.norm(name='bn1')(x))
-      residual = _shortcut(self, y if needs_shortcut else x, self.filters, needs_shortcut)
-      y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(y)
-      y = nn.relu(self.norm(name='bn2')(y))
-      kernel_init = nn.initializers.zeros if self.zero_init_residual else conv_kernel_init
-      y = self.conv(self.filters, (3, 3), kernel_init=kernel_init, name='conv2')(y)
-      return y + residual
-    residual = _shortcut(self, x, self.filters, needs_shortcut)
-    y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(x)
-    y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.filters, (3, 3), name='conv2')(y)
-    y = self.norm(scale_init=last_init, name='bn2')(y)
-    return nn.relu(y + residual)
-
-
-class BottleneckBlock(nn.Module):
-  """1×1 → 3×3 (carries the stride: v1.5) → 1×1 with 4× expansion."""
-  filters: int
-  strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  preact: bool = False
-  shortcut: str = 'projection'
-  zero_init_residual: bool = False
-  expansion: int = 4
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    out_filters = self.filters * self.expansion
-    needs_shortcut = self.strides != 1 or x.shape[-1] != out_filters
-    if self.preact:
-      y = nn.relu(self.norm(name='bn1')(x))
-      residual = _shortcut(self, y if needs_shortcut else x, out_filters, needs_shortcut)
-      y = self.conv(self.filters, (1, 1), name='conv1')(y)
-      y = nn.relu(self.norm(name='bn2')(y))
-      y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
-      y = nn.relu(self.norm(name='bn3')(y))
-      kernel_init = nn.initializers.zeros if self.zero_init_residual else conv_kernel_init
-      y = self.conv(out_filters, (1, 1), kernel_init=kernel_init, name='conv3')(y)
-      return y + residual
-    last_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
-    residual = _shortcut(self, x, out_filters, needs_shortcut)
-    y = self.conv(self.filters, (1, 1), name='conv1')(x)
-    y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
-    y = nn.relu(self.norm(name='bn2')(y))
-    y = self.conv(out_filters, (1, 1), name='conv3')(y)
-    y = self.norm(scale_init=last_init, name='bn3')(y)
-    return nn.relu(y + residual)
-
-
-def _shortcut(block: nn.Module, x: jnp.ndarray, filters: int, needed: bool) -> jnp.ndarray:
-  """The residual path of `block`; must be called inside its compact __call__."""
-  if not needed:
-    return x
-  if block.shortcut == 'zero_pad':
-    return _subsample_and_zero_pad(x, filters, block.strides)
-  y = block.conv(filters, (1, 1), block.strides, name='downsample_conv')(x)
-  # A pre-activation block adds the projection as is: the next block normalises.
-  return y if block.preact else block.norm(name='downsample_bn')(y)
 
 
 class ResNet(nn.Module):
@@ -154,7 +65,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
-    conv = functools.partial(_Conv, dtype=self.dtype,
+    conv = functools.partial(Conv, dtype=self.dtype,
                              dot_pointwise=conv_lib.use_dot(self.conv_impl))
     norm_cls = (functools.partial(GroupBatchNorm, group_size=self.bn_group_size)
                 if self.bn_group_size else nn.BatchNorm)
@@ -167,7 +78,7 @@ class ResNet(nn.Module):
       if not self.preact:
         x = nn.relu(norm(name='stem_bn')(x))
       if conv_lib.use_dot(self.conv_impl):
-        x = conv_lib.shifted_max_pool(x, window=3, stride=2, padding=1)
+        x = conv_lib.max_pool(x, 3, 2, 1)
       else:
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
@@ -191,26 +102,6 @@ class ResNet(nn.Module):
       x = nn.relu(norm(name='final_bn')(x))
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='head')(x)
-
-
-class _Conv(nn.Module):
-  """Bias-free convolution with torchvision's symmetric padding and init."""
-  features: int
-  kernel_size: Sequence[int]
-  strides: int = 1
-  kernel_init: Callable = conv_kernel_init
-  dtype: Any = jnp.float32
-  dot_pointwise: bool = False  # 1×1 kernels as dots (conv.conv_general_dilated)
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    padding = [(k // 2, k // 2) for k in self.kernel_size]
-    return nn.Conv(self.features, tuple(self.kernel_size), (self.strides, self.strides),
-                   padding=padding, use_bias=False, kernel_init=self.kernel_init,
-                   dtype=self.dtype, param_dtype=jnp.float32,
-                   conv_general_dilated=(conv_lib.conv_general_dilated
-                                         if self.dot_pointwise else None),
-                   name='conv')(x)
 
 
 @dataclasses.dataclass(frozen=True)
