@@ -64,8 +64,9 @@ def main(argv: list[str]) -> None:
   try:
     distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                            FLAGS.process_id)
-    logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
-                 jax.process_count(), jax.local_devices())
+    logging.info('JAX process %d of %d, local devices: %s; host allocator: %s',
+                 jax.process_index(), jax.process_count(), jax.local_devices(),
+                 allocator.active())
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ConfigError, checkpointing.CheckpointError) as error:
     sys.exit(f'error: {error}')
