@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.bn_epsilon = 1e-5
   config.bn_group_size = 0  # BN statistics over: 0 the whole global batch, N groups of N
   # Speed and memory; none of these changes the numbers beyond float rounding.
-  config.conv_impl = 'auto'  # auto (dot on CPU), xla, dot: how 1×1 and small-map convs run
+  config.conv_impl = 'auto'  # auto (dot on CPU), xla, dot: resnet_jax/conv.py says which convs
   config.scan_blocks = False  # nn.scan over each stage's identical blocks (GPU/TPU: faster
   #                             compiles; XLA:CPU runs the loop ~6x slower)
   config.remat = False  # recompute block activations in the backward pass: less memory
