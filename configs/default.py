@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Speed and memory; none of these changes the numbers beyond float rounding.
   config.conv_impl = 'auto'  # auto (dot on CPU), xla, dot: resnet_jax/conv.py says which convs
   config.scan_blocks = False  # nn.scan over each stage's identical blocks (GPU/TPU: faster
-  #                             compiles; XLA:CPU runs the loop ~6x slower)
+  #                             compiles; XLA:CPU runs the loop 6-17x slower)
   config.remat = False  # recompute block activations in the backward pass: less memory
   # float16 needs loss scaling; auto: dynamic with float16, none otherwise.
   config.loss_scale = 'auto'  # auto, dynamic, none

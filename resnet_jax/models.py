@@ -39,11 +39,12 @@ class ResNet(nn.Module):
     bn_group_size: 0: BatchNorm statistics over the whole (global) batch; N: over
       independent groups of N examples, whatever the device count.
     dtype: compute dtype; parameters and statistics stay float32.
-    conv_impl: conv.CONV_IMPLS: how 1×1 convolutions are computed ('auto': as dots on
-      CPU, where XLA's convolutions are slow); the same parameters either way.
+    conv_impl: conv.CONV_IMPLS: whether 1×1, strided 3×3 and small-map convolutions
+      and the max pool's gradient take conv.py's dot forms ('auto': on CPU, where
+      XLA's own are slow); the same parameters either way.
     scan_blocks: run each stage's identical blocks as one nn.scan (faster compiles of
       deep nets; variables get a leading block axis, see block_stack). XLA:CPU runs
-      the scanned loop ~6× slower per step: meant for GPU and TPU.
+      the scanned loop 6–17× slower per step: meant for GPU and TPU.
     remat: recompute each block's activations in the backward pass instead of keeping
       them (less memory, more compute).
   """
@@ -65,8 +66,8 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
-    conv = functools.partial(Conv, dtype=self.dtype,
-                             dot_pointwise=conv_lib.use_dot(self.conv_impl))
+    use_dot = conv_lib.use_dot(self.conv_impl)
+    conv = functools.partial(Conv, dtype=self.dtype, dot_pointwise=use_dot)
     norm_cls = (functools.partial(GroupBatchNorm, group_size=self.bn_group_size)
                 if self.bn_group_size else nn.BatchNorm)
     norm = functools.partial(norm_cls, use_running_average=not train,
@@ -77,7 +78,7 @@ class ResNet(nn.Module):
       x = conv(self.stage_filters[0], (7, 7), 2, name='stem_conv')(x)
       if not self.preact:
         x = nn.relu(norm(name='stem_bn')(x))
-      if conv_lib.use_dot(self.conv_impl):
+      if use_dot:
         x = conv_lib.max_pool(x, 3, 2, 1)
       else:
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -198,7 +199,6 @@ def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
 
 def model_from_config(config: ml_collections.ConfigDict, num_classes: int) -> ResNet:
   """The model a config (configs/default.py keys) describes."""
-  conv_lib.check_conv_impl(config.conv_impl)
   return create_model(
       config.model, num_classes=num_classes, dtype=config.dtype,
       zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum,
