@@ -52,14 +52,18 @@ def _saved_tree(checkpoints: epath.Path, step: int) -> Any:
   return ocp.StandardCheckpointer().metadata(_item_path(checkpoints, step)).item_metadata
 
 
+def load_tree(path: epath.Path) -> Any:
+  """The pytree saved by orbax at `path`, as numpy arrays, whatever topology wrote it."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  with ocp.StandardCheckpointer() as checkpointer:
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          checkpointer.metadata(path).item_metadata)
+    return jax.device_get(checkpointer.restore(path, target))
+
+
 def load_arrays(workdir: str, step: int) -> Any:
   """Checkpoint `step` of `workdir` as numpy arrays, whatever topology wrote it."""
-  checkpoints = epath.Path(workdir) / 'checkpoints'
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        _saved_tree(checkpoints, step))
-  restored = ocp.StandardCheckpointer().restore(_item_path(checkpoints, step), target)
-  return jax.device_get(restored)
+  return load_tree(_item_path(epath.Path(workdir) / 'checkpoints', step))
 
 
 class Checkpointer:

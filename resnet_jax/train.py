@@ -12,7 +12,7 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.sharding import Mesh
 
-from resnet_jax import checkpointing, conv, distributed, models, optim, sharding, steps
+from resnet_jax import checkpointing, conv, distributed, models, optim, sharding, steps, trained
 from resnet_jax import workdir as workdir_lib
 from resnet_jax.data import pipeline, preprocess, sources
 from resnet_jax.errors import ConfigError
@@ -164,6 +164,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   writer = metric_writers.create_default_writer(str(workdir),
                                                 just_logging=jax.process_index() > 0)
   workdir_lib.record_config(workdir, config)
+  trained.write_model_info(workdir, trained.model_info_from_config(
+      config, info.class_names, info.image_shape[-1]))
 
   train_step = jax.jit(
       functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,

@@ -97,3 +97,12 @@ def record_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> Non
   """Writes the resolved config (process 0 only)."""
   if jax.process_index() == 0:
     (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def read_config(workdir: str | epath.Path) -> ml_collections.ConfigDict:
+  """The resolved config a run recorded in `workdir/config.json`; ConfigError if none."""
+  record = epath.Path(workdir) / CONFIG_FILE
+  if not record.exists():
+    raise ConfigError(f'{str(workdir)!r} holds no {CONFIG_FILE}: not a workdir of '
+                      'resnet_jax.main')
+  return ml_collections.ConfigDict(json.loads(record.read_text()))

@@ -68,3 +68,16 @@ def make_image_folder(root, counts, size=(24, 32), seed=0):
         else:
           (root / split / name / f'{i}.jpg').write_bytes(tf.io.encode_jpeg(pixels).numpy())
   return str(root)
+
+
+@pytest.fixture(scope='session')
+def trained_workdir(tmp_path_factory, digits_dir):
+  """A finished small digits run (ResNet-20 at 8×8, 6 steps, with a weight EMA): its
+  workdir holds config.json, model_info.json, summaries and checkpoints 3 and 6.
+  Read it; don't write into it."""
+  from resnet_jax import train  # noqa: PLC0415
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  config = small_config(**{'dataset.data_dir': digits_dir, 'ema_decay': 0.5,
+                           'checkpoint_async': False})
+  train.train_and_evaluate(config, workdir)
+  return workdir

@@ -1,0 +1,165 @@
+"""A trained model on disk: a run's workdir, or a directory written by resnet_jax.convert.
+
+Both hold `model_info.json` (the architecture, class names and how images are prepared).
+A workdir keeps its weights in `checkpoints/<step>/` (the whole train state); a
+converted directory in `variables/` ({'params', 'batch_stats'} only). Predict, report,
+export and fine-tuning read either through `restore` / `load_variables`.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from resnet_jax import block_stack, checkpointing, models
+from resnet_jax.errors import ConfigError
+
+MODEL_INFO_FILE = 'model_info.json'
+VARIABLES_DIR = 'variables'
+WEIGHTS = ('auto', 'ema', 'live')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+  """What inference needs besides the weights.
+
+  Attributes:
+    model: a models.VARIANTS name.
+    num_classes: classifier width.
+    class_names: one per class, in label order.
+    image_shape: (height, width, channels) of the model's input.
+    mean: per-channel mean subtracted from 0..255 pixels.
+    std: per-channel divisor.
+    augment: the dataset.augment of training; decides the evaluation crop (see
+      data.preprocess.eval_image).
+    bn_epsilon: BatchNorm epsilon.
+  """
+  model: str
+  num_classes: int
+  class_names: tuple[str, ...]
+  image_shape: tuple[int, int, int]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augment: str
+  bn_epsilon: float = 1e-5
+
+  def create_model(self, **overrides: Any) -> models.ResNet:
+    """The architecture, float32, unscanned (the layout load_variables returns)."""
+    return models.create_model(self.model, num_classes=self.num_classes,
+                               bn_epsilon=self.bn_epsilon, **overrides)
+
+
+def model_info_from_config(config: ml_collections.ConfigDict, class_names: tuple[str, ...],
+                           channels: int) -> ModelInfo:
+  """The ModelInfo of a training run."""
+  size = config.dataset.image_size
+  return ModelInfo(model=config.model, num_classes=len(class_names),
+                   class_names=tuple(class_names), image_shape=(size, size, channels),
+                   mean=tuple(config.dataset.mean), std=tuple(config.dataset.std),
+                   augment=config.dataset.augment, bn_epsilon=config.bn_epsilon)
+
+
+def write_model_info(directory: str | epath.Path, info: ModelInfo) -> None:
+  """Writes `directory/model_info.json` (process 0 only)."""
+  if jax.process_index() == 0:
+    record = dataclasses.asdict(info)
+    (epath.Path(directory) / MODEL_INFO_FILE).write_text(json.dumps(record, indent=2))
+
+
+def read_model_info(directory: str | epath.Path) -> ModelInfo:
+  """Reads `directory/model_info.json`; ConfigError if the directory has none."""
+  path = epath.Path(directory) / MODEL_INFO_FILE
+  if not path.exists():
+    raise ConfigError(f'{str(directory)!r} holds no {MODEL_INFO_FILE}: expected a workdir of '
+                      'resnet_jax.main or a directory written by resnet_jax.convert')
+  record = json.loads(path.read_text())
+  return ModelInfo(**{**record, 'class_names': tuple(record['class_names']),
+                      'image_shape': tuple(record['image_shape']),
+                      'mean': tuple(record['mean']), 'std': tuple(record['std'])})
+
+
+def _checkpoint_steps(directory: epath.Path) -> list[int]:
+  checkpoints = directory / 'checkpoints'
+  if not checkpoints.exists():
+    return []
+  return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+
+
+def _unscanned(collection: Any) -> dict[str, Any]:
+  return block_stack.unscanned_layout(dict(collection))
+
+
+def load_variables(directory: str | epath.Path, *, step: int | None = None,
+                   weights: str = 'auto') -> tuple[dict[str, Any], int]:
+  """{'params', 'batch_stats'} as numpy arrays in the unscanned layout, and their step.
+
+  Args:
+    directory: a workdir (its newest checkpoint, or `step`), or a converted directory.
+    step: a checkpoint step of a workdir; None for the newest.
+    weights: 'live', 'ema' (the weight average; the run must have kept one) or 'auto'
+      (the average if there is one).
+
+  Raises:
+    ConfigError: no checkpoint or variables there, no such step, or no EMA to load.
+  """
+  if weights not in WEIGHTS:
+    raise ConfigError(f'unknown weights {weights!r}; valid: {", ".join(WEIGHTS)}')
+  directory = epath.Path(directory)
+  if (directory / VARIABLES_DIR).exists():
+    variables, loaded_step = checkpointing.load_tree((directory / VARIABLES_DIR).resolve()), 0
+  else:
+    available = _checkpoint_steps(directory)
+    if not available:
+      raise ConfigError(f'{str(directory)!r} holds no checkpoints/<step>/ and no '
+                        f'{VARIABLES_DIR}/: nothing to load')
+    loaded_step = available[-1] if step is None else step
+    if loaded_step not in available:
+      raise ConfigError(f'no checkpoint of step {loaded_step} in {str(directory)!r}; '
+                        f'valid steps: {", ".join(map(str, available))}')
+    state = checkpointing.load_arrays(str(directory), loaded_step)
+    ema = state.get('ema')
+    if weights == 'ema' and not ema:
+      raise ConfigError(f'the run in {str(directory)!r} kept no weight EMA (ema_decay 0); '
+                        "use weights 'live'")
+    use_ema = bool(ema) and weights in ('ema', 'auto')
+    variables = ema if use_ema else {'params': state['params'],
+                                     'batch_stats': state['batch_stats']}
+  return ({'params': _unscanned(variables['params']),
+           'batch_stats': _unscanned(variables.get('batch_stats') or {})}, loaded_step)
+
+
+def save_variables(directory: str | epath.Path, variables: dict[str, Any]) -> None:
+  """Writes {'params', 'batch_stats'} to `directory/variables/` (which must not exist)."""
+  path = (epath.Path(directory) / VARIABLES_DIR).resolve()
+  tree = jax.tree.map(np.asarray, {'params': variables['params'],
+                                   'batch_stats': variables['batch_stats']})
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, tree)
+  checkpointer.wait_until_finished()
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A trained model ready for inference."""
+  info: ModelInfo
+  variables: dict[str, Any]
+  step: int
+
+  def create_model(self, **overrides: Any) -> models.ResNet:
+    return self.info.create_model(**overrides)
+
+
+def restore(directory: str, *, step: int | None = None, weights: str = 'auto') -> Restored:
+  """The model of a workdir or converted directory, with its weights and ModelInfo."""
+  if not os.path.isdir(directory) and '://' not in directory:
+    raise ConfigError(f'{directory!r} is not a directory: expected a workdir or a converted '
+                      'checkpoint directory')
+  info = read_model_info(directory)
+  variables, loaded_step = load_variables(directory, step=step, weights=weights)
+  return Restored(info=info, variables=variables, step=loaded_step)
