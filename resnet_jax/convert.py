@@ -60,6 +60,12 @@ def _to_torch_layout(array: np.ndarray) -> np.ndarray:
   return array.T if array.ndim == 2 else array
 
 
+def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+  if len(shape) == 4:
+    return (shape[3], shape[2], shape[0], shape[1])
+  return tuple(reversed(shape)) if len(shape) == 2 else tuple(shape)
+
+
 def _from_torch_layout(array: np.ndarray) -> np.ndarray:
   if array.ndim == 4:
     return array.transpose(2, 3, 1, 0)
@@ -139,7 +145,7 @@ def variables_from_state_dict(state_dict: dict[str, np.ndarray], model_name: str
     if key not in state_dict:
       raise ConvertError(f'missing key {key!r} (for {"/".join(names)}): not a {source} '
                          f'{model_name} state dict')
-    expected = _to_torch_layout(np.zeros(leaf.shape, np.int8)).shape
+    expected = _torch_shape(leaf.shape)
     if state_dict[key].shape != expected:
       raise ConvertError(f'key {key!r} has shape {tuple(state_dict[key].shape)}; '
                          f'{model_name} needs {expected}')
@@ -152,6 +158,16 @@ def variables_from_state_dict(state_dict: dict[str, np.ndarray], model_name: str
     raise ConvertError(f'{len(unexpected)} key(s) that {model_name} has no place for, e.g. '
                        f'{", ".join(repr(k) for k in unexpected[:3])}: a deeper or other model?')
   return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+
+
+def torch_state_dict(variables: dict[str, Any]) -> dict[str, np.ndarray]:
+  """The inverse of variables_from_state_dict: our variables as a torchvision state dict."""
+  state_dict = {}
+  for collection in ('params', 'batch_stats'):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables[collection])[0]:
+      names = tuple(str(getattr(k, 'key', k)) for k in path)
+      state_dict[torch_name(names)] = np.ascontiguousarray(_to_torch_layout(np.asarray(leaf)))
+  return state_dict
 
 
 def load_torch_checkpoint(path: str, model_name: str) -> dict[str, Any]:

@@ -7,9 +7,11 @@ statistics gathered by a train-mode pass, as training leaves them; random scales
 shifts, the last BN of each residual branch scaled down as in trained networks) is saved
 as `.pth` or `.safetensors`, converted with resnet_jax.convert, and both frameworks
 compute eval-mode float32 logits of the same random 224×224 images. Needs torch and
-torchvision.
+torchvision, and a process without TensorFlow: importing torchvision after TensorFlow
+crashes (tests run this as a subprocess).
 """
 
+import json
 import os
 import tempfile
 
@@ -38,6 +40,7 @@ def save_reference(model_name: str, path: str, *, seed: int = 0):
       module.weight.data.uniform_(0.5, 1.5)
       module.bias.data.normal_(0.0, 0.2)
       module.momentum = None  # running statistics = the plain average over the passes
+  for module in model.modules():  # after the loop above, which visits a block's BNs last
     if isinstance(module, (resnet.BasicBlock, resnet.Bottleneck)):
       last = module.bn3 if isinstance(module, resnet.Bottleneck) else module.bn2
       last.weight.data.uniform_(0.1, 0.4)
@@ -74,18 +77,25 @@ def logit_difference(model_name: str, directory: str, *, file_format: str = 'pth
 
 def main(argv: list[str]) -> None:
   del argv
+  rows = []
   with tempfile.TemporaryDirectory() as directory:
-    print('model      file         max |diff|   max |logit|')
     for index, name in enumerate(FLAGS.models):
       file_format = 'safetensors' if index % 2 else 'pth'
       difference, scale = logit_difference(name, directory, file_format=file_format,
                                            batch_size=FLAGS.batch_size)
-      print(f'{name:10s} {file_format:12s} {difference:.2e}     {scale:.3f}')
+      rows.append({'model': name, 'file': file_format, 'max_abs_difference': difference,
+                   'max_abs_logit': scale})
+      if FLAGS.format == 'text':
+        print(f'{name:10s} {file_format:12s} max |diff| {difference:.2e}   '
+              f'max |logit| {scale:.3f}', flush=True)
+  if FLAGS.format == 'json':
+    print(json.dumps(rows))
 
 
 if __name__ == '__main__':
   from absl import app, flags
   flags.DEFINE_list('models', list(DEPTHS), 'Models to compare.')
   flags.DEFINE_integer('batch_size', 2, 'Random 224×224 images per model.')
+  flags.DEFINE_enum('format', 'text', ['text', 'json'], 'Output format.')
   FLAGS = flags.FLAGS
   app.run(main)

@@ -1,0 +1,247 @@
+"""A trained run's report: per-class metrics, a confusion matrix and its training curves.
+
+  python -m resnet_jax.report --workdir=/tmp/digits [--step=N] [--weights=auto|ema|live]
+
+evaluates a checkpoint of the run (the newest by default) on the run's evaluation split
+and writes into `<workdir>/report/step<N>_<weights>/`:
+
+- classification_report.txt: per-class precision / recall / F1 / support, accuracy and
+  macro / weighted averages (scikit-learn's layout);
+- metrics.json: the same per class and averaged, with step, weights, num_examples, top1
+  and the confusion matrix (rows: true class, columns: predicted);
+- confusion_matrix.png: row-normalised colours, counts written in when there are few classes;
+- curves_loss.png, curves_top1.png, curves_learning_rate.png: train (and eval) scalars vs
+  step, read from the run's TensorBoard event files.
+
+The same as a function: `write_report(workdir, step=None, weights='auto')`.
+"""
+
+import functools
+import io
+import json
+import sys
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+from matplotlib.figure import Figure
+from sklearn import metrics as sk_metrics
+
+from resnet_jax import sharding, steps, trained
+from resnet_jax import workdir as workdir_lib
+from resnet_jax.errors import ConfigError
+
+REPORT_DIR = 'report'
+# Each plot and the tags it shows; eval tags are drawn with markers (they are sparse).
+CURVES = {'loss': ('train/loss', 'eval/loss', 'eval_ema/loss'),
+          'top1': ('train/top1', 'eval/top1', 'eval_ema/top1'),
+          'learning_rate': ('train/learning_rate',)}
+_ANNOTATE_MAX_CLASSES = 30  # beyond this, numbers in the cells are unreadable
+_TICK_LABELS_MAX_CLASSES = 60
+
+
+def predict_split(restored: trained.Restored,
+                  config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+  """(labels, predictions) of every example of the config's evaluation split, in order.
+
+  Runs in this process only (a report is a one-host job); the batch is sharded over the
+  local devices when they divide it, else it runs on one device.
+  """
+  # TensorFlow prints two lines to stderr when imported, whatever TF_CPP_MIN_LOG_LEVEL says:
+  # importing it only here keeps an error about the workdir or the flags the only line.
+  from resnet_jax.data import pipeline, sources  # noqa: PLC0415
+  source = sources.create_source(config)
+  info = sources.dataset_info(source, config)
+  devices = jax.local_devices()
+  mesh = sharding.make_mesh(devices if config.batch_size % len(devices) == 0 else devices[:1])
+  model = restored.create_model()
+  mean, std = restored.info.mean, restored.info.std
+
+  @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
+  def forward(variables: dict[str, Any], images: jax.Array) -> jax.Array:
+    logits = model.apply(variables, steps.normalize_images(images, mean, std), train=False)
+    return logits.argmax(axis=-1)
+
+  variables = jax.device_put(restored.variables, sharding.replicated(mesh))
+  labels, predictions = [], []
+  for batch in pipeline.eval_batches(source, config, info, process_index=0, process_count=1):
+    keep = batch['mask'].astype(bool)  # padding of the last batch counts for nothing
+    predicted = np.asarray(forward(variables, sharding.to_global(batch['image'], mesh)))
+    labels.append(batch['label'][keep])
+    predictions.append(predicted[keep])
+  if not labels:
+    raise ConfigError(f'the evaluation split {config.dataset.eval_split!r} is empty')
+  return np.concatenate(labels), np.concatenate(predictions)
+
+
+def read_scalars(workdir: str | epath.Path) -> dict[str, list[tuple[int, float]]]:
+  """Every scalar tag of the run's TensorBoard events: tag → [(step, value)] by step.
+
+  A resumed run logs some steps twice (after its last checkpoint); the newest write wins.
+  """
+  import tensorflow as tf  # noqa: PLC0415  (see predict_split)
+  latest: dict[str, dict[int, tuple[float, float]]] = {}
+  for path in sorted(tf.io.gfile.glob(str(epath.Path(workdir) / 'events.out.tfevents.*'))):
+    try:
+      for serialized in tf.data.TFRecordDataset(path):
+        event = tf.compat.v1.Event.FromString(serialized.numpy())
+        for value in event.summary.value:
+          kind = value.WhichOneof('value')
+          if kind == 'tensor':  # tf.summary (TF2, clu) writes scalars as tensors
+            array = tf.make_ndarray(value.tensor)
+            if array.size != 1 or not np.issubdtype(array.dtype, np.number):
+              continue  # text, images, histograms
+            scalar = float(array.reshape(()))
+          elif kind == 'simple_value':  # TF1-style summaries
+            scalar = value.simple_value
+          else:
+            continue
+          seen = latest.setdefault(value.tag, {}).get(event.step)
+          if seen is None or event.wall_time >= seen[0]:
+            latest[value.tag][event.step] = (event.wall_time, scalar)
+    except tf.errors.DataLossError:  # a live run's half-written last record
+      continue
+  return {tag: [(step, value) for step, (_, value) in sorted(points.items())]
+          for tag, points in latest.items()}
+
+
+def _png(figure: Figure, path: epath.Path) -> None:
+  buffer = io.BytesIO()  # via bytes, so gs:// workdirs work too
+  figure.savefig(buffer, format='png', dpi=100, bbox_inches='tight')
+  path.write_bytes(buffer.getvalue())
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple[str, ...],
+                          path: epath.Path) -> None:
+  """Rows: true class; colour: the row's fraction (so rare classes show); text: counts."""
+  n = len(class_names)
+  rows = matrix.sum(axis=1, keepdims=True)
+  fractions = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+  side = min(max(5.0, 0.45 * n + 2), 40.0)
+  figure = Figure(figsize=(side + 1, side))
+  axes = figure.add_subplot()
+  image = axes.imshow(fractions, cmap='Blues', vmin=0.0, vmax=1.0)
+  figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label='fraction of true class')
+  if n <= _TICK_LABELS_MAX_CLASSES:
+    axes.set_xticks(range(n), class_names, rotation=90)
+    axes.set_yticks(range(n), class_names)
+  if n <= _ANNOTATE_MAX_CLASSES:
+    for (i, j), count in np.ndenumerate(matrix):
+      if count:
+        axes.text(j, i, str(count), ha='center', va='center', fontsize=8,
+                  color='white' if fractions[i, j] > 0.5 else 'black')
+  axes.set_xlabel('predicted')
+  axes.set_ylabel('true')
+  axes.set_title(f'confusion matrix ({int(matrix.sum())} examples)')
+  _png(figure, path)
+
+
+def plot_curves(scalars: dict[str, list[tuple[int, float]]],
+                directory: epath.Path) -> dict[str, epath.Path]:
+  """One PNG per entry of CURVES that has data; returns {name: path}."""
+  written = {}
+  for name, tags in CURVES.items():
+    present = [tag for tag in tags if scalars.get(tag)]
+    if not present:
+      continue
+    figure = Figure(figsize=(7, 4))
+    axes = figure.add_subplot()
+    for tag in present:
+      x, y = zip(*scalars[tag])
+      axes.plot(x, y, label=tag, marker=None if tag.startswith('train/') else 'o')
+    axes.set_xlabel('step')
+    axes.set_ylabel(name)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    written[f'curves_{name}'] = directory / f'curves_{name}.png'
+    _png(figure, written[f'curves_{name}'])
+  return written
+
+
+def class_metrics(labels: np.ndarray, predictions: np.ndarray,
+                  class_names: tuple[str, ...]) -> dict[str, Any]:
+  """Per-class and averaged precision / recall / F1 / support, top1, confusion matrix."""
+  classes = list(range(len(class_names)))  # absent classes still get a (zero) row
+  per_class = sk_metrics.precision_recall_fscore_support(labels, predictions, labels=classes,
+                                                         zero_division=0)
+  record: dict[str, Any] = {'classes': [
+      {'name': name, 'precision': float(p), 'recall': float(r), 'f1': float(f),
+       'support': int(s)} for name, p, r, f, s in zip(class_names, *per_class)]}
+  for average in ('macro', 'weighted'):
+    p, r, f, _ = sk_metrics.precision_recall_fscore_support(
+        labels, predictions, labels=classes, average=average, zero_division=0)
+    record[f'{average}_avg'] = {'precision': float(p), 'recall': float(r), 'f1': float(f),
+                                'support': int(len(labels))}
+  record['top1'] = float(np.mean(labels == predictions))
+  record['confusion_matrix'] = sk_metrics.confusion_matrix(labels, predictions,
+                                                           labels=classes).tolist()
+  return record
+
+
+def write_report(workdir: str, *, step: int | None = None,
+                 weights: str = 'auto') -> dict[str, Any]:
+  """Evaluates a checkpoint of `workdir` and writes the report files into it.
+
+  Args:
+    workdir: a run's workdir (config.json, model_info.json, checkpoints/).
+    step: the checkpoint; None for the newest.
+    weights: 'auto' (the EMA if the run kept one), 'ema' or 'live'.
+
+  Returns:
+    {'paths': {name: path written}, 'metrics': what metrics.json holds}.
+
+  Raises:
+    ConfigError: no config.json / model_info.json / checkpoint there, an unknown step or
+      weights, or the run's dataset cannot be read.
+  """
+  config = workdir_lib.read_config(workdir)
+  restored = trained.restore(workdir, step=step, weights=weights)
+  # restore() does not say which weights 'auto' chose: a run keeps an EMA iff ema_decay > 0.
+  used = weights if weights != 'auto' else ('ema' if config.ema_decay > 0 else 'live')
+  labels, predictions = predict_split(restored, config)
+  class_names = restored.info.class_names
+  record = {'workdir': str(workdir_lib.path(workdir)), 'step': restored.step, 'weights': used,
+            'split': config.dataset.eval_split, 'num_examples': int(len(labels)),
+            **class_metrics(labels, predictions, class_names)}
+
+  directory = workdir_lib.path(workdir) / REPORT_DIR / f'step{restored.step}_{used}'
+  directory.mkdir(parents=True, exist_ok=True)
+  paths = {'report': directory / 'classification_report.txt',
+           'metrics': directory / 'metrics.json',
+           'confusion_matrix': directory / 'confusion_matrix.png'}
+  table = sk_metrics.classification_report(labels, predictions, labels=range(len(class_names)),
+                                           target_names=class_names, digits=4, zero_division=0)
+  paths['report'].write_text(
+      f'{workdir}: step {restored.step}, {used} weights, split {record["split"]!r} '
+      f'({record["num_examples"]} examples), top1 {record["top1"]:.4f}\n\n{table}')
+  paths['metrics'].write_text(json.dumps(record, indent=2))
+  plot_confusion_matrix(np.asarray(record['confusion_matrix']), class_names,
+                        paths['confusion_matrix'])
+  paths |= plot_curves(read_scalars(workdir), directory)
+  return {'paths': {name: str(path) for name, path in paths.items()}, 'metrics': record}
+
+
+def main(argv: list[str]) -> None:
+  from absl import flags  # noqa: PLC0415
+  del argv
+  values = flags.FLAGS
+  try:
+    result = write_report(values.workdir, step=values.step, weights=values.weights)
+  except ConfigError as error:
+    sys.exit(f'error: {error}')
+  record = result['metrics']
+  print(f'step {record["step"]}, {record["weights"]} weights: top1 {record["top1"]:.4f} on '
+        f'{record["num_examples"]} examples of {record["split"]!r}')
+  for path in result['paths'].values():
+    print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+  from absl import app, flags
+  flags.DEFINE_string('workdir', None, 'The run to report on (resnet_jax.main --workdir).')
+  flags.DEFINE_integer('step', None, 'The checkpoint step; default: the newest.')
+  flags.DEFINE_string('weights', 'auto', f'Which weights: {", ".join(trained.WEIGHTS)}.')
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main)
