@@ -77,6 +77,19 @@ def get_config() -> ml_collections.ConfigDict:
   # auto: skip with float16, halt otherwise.
   config.nonfinite_policy = 'auto'
 
+  # Fine-tuning: start a new run from trained weights. Ignored once the workdir holds a
+  # checkpoint (then the run resumes from it).
+  config.init_checkpoint = ''  # '' (random init), a workdir (its newest checkpoint) or a
+  #                              directory written by `python -m resnet_jax.convert`
+  config.init_weights = 'auto'  # auto (the run's weight EMA if it kept one), ema, live
+  config.reset_head = False  # a new, randomly initialised classifier (needed when the class
+  #                            count differs from the checkpoint's)
+  config.freeze_backbone = False  # train the head only
+  config.backbone_lr_multiplier = 1.0  # everything but the head learns at this × the rate
+  config.freeze_batch_stats = False  # BatchNorm normalises with, and keeps, its running
+  #                                    statistics (small batches, small datasets)
+  config.eval_only = False  # restore (or init) and evaluate; no training, nothing saved
+
   # Periodic work.
   config.log_every_steps = 100
   config.eval_every_steps = -1  # -1: once per epoch

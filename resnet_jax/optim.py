@@ -18,6 +18,9 @@ def check_choices(config: ml_collections.ConfigDict) -> None:
   if config.schedule not in SCHEDULES:
     raise ValueError(f'unknown schedule {config.schedule!r}; valid schedules: '
                      f'{", ".join(SCHEDULES)}')
+  if config.backbone_lr_multiplier < 0:
+    raise ValueError(f'backbone_lr_multiplier {config.backbone_lr_multiplier} must be >= 0 '
+                     '(freeze_backbone=True freezes it)')
   if config.lr_boundaries_epochs and config.lr_boundaries_steps:
     raise ValueError('set lr_boundaries_epochs or lr_boundaries_steps, not both '
                      f'(got {config.lr_boundaries_epochs} and {config.lr_boundaries_steps})')
@@ -68,8 +71,31 @@ def weight_decay_mask(params: Any) -> Any:
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
 
 
+HEAD = 'head'  # the classifier's parameters; everything else is the backbone
+
+
+def backbone_labels(params: Any) -> dict[str, str]:
+  """'head' or 'backbone' for each top-level module of the parameters."""
+  return {name: 'head' if name == HEAD else 'backbone' for name in params}
+
+
 def create_optimizer(config: ml_collections.ConfigDict,
                      learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
+  """The config's optimizer; with freeze_backbone or a backbone_lr_multiplier other than 1,
+  the head and the backbone get their own (optax.multi_transform)."""
+  head = _base_optimizer(config, learning_rate_fn)
+  if config.freeze_backbone:
+    backbone = optax.set_to_zero()
+  elif config.backbone_lr_multiplier != 1.0:
+    multiplier = config.backbone_lr_multiplier
+    backbone = _base_optimizer(config, lambda step: multiplier * learning_rate_fn(step))
+  else:
+    return head
+  return optax.multi_transform({'head': head, 'backbone': backbone}, backbone_labels)
+
+
+def _base_optimizer(config: ml_collections.ConfigDict,
+                    learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
   """SGD with (Nesterov) momentum and L2 on kernels, or AdamW with decoupled decay."""
   if config.optimizer == 'sgd':
     # Weight decay added to the gradient before momentum: torch.optim.SGD's weight_decay.

@@ -198,8 +198,7 @@ def write_report(workdir: str, *, step: int | None = None,
   """
   config = workdir_lib.read_config(workdir)
   restored = trained.restore(workdir, step=step, weights=weights)
-  # restore() does not say which weights 'auto' chose: a run keeps an EMA iff ema_decay > 0.
-  used = weights if weights != 'auto' else ('ema' if config.ema_decay > 0 else 'live')
+  used = restored.weights
   labels, predictions = predict_split(restored, config)
   class_names = restored.info.class_names
   record = {'workdir': str(workdir_lib.path(workdir)), 'step': restored.step, 'weights': used,

@@ -140,8 +140,8 @@ def top_k_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarr
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
                learning_rate_fn: Callable[[jnp.ndarray], jnp.ndarray],
                label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               image_mean: Sequence[float] = (0.0,),
-               image_std: Sequence[float] = (1.0,)) -> tuple[TrainState, TrainMetrics]:
+               image_mean: Sequence[float] = (0.0,), image_std: Sequence[float] = (1.0,),
+               freeze_batch_stats: bool = False) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step on a global batch; BatchNorm statistics span all of it.
 
   Args:
@@ -152,6 +152,8 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     ema_decay: decay of the weight EMA (used when state.ema is not None).
     image_mean: per-channel mean subtracted from the images.
     image_std: per-channel standard deviation the images are divided by.
+    freeze_batch_stats: BatchNorm normalises with the running statistics and leaves them
+      as they are (fine-tuning on small batches).
 
   Returns:
     The new state and this step's metrics.
@@ -161,11 +163,14 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
   loss_scale = state.loss_scale or jmp.NoOpLossScale()
 
   def loss_fn(params):
-    logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-        mutable=['batch_stats'])
+    variables = {'params': params, 'batch_stats': state.batch_stats}
+    if freeze_batch_stats:
+      logits, batch_stats = state.apply_fn(variables, images, train=False), state.batch_stats
+    else:
+      logits, updates = state.apply_fn(variables, images, train=True, mutable=['batch_stats'])
+      batch_stats = updates['batch_stats']
     loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
-    return loss_scale.scale(loss), (loss, logits, updates['batch_stats'])
+    return loss_scale.scale(loss), (loss, logits, batch_stats)
 
   (_, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)

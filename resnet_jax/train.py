@@ -12,7 +12,8 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.sharding import Mesh
 
-from resnet_jax import checkpointing, conv, distributed, models, optim, sharding, steps, trained
+from resnet_jax import (checkpointing, conv, distributed, finetune, models, optim, sharding,
+                        steps, trained)
 from resnet_jax import workdir as workdir_lib
 from resnet_jax.data import pipeline, preprocess, sources
 from resnet_jax.errors import ConfigError
@@ -68,6 +69,9 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
                                     config.batch_size % config.bn_group_size):
       raise ValueError(f'bn_group_size {config.bn_group_size} must be 0 (whole batch) or '
                        f'divide batch_size {config.batch_size}')
+    if config.init_weights not in trained.WEIGHTS:
+      raise ValueError(f'unknown init_weights {config.init_weights!r}; valid: '
+                       f'{", ".join(trained.WEIGHTS)}')
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
       raise ValueError(f'num_train_steps {config.num_train_steps} and num_epochs '
                        f'{config.num_epochs}: one of them must be positive')
@@ -116,15 +120,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if info.num_train_examples < config.batch_size:
     raise ConfigError(f'batch_size {config.batch_size} exceeds the {info.num_train_examples} '
                       f'examples of {config.dataset.train_split!r}')
+  init_variables = None
+  if config.init_checkpoint != '' and not trained.checkpoint_steps(workdir):
+    init_variables = finetune.load_init_variables(config)
   lock = workdir_lib.Lock(workdir)
   try:
-    return _train(config, workdir, source, info, mesh)
+    return _train(config, workdir, source, info, mesh, init_variables)
   finally:
     lock.release()
 
 
+def _evaluate_only(state: steps.TrainState, config: ml_collections.ConfigDict,
+                   workdir: epath.Path, source: Any, info: sources.DatasetInfo, mesh: Mesh, *,
+                   initialised: bool) -> dict[str, float]:
+  """config.eval_only: the metrics of the restored (or initial) state; nothing is written."""
+  if not int(state.step) and not initialised:
+    raise ConfigError(f'eval_only: workdir {str(workdir)!r} holds no checkpoint and '
+                      'init_checkpoint is empty: nothing to evaluate')
+  summary = evaluate(state, source, config, info, mesh)
+  if state.ema is not None:
+    summary |= evaluate(state, source, config, info, mesh, use_ema=True, prefix='eval_ema')
+  metric_writers.LoggingWriter().write_scalars(int(state.step), summary)
+  return summary
+
+
 def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
-           info: sources.DatasetInfo, mesh: Mesh) -> dict[str, float]:
+           info: sources.DatasetInfo, mesh: Mesh,
+           init_variables: dict[str, Any] | None) -> dict[str, float]:
   """train_and_evaluate() once the config, the data and the workdir are known to be good."""
   steps_per_epoch = info.num_train_examples // config.batch_size
   num_train_steps = (config.num_train_steps if config.num_train_steps > 0 else
@@ -137,6 +159,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
       jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
       info.image_shape, use_ema=config.ema_decay > 0, mesh=mesh,
       loss_scale=steps.create_loss_scale(config))
+  if init_variables is not None:
+    state = finetune.apply_init(state, init_variables, config, mesh)
   logging.info('%s: %s parameters; %d train / %d eval examples, %d steps per epoch, '
                '%d steps', config.model,
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
@@ -161,6 +185,10 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
         f'{"; ".join(changed) or "none recorded"}. Resume with the original config or use a '
         'new workdir.') from None
   start_step = int(state.step)
+  if config.eval_only:
+    checkpointer.close()
+    return _evaluate_only(state, config, workdir, source, info, mesh,
+                          initialised=init_variables is not None)
   writer = metric_writers.create_default_writer(str(workdir),
                                                 just_logging=jax.process_index() > 0)
   workdir_lib.record_config(workdir, config)
@@ -171,7 +199,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
       functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,
                         label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
                         image_mean=tuple(config.dataset.mean),
-                        image_std=tuple(config.dataset.std)),
+                        image_std=tuple(config.dataset.std),
+                        freeze_batch_stats=config.freeze_batch_stats),
       in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
       out_shardings=sharding.replicated(mesh), donate_argnums=0)
   batches = sharding.prefetch_to_mesh(

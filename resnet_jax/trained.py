@@ -9,7 +9,7 @@ export and fine-tuning read either through `restore` / `load_variables`.
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -84,7 +84,9 @@ def read_model_info(directory: str | epath.Path) -> ModelInfo:
                       'mean': tuple(record['mean']), 'std': tuple(record['std'])})
 
 
-def _checkpoint_steps(directory: epath.Path) -> list[int]:
+def checkpoint_steps(directory: str | epath.Path) -> list[int]:
+  """The steps of a workdir's checkpoints, oldest first ([] if none)."""
+  directory = epath.Path(directory)
   checkpoints = directory / 'checkpoints'
   if not checkpoints.exists():
     return []
@@ -95,9 +97,19 @@ def _unscanned(collection: Any) -> dict[str, Any]:
   return block_stack.unscanned_layout(dict(collection))
 
 
+def _read(load: Callable[[], Any], what: str) -> Any:
+  """load(), with a damaged checkpoint reported as a one-line ConfigError."""
+  try:
+    return load()
+  except Exception as error:  # noqa: BLE001  (orbax and tensorstore raise many types)
+    message = ' '.join(str(error).split())[:200]
+    raise ConfigError(f'cannot read {what}: {type(error).__name__}: {message}') from None
+
+
 def load_variables(directory: str | epath.Path, *, step: int | None = None,
-                   weights: str = 'auto') -> tuple[dict[str, Any], int]:
-  """{'params', 'batch_stats'} as numpy arrays in the unscanned layout, and their step.
+                   weights: str = 'auto') -> tuple[dict[str, Any], int, str]:
+  """{'params', 'batch_stats'} as numpy arrays in the unscanned layout, their step, and
+  which weights they are: 'ema', 'live' or 'converted'.
 
   Args:
     directory: a workdir (its newest checkpoint, or `step`), or a converted directory.
@@ -112,9 +124,14 @@ def load_variables(directory: str | epath.Path, *, step: int | None = None,
     raise ConfigError(f'unknown weights {weights!r}; valid: {", ".join(WEIGHTS)}')
   directory = epath.Path(directory)
   if (directory / VARIABLES_DIR).exists():
-    variables, loaded_step = checkpointing.load_tree((directory / VARIABLES_DIR).resolve()), 0
+    if step is not None or weights == 'ema':
+      raise ConfigError(f'{str(directory)!r} holds converted weights: one set, no steps and '
+                        'no EMA to choose from')
+    path = (directory / VARIABLES_DIR).resolve()
+    variables = _read(lambda: checkpointing.load_tree(path), repr(str(path)))
+    loaded_step, used = 0, 'converted'
   else:
-    available = _checkpoint_steps(directory)
+    available = checkpoint_steps(directory)
     if not available:
       raise ConfigError(f'{str(directory)!r} holds no checkpoints/<step>/ and no '
                         f'{VARIABLES_DIR}/: nothing to load')
@@ -122,16 +139,18 @@ def load_variables(directory: str | epath.Path, *, step: int | None = None,
     if loaded_step not in available:
       raise ConfigError(f'no checkpoint of step {loaded_step} in {str(directory)!r}; '
                         f'valid steps: {", ".join(map(str, available))}')
-    state = checkpointing.load_arrays(str(directory), loaded_step)
+    state = _read(lambda: checkpointing.load_arrays(str(directory), loaded_step),
+                  f'checkpoint {loaded_step} of {str(directory)!r}')
     ema = state.get('ema')
     if weights == 'ema' and not ema:
       raise ConfigError(f'the run in {str(directory)!r} kept no weight EMA (ema_decay 0); '
                         "use weights 'live'")
     use_ema = bool(ema) and weights in ('ema', 'auto')
+    used = 'ema' if use_ema else 'live'
     variables = ema if use_ema else {'params': state['params'],
                                      'batch_stats': state['batch_stats']}
   return ({'params': _unscanned(variables['params']),
-           'batch_stats': _unscanned(variables.get('batch_stats') or {})}, loaded_step)
+           'batch_stats': _unscanned(variables.get('batch_stats') or {})}, loaded_step, used)
 
 
 def save_variables(directory: str | epath.Path, variables: dict[str, Any]) -> None:
@@ -146,10 +165,11 @@ def save_variables(directory: str | epath.Path, variables: dict[str, Any]) -> No
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-  """A trained model ready for inference."""
+  """A trained model ready for inference; `weights` is 'ema', 'live' or 'converted'."""
   info: ModelInfo
   variables: dict[str, Any]
   step: int
+  weights: str
 
   def create_model(self, **overrides: Any) -> models.ResNet:
     return self.info.create_model(**overrides)
@@ -161,5 +181,5 @@ def restore(directory: str, *, step: int | None = None, weights: str = 'auto') -
     raise ConfigError(f'{directory!r} is not a directory: expected a workdir or a converted '
                       'checkpoint directory')
   info = read_model_info(directory)
-  variables, loaded_step = load_variables(directory, step=step, weights=weights)
-  return Restored(info=info, variables=variables, step=loaded_step)
+  variables, loaded_step, used = load_variables(directory, step=step, weights=weights)
+  return Restored(info=info, variables=variables, step=loaded_step, weights=used)

@@ -14,10 +14,11 @@ from resnet_jax.errors import ConfigError
 
 CONFIG_FILE = 'config.json'
 LOCK_FILE = '.lock'
-# Keys a resumed run may change: durations, logging, evaluation and checkpoint cadence.
+# Keys a resumed run may change: durations, logging, evaluation and checkpoint cadence,
+# and the fine-tuning start (a resumed run starts from its own checkpoint).
 RESUMABLE_CHANGES = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
                      'checkpoint_every_steps', 'max_checkpoints_to_keep', 'nonfinite_policy',
-                     'checkpoint_async')
+                     'checkpoint_async', 'eval_only', 'init_checkpoint', 'init_weights')
 
 
 def path(workdir: str) -> epath.Path:

@@ -1,0 +1,75 @@
+"""Starting a run from trained weights: ours (a workdir) or imported (resnet_jax.convert).
+
+The config keys (configs/default.py): `init_checkpoint`, `init_weights`, `reset_head`;
+`freeze_backbone` and `backbone_lr_multiplier` (optim.create_optimizer) and
+`freeze_batch_stats` (steps.train_step) decide what the run then trains.
+"""
+
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from resnet_jax import block_stack, optim, sharding, steps, trained
+from resnet_jax.errors import ConfigError
+
+
+def _paths(tree: Any) -> dict[str, tuple[int, ...]]:
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(leaf))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def load_init_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The weights `config.init_checkpoint` names, checked against `config.model`.
+
+  Raises:
+    ConfigError: the checkpoint is missing, or holds another architecture.
+  """
+  if config.init_checkpoint is None:
+    raise ConfigError('init_checkpoint is not set: this config fine-tunes; pass '
+                      '--config.init_checkpoint=DIR (a workdir, or a resnet_jax.convert '
+                      "output), or '' to train from scratch")
+  directory = config.init_checkpoint
+  info = trained.read_model_info(directory)
+  if info.model != config.model:
+    raise ConfigError(f'init_checkpoint {directory!r} holds a {info.model}, but config.model '
+                      f'is {config.model!r}: set --config.model={info.model}')
+  variables, step, used = trained.load_variables(directory, weights=config.init_weights)
+  logging.info('Initialising from %s (step %d, %s weights)', directory, step, used)
+  return variables
+
+
+def apply_init(state: steps.TrainState, variables: dict[str, Any],
+               config: ml_collections.ConfigDict, mesh: Mesh) -> steps.TrainState:
+  """`state` with the loaded parameters and statistics (and a fresh head if asked).
+
+  The optimizer state stays as initialised (zero momentum); an EMA starts at the loaded
+  weights.
+
+  Raises:
+    ConfigError: naming the first variable whose shape differs from the model's.
+  """
+  params = dict(variables['params'])
+  if config.reset_head:
+    params[optim.HEAD] = jax.device_get(state.params[optim.HEAD])
+  loaded = {'params': params, 'batch_stats': variables['batch_stats']}
+  if config.scan_blocks:
+    loaded = {name: block_stack.scan_layout(collection) for name, collection in loaded.items()}
+  wanted = _paths({'params': state.params, 'batch_stats': state.batch_stats})
+  have = _paths(loaded)
+  for path in sorted(wanted.keys() | have.keys()):
+    if wanted.get(path) != have.get(path):
+      hint = (' (a new class count: set reset_head=True)' if path.startswith(f'params/{optim.HEAD}/')
+              else '')
+      raise ConfigError(f'init_checkpoint {config.init_checkpoint!r} does not fit the model: '
+                        f'{path} is {have.get(path, "missing")} there, the model needs '
+                        f'{wanted.get(path, "none")}{hint}')
+  loaded = jax.device_put(loaded, sharding.replicated(mesh))
+  state = state.replace(params=loaded['params'], batch_stats=loaded['batch_stats'])
+  if state.ema is not None:
+    state = state.replace(ema=loaded)
+  return state
+

@@ -1,0 +1,85 @@
+"""resnet_jax.export: the served artifact computes the model's eval logits at any batch size."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from resnet_jax import export, steps, trained
+from resnet_jax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory, trained_workdir):
+  """The trained run exported for the default platforms: (directory, returned signature)."""
+  output = str(tmp_path_factory.mktemp('exported') / 'served')
+  return output, export.export(trained_workdir, output)
+
+
+def test_served_outputs_match_the_model_at_two_batch_sizes(exported, trained_workdir):
+  call, signature = export.load(exported[0])
+  restored = trained.restore(trained_workdir)
+  info = restored.info
+  images = np.random.RandomState(0).randint(0, 256, (8, *info.image_shape)).astype(np.uint8)
+  # conv_impl 'auto' (the CPU dot forms) against the artifact's 'xla': same weights, same
+  # logits. One jitted batch of 8 serves as the reference for both sizes: eval mode treats
+  # every example alone (and eager apply takes seconds).
+  model = restored.create_model()
+  expected = jax.jit(lambda x: model.apply(
+      restored.variables, steps.normalize_images(x, info.mean, info.std), train=False))(images)
+  for batch in (3, 8):  # one artifact, two batch sizes: the batch is symbolic
+    served = call(images[:batch])
+    assert set(served) == set(export.OUTPUTS)
+    assert served['logits'].shape == (batch, info.num_classes)
+    assert served['logits'].dtype == np.float32
+    np.testing.assert_allclose(served['logits'], expected[:batch], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(served['probabilities'], jax.nn.softmax(expected[:batch]),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.sum(served['probabilities'], axis=-1), 1.0, atol=1e-5)
+  assert signature['input']['shape'] == [export.BATCH, *info.image_shape]
+
+
+def test_signature_describes_the_artifact(exported, trained_workdir):
+  output, returned = exported
+  assert sorted(os.listdir(output)) == [export.EXPORTED_FILE, export.SIGNATURE_FILE]
+  with open(os.path.join(output, export.SIGNATURE_FILE)) as f:
+    signature = json.load(f)
+  assert signature == returned
+  info = trained.read_model_info(trained_workdir)
+  assert signature['input'] == {'name': 'images', 'shape': ['batch', 8, 8, 1],
+                                'dtype': 'uint8', 'note': signature['input']['note']}
+  assert signature['outputs'] == {name: {'shape': ['batch', 10], 'dtype': 'float32'}
+                                  for name in ('logits', 'probabilities')}
+  assert signature['class_names'] == list(info.class_names)
+  assert signature['image_shape'] == [8, 8, 1]
+  assert signature['mean'] == list(info.mean) and signature['std'] == list(info.std)
+  assert (signature['model'], signature['step'], signature['weights']) == ('resnet20', 6, 'ema')
+  assert signature['platforms'] == list(export.DEFAULT_PLATFORMS)
+  assert signature['jax_version'] == jax.__version__
+
+
+def test_unknown_platform_is_a_config_error_naming_the_valid_ones(tmp_path, trained_workdir):
+  with pytest.raises(ConfigError, match=r"unknown platforms 'gpu'; valid: cpu, cuda, rocm, tpu"):
+    export.export(trained_workdir, str(tmp_path / 'out'), platforms=('cpu', 'gpu'))
+  assert not (tmp_path / 'out').exists()
+
+
+def test_cli_refuses_to_overwrite_a_non_empty_output(tmp_path, trained_workdir):
+  output = tmp_path / 'out'
+  output.mkdir()
+  (output / 'keep.txt').write_text('mine')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      [sys.executable, '-m', 'resnet_jax.export', f'--workdir={trained_workdir}',
+       f'--output={output}'], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr[-2000:]
+  assert 'already exists' in lines[0]
+  assert os.listdir(output) == ['keep.txt']
