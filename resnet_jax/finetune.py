@@ -5,6 +5,7 @@ The config keys (configs/default.py): `init_checkpoint`, `init_weights`, `reset_
 `freeze_batch_stats` (steps.train_step) decide what the run then trains.
 """
 
+import os
 from typing import Any
 
 import jax
@@ -33,6 +34,9 @@ def load_init_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
                       '--config.init_checkpoint=DIR (a workdir, or a resnet_jax.convert '
                       "output), or '' to train from scratch")
   directory = config.init_checkpoint
+  if '://' not in directory and not os.path.isdir(directory):
+    raise ConfigError(f'init_checkpoint {directory!r} is not a directory: give a workdir of '
+                      'resnet_jax.main or a resnet_jax.convert output')
   info = trained.read_model_info(directory)
   if info.model != config.model:
     raise ConfigError(f'init_checkpoint {directory!r} holds a {info.model}, but config.model '

@@ -1,19 +1,42 @@
 """The bad-input catalogue: each case is a one-line error, a non-zero exit, nothing written.
 
 One case per line: the command-line arguments that break it, then the text the error must
-contain. FOLDER is an empty directory, FILE a regular file.
+contain. FOLDER is an empty directory, FILE a regular file, DEVICES the device count.
+CLI_CASES run the command itself, one per way a mistake reaches it (a config value, the
+dataset, the workdir, flag and override parsing, the config file, fine-tuning); the
+VALUE_CASES, config values that train_and_evaluate checks, go through the same flag parser
+in this process and must raise ConfigError, which main turns into its one-line `error:` as
+the CLI cases show (a subprocess each would add minutes to the suite).
 """
 
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from resnet_jax import train
+from resnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CASES = [
+CLI_CASES = [
     ('--config.model=resnet19', "unknown model 'resnet19'; valid models: resnet18"),
+    ('--config.dataset.name=image_folder --config.dataset.data_dir=FOLDER',
+     "split folder 'FOLDER/train' does not exist"),
+    ('--workdir=FILE/run', "workdir 'FILE/run' cannot be created or written"),
+    ('--config.modle=resnet20', 'unknown or invalid key: \'modle\' Did you mean "model"'),
+    ('--config.batch_size=abc', "--config.batch_size=abc: invalid literal for int()"),
+    ('--config.lr_boundaries_steps=(1,2', 'Error while parsing string: (1,2 as tuple'),
+    ('--config=configs/no_such_config.py', 'cannot load --config: '),
+    ('--distributed=maybe', "value should be one of <auto|yes|no>"),
+    ('--config.init_checkpoint=FOLDER/none', "init_checkpoint 'FOLDER/none' is not a directory"),
+]
+
+VALUE_CASES = [
     ('--config.dataset.name=no_such_set', "unknown dataset 'no_such_set'; valid datasets"),
     ('--config.optimizer=adagrad', "unknown optimizer 'adagrad'; valid optimizers: sgd"),
     ('--config.schedule=linear', "unknown schedule 'linear'; valid schedules: cosine"),
@@ -21,9 +44,11 @@ CASES = [
     ('--config.dataset.augment=heavy', "unknown dataset.augment 'heavy'; valid: none"),
     ('--config.dataset.order=random', "unknown dataset.order 'random'; valid: global"),
     ('--config.nonfinite_policy=ignore', "unknown nonfinite_policy 'ignore'; valid: auto"),
-    ('--config.batch_size=0', 'batch_size 0 is not a positive multiple of the 2 devices'),
-    ('--config.batch_size=-8', 'batch_size -8 is not a positive multiple of the 2 devices'),
-    ('--config.batch_size=7', 'batch_size 7 is not a positive multiple of the 2 devices'),
+    ('--config.conv_impl=cudnn', "unknown conv_impl 'cudnn'"),
+    ('--config.loss_scale=static', "unknown loss_scale 'static'; valid: auto, dynamic, none"),
+    ('--config.batch_size=0', 'batch_size 0 is not a positive multiple of the DEVICES devices'),
+    ('--config.batch_size=-8', 'batch_size -8 is not a positive multiple of the DEVICES devices'),
+    ('--config.batch_size=7', 'batch_size 7 is not a positive multiple of the DEVICES devices'),
     ('--config.batch_size=4096', 'batch_size 4096 exceeds the 1437 examples'),
     ('--config.bn_group_size=3', 'bn_group_size 3 must be 0 (whole batch) or divide'),
     ('--config.num_train_steps=-1 --config.num_epochs=0', 'one of them must be positive'),
@@ -31,16 +56,20 @@ CASES = [
     ('--config.model=resnet18 --config.dataset.image_size=16', 'too small for resnet18'),
     ('--config.dataset.name=image_folder --config.dataset.data_dir=',
      "dataset.data_dir '' is not a directory"),
-    ('--config.dataset.name=image_folder --config.dataset.data_dir=FOLDER',
-     "split folder 'FOLDER/train' does not exist"),
     ('--config.dataset.data_dir=FOLDER/missing', "dataset.data_dir 'FOLDER/missing' does not"),
-    ('--workdir=FILE/run', "workdir 'FILE/run' cannot be created or written"),
-    ('--config.modle=resnet20', 'unknown or invalid key: \'modle\' Did you mean "model"'),
-    ('--config.batch_size=abc', "--config.batch_size=abc: invalid literal for int()"),
-    ('--config.lr_boundaries_steps=(1,2', 'Error while parsing string: (1,2 as tuple'),
-    ('--config=configs/no_such_config.py', 'cannot load --config: '),
-    ('--distributed=maybe', "value should be one of <auto|yes|no>"),
+    ('--config.init_weights=best', "unknown init_weights 'best'; valid: auto, ema, live"),
+    ('--config.backbone_lr_multiplier=-1', 'backbone_lr_multiplier -1.0 must be >= 0'),
+    ('--config.init_checkpoint=FOLDER', "'FOLDER' holds no model_info.json"),
 ]
+
+
+def _substitute(text, tmp_path):
+  folder = tmp_path / 'folder'
+  folder.mkdir(exist_ok=True)
+  file = tmp_path / 'file'
+  file.write_text('not a directory')
+  return (text.replace('FOLDER', str(folder)).replace('FILE', str(file))
+          .replace('DEVICES', str(jax.device_count())))
 
 
 @pytest.fixture(scope='module')
@@ -48,15 +77,11 @@ def digits_data(digits_dir):
   return digits_dir
 
 
-@pytest.mark.parametrize('arguments,message', CASES, ids=[c[0] for c in CASES])
-def test_bad_input(tmp_path, digits_data, arguments, message):
-  folder = tmp_path / 'folder'
-  folder.mkdir()
-  file = tmp_path / 'file'
-  file.write_text('not a directory')
+@pytest.mark.parametrize('arguments,message', CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_bad_input_on_the_command_line(tmp_path, digits_data, arguments, message):
   workdir = tmp_path / 'workdir'
-  arguments = arguments.replace('FOLDER', str(folder)).replace('FILE', str(file))
-  message = message.replace('FOLDER', str(folder)).replace('FILE', str(file))
+  arguments, message = _substitute(arguments, tmp_path), _substitute(message, tmp_path)
+  message = message.replace('DEVICES', '2')
   argv = ['--config=configs/digits.py', f'--workdir={workdir}',
           f'--config.dataset.data_dir={digits_data}', *arguments.split()]
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
@@ -68,4 +93,22 @@ def test_bad_input(tmp_path, digits_data, arguments, message):
   assert message in last_line, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr, result.stderr[-2000:]
   assert not workdir.exists()
-  assert sorted(os.listdir(folder)) == []
+  assert sorted(os.listdir(tmp_path / 'folder')) == []
+
+
+@pytest.mark.parametrize('arguments,message', VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
+def test_bad_config_values(tmp_path, digits_data, arguments, message):
+  workdir = tmp_path / 'workdir'
+  arguments, message = _substitute(arguments, tmp_path), _substitute(message, tmp_path)
+  argv = ['main', f'--config={REPO}/configs/digits.py',
+          f'--config.dataset.data_dir={digits_data}', *arguments.split()]
+  flag_values = flags.FlagValues()  # main's --config flag, in a registry of its own
+  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  flag_values(argv)
+  with pytest.raises(ConfigError) as error:
+    train.train_and_evaluate(flag_values.config, str(workdir))
+  assert message in str(error.value)
+  assert '\n' not in str(error.value)
+  assert not workdir.exists()
+  assert sorted(os.listdir(tmp_path / 'folder')) == []
