@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.crop_padding = 4  # pixels each side, for augment='cifar'
   config.dataset.mean = IMAGENET_MEAN  # normalisation, applied on the device
   config.dataset.std = IMAGENET_STD
+  # RandAugment (resnet_jax/data/randaugment.py) after the crop and flip; 0 layers: off.
+  config.dataset.randaugment_layers = 0
+  config.dataset.randaugment_magnitude = 9.0  # 0..10
   config.dataset.cache = False  # keep the encoded split in memory (small datasets)
   config.dataset.shuffle_buffer = 16_384  # TFDS records; image folders shuffle fully
   # global: batches independent of the process count (each process reads all records);
@@ -58,19 +61,26 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = -1  # > 0 overrides num_epochs
 
   # Optimizer and schedule.
-  config.optimizer = 'sgd'  # sgd, adamw
-  config.momentum = 0.9
+  config.optimizer = 'sgd'  # sgd, adamw, lars (large batches)
+  config.momentum = 0.9  # sgd and lars
   config.nesterov = True
   config.adam_b1 = 0.9
   config.adam_b2 = 0.999
   config.base_lr = 0.1  # for a batch of 256; the trainer scales it by batch_size / 256
   config.weight_decay = 1e-4  # conv and dense kernels only
-  config.schedule = 'cosine'  # cosine, step, constant (each after linear warmup)
+  config.schedule = 'cosine'  # cosine, step, constant, polynomial (each after linear warmup)
+  config.lr_poly_power = 2.0  # schedule='polynomial': peak × (1 - t)^power, t from 0 to 1
+  config.lars_trust_coefficient = 0.001
   config.warmup_epochs = 5.0
   config.lr_boundaries_epochs = ()  # schedule='step': decay at these epochs ...
   config.lr_boundaries_steps = ()  # ... or at these steps (not both)
   config.lr_decay_factor = 0.1
   config.label_smoothing = 0.0
+  # Batch-level mixing on the device (resnet_jax/mixing.py); alpha 0: off. With both on,
+  # each batch takes cutmix with probability mix_switch_prob, else mixup.
+  config.mixup_alpha = 0.0
+  config.cutmix_alpha = 0.0
+  config.mix_switch_prob = 0.5
   config.ema_decay = 0.0  # > 0 keeps an EMA of weights and BN statistics, evaluated too
   # A step with a non-finite loss or gradient is always dropped; then skip (count it in
   # train/skipped_steps and go on) or halt (stop with an error naming the step).

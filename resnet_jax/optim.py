@@ -6,8 +6,8 @@ import jax
 import ml_collections
 import optax
 
-SCHEDULES = ('cosine', 'step', 'constant')
-OPTIMIZERS = ('sgd', 'adamw')
+SCHEDULES = ('cosine', 'step', 'constant', 'polynomial')
+OPTIMIZERS = ('sgd', 'adamw', 'lars')
 
 
 def check_choices(config: ml_collections.ConfigDict) -> None:
@@ -50,6 +50,9 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict, *, steps_per_epoc
     main = optax.cosine_decay_schedule(peak, max(num_train_steps - warmup_steps, 1))
   elif config.schedule == 'constant':
     main = optax.constant_schedule(peak)
+  elif config.schedule == 'polynomial':  # MLPerf's LARS recipes: (1 - t)^power down to 0
+    main = optax.polynomial_schedule(peak, 0.0, config.lr_poly_power,
+                                     max(num_train_steps - warmup_steps, 1))
   elif config.schedule == 'step':
     boundaries = (list(config.lr_boundaries_steps) or
                   [int(round(e * steps_per_epoch)) for e in config.lr_boundaries_epochs])
@@ -96,7 +99,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
 
 def _base_optimizer(config: ml_collections.ConfigDict,
                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-  """SGD with (Nesterov) momentum and L2 on kernels, or AdamW with decoupled decay."""
+  """SGD with (Nesterov) momentum and L2 on kernels, AdamW with decoupled decay, or LARS."""
   if config.optimizer == 'sgd':
     # Weight decay added to the gradient before momentum: torch.optim.SGD's weight_decay.
     return optax.chain(
@@ -105,5 +108,12 @@ def _base_optimizer(config: ml_collections.ConfigDict,
   if config.optimizer == 'adamw':
     return optax.adamw(learning_rate_fn, b1=config.adam_b1, b2=config.adam_b2,
                        weight_decay=config.weight_decay, mask=weight_decay_mask)
+  if config.optimizer == 'lars':
+    # You et al. 2017 as MLPerf uses it: BN parameters and biases get neither weight decay
+    # nor the layer-wise trust ratio.
+    return optax.lars(learning_rate_fn, weight_decay=config.weight_decay,
+                      weight_decay_mask=weight_decay_mask, trust_ratio_mask=weight_decay_mask,
+                      trust_coefficient=config.lars_trust_coefficient,
+                      momentum=config.momentum, nesterov=config.nesterov)
   check_choices(config)
   raise AssertionError('unreachable')

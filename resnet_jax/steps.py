@@ -13,7 +13,7 @@ from clu import metrics
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from resnet_jax import sharding
+from resnet_jax import mixing, sharding
 
 
 class TrainState(train_state.TrainState):
@@ -121,12 +121,17 @@ def all_finite(tree: Any) -> jnp.ndarray:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+def soft_targets(labels: jnp.ndarray, num_classes: int,
+                 label_smoothing: float = 0.0) -> jnp.ndarray:
+  """One-hot float32 targets, optionally smoothed towards the uniform distribution."""
+  targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  return optax.smooth_labels(targets, label_smoothing) if label_smoothing else targets
+
+
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
                   label_smoothing: float = 0.0) -> jnp.ndarray:
   """Per-example softmax cross-entropy in float32, with optional label smoothing."""
-  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
+  targets = soft_targets(labels, logits.shape[-1], label_smoothing)
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
@@ -141,7 +146,9 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
                learning_rate_fn: Callable[[jnp.ndarray], jnp.ndarray],
                label_smoothing: float = 0.0, ema_decay: float = 0.0,
                image_mean: Sequence[float] = (0.0,), image_std: Sequence[float] = (1.0,),
-               freeze_batch_stats: bool = False) -> tuple[TrainState, TrainMetrics]:
+               freeze_batch_stats: bool = False, mixup_alpha: float = 0.0,
+               cutmix_alpha: float = 0.0, mix_switch_prob: float = 0.5,
+               mix_seed: int = 0) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step on a global batch; BatchNorm statistics span all of it.
 
   Args:
@@ -154,11 +161,23 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     image_std: per-channel standard deviation the images are divided by.
     freeze_batch_stats: BatchNorm normalises with the running statistics and leaves them
       as they are (fine-tuning on small batches).
+    mixup_alpha, cutmix_alpha, mix_switch_prob: batch mixing (mixing.mix_batch); off
+      when both alphas are 0. Its draws depend on (mix_seed, step) only, so a resumed
+      run mixes as an uninterrupted one. top1 counts the unmixed labels.
+    mix_seed: the seed of those draws.
 
   Returns:
     The new state and this step's metrics.
   """
   images = normalize_images(batch['image'], image_mean, image_std)
+  num_classes = state.params['head']['bias'].shape[-1]
+  if mixup_alpha or cutmix_alpha:
+    images, targets = mixing.mix_batch(
+        jax.random.fold_in(jax.random.key(mix_seed), state.step), images, batch['label'],
+        num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
+        switch_prob=mix_switch_prob, label_smoothing=label_smoothing)
+  else:
+    targets = soft_targets(batch['label'], num_classes, label_smoothing)
 
   loss_scale = state.loss_scale or jmp.NoOpLossScale()
 
@@ -169,7 +188,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     else:
       logits, updates = state.apply_fn(variables, images, train=True, mutable=['batch_stats'])
       batch_stats = updates['batch_stats']
-    loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
+    loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
     return loss_scale.scale(loss), (loss, logits, batch_stats)
 
   (_, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

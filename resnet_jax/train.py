@@ -3,10 +3,11 @@
 import functools
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
+import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
@@ -72,6 +73,14 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     if config.init_weights not in trained.WEIGHTS:
       raise ValueError(f'unknown init_weights {config.init_weights!r}; valid: '
                        f'{", ".join(trained.WEIGHTS)}')
+    for name, value in (('mixup_alpha', config.mixup_alpha),
+                        ('cutmix_alpha', config.cutmix_alpha),
+                        ('dataset.randaugment_layers', config.dataset.randaugment_layers)):
+      if value < 0:
+        raise ValueError(f'{name} {value} must be >= 0 (0: off)')
+    if not 0 <= config.dataset.randaugment_magnitude <= 10:
+      raise ValueError(f'dataset.randaugment_magnitude {config.dataset.randaugment_magnitude} '
+                       'must be in [0, 10]')
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
       raise ValueError(f'num_train_steps {config.num_train_steps} and num_epochs '
                        f'{config.num_epochs}: one of them must be positive')
@@ -130,6 +139,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     lock.release()
 
 
+def create_state(config: ml_collections.ConfigDict, info: sources.DatasetInfo, mesh: Mesh,
+                 learning_rate_fn: optax.Schedule) -> steps.TrainState:
+  """The config's model and optimizer, initialised from config.seed, replicated."""
+  model = models.model_from_config(config, info.num_classes)
+  return steps.create_train_state(
+      jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
+      info.image_shape, use_ema=config.ema_decay > 0, mesh=mesh,
+      loss_scale=steps.create_loss_scale(config))
+
+
+def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
+                    mesh: Mesh) -> Callable[..., tuple[steps.TrainState, steps.TrainMetrics]]:
+  """steps.train_step bound to the config, jitted over `mesh` (the state is donated)."""
+  return jax.jit(
+      functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,
+                        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+                        image_mean=tuple(config.dataset.mean),
+                        image_std=tuple(config.dataset.std),
+                        freeze_batch_stats=config.freeze_batch_stats,
+                        mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+                        mix_switch_prob=config.mix_switch_prob, mix_seed=config.seed),
+      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+      out_shardings=sharding.replicated(mesh), donate_argnums=0)
+
+
 def _evaluate_only(state: steps.TrainState, config: ml_collections.ConfigDict,
                    workdir: epath.Path, source: Any, info: sources.DatasetInfo, mesh: Mesh, *,
                    initialised: bool) -> dict[str, float]:
@@ -154,11 +188,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
   learning_rate_fn = optim.create_learning_rate_fn(
       config, steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps)
-  model = models.model_from_config(config, info.num_classes)
-  state = steps.create_train_state(
-      jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
-      info.image_shape, use_ema=config.ema_decay > 0, mesh=mesh,
-      loss_scale=steps.create_loss_scale(config))
+  state = create_state(config, info, mesh, learning_rate_fn)
   if init_variables is not None:
     state = finetune.apply_init(state, init_variables, config, mesh)
   logging.info('%s: %s parameters; %d train / %d eval examples, %d steps per epoch, '
@@ -195,14 +225,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   trained.write_model_info(workdir, trained.model_info_from_config(
       config, info.class_names, info.image_shape[-1]))
 
-  train_step = jax.jit(
-      functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,
-                        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-                        image_mean=tuple(config.dataset.mean),
-                        image_std=tuple(config.dataset.std),
-                        freeze_batch_stats=config.freeze_batch_stats),
-      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-      out_shardings=sharding.replicated(mesh), donate_argnums=0)
+  train_step = make_train_step(config, learning_rate_fn, mesh)
   batches = sharding.prefetch_to_mesh(
       pipeline.train_batches(source, config, info, start_step=start_step), mesh)
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps,

@@ -87,3 +87,24 @@ def test_nesterov_differs_from_heavy_ball():
 def test_bad_choices_name_the_valid_ones(key, value, pattern):
   with pytest.raises(ValueError, match=pattern):
     optim.check_choices(_config(**{key: value}))
+
+
+def test_warmup_then_polynomial_decay():
+  config = _config(batch_size=256, base_lr=2.0, warmup_epochs=1.0, schedule='polynomial',
+                   lr_poly_power=2.0)
+  fn = optim.create_learning_rate_fn(config, steps_per_epoch=10, num_train_steps=110)
+  assert fn(10) == pytest.approx(2.0)
+  assert fn(60) == pytest.approx(2.0 * 0.5**2)  # halfway through the decay
+  assert fn(110) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_lars_adapts_kernels_layer_wise_but_not_batchnorm():
+  config = _config(optimizer='lars', weight_decay=0.0, momentum=0.0, nesterov=False,
+                   lars_trust_coefficient=0.001)
+  tx = optim.create_optimizer(config, lambda step: 1.0)
+  params = {'conv': {'kernel': jnp.full((2, 2), 3.0)}, 'bn': {'scale': jnp.full((2,), 3.0)}}
+  grads = {'conv': {'kernel': jnp.full((2, 2), 0.5)}, 'bn': {'scale': jnp.full((2,), 0.5)}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # Kernel: lr × trust × ‖w‖ / ‖g‖ × g = 0.001 × 6 / 1 × 0.5 (norms over the 2×2 kernel).
+  np.testing.assert_allclose(updates['conv']['kernel'], -0.003, rtol=1e-5)
+  np.testing.assert_allclose(updates['bn']['scale'], -0.5, rtol=1e-6)  # plain SGD

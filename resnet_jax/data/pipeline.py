@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.data import preprocess, sources
+from resnet_jax.data import preprocess, randaugment, sources
 
 # (epoch < 2**15, process < 2**16, position < 2**32) packs into one int64 seed.
 _MAX_EPOCHS = 1 << 15
@@ -111,6 +111,12 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
         record['image'], seed, augment=config.dataset.augment,
         image_size=config.dataset.image_size, channels=info.image_shape[-1],
         random_flip=config.dataset.random_flip, crop_padding=config.dataset.crop_padding)
+    if config.dataset.randaugment_layers:
+      # A seed of its own, so the crops and flips stay those of a run without RandAugment.
+      image = randaugment.randaugment(
+          image, tf.random.experimental.stateless_fold_in(seed, 1),
+          num_layers=config.dataset.randaugment_layers,
+          magnitude=config.dataset.randaugment_magnitude)
     return {'image': image, 'label': record['label'], 'id': record['id']}
 
   stream = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch)

@@ -1,0 +1,24 @@
+"""ResNet-110 on CIFAR-10 with the recipe of He et al. 2015, §4.2.
+
+Command:
+  python -m resnet_jax.main --config=configs/cifar10_resnet110.py --workdir=/tmp/cifar110
+
+Batch 128, SGD momentum 0.9 (not Nesterov), weight decay 1e-4, lr 0.1 divided by 10 at
+32k and 48k iterations, 64k iterations, 4-pixel pad + random 32×32 crop + flip.
+The paper warms ResNet-110 up at lr 0.01 for ~400 iterations (until training error is
+below 80 %), then goes on at 0.1: here a linear warmup over the first epoch (391 steps).
+Expected: 6.43 % test error (93.57 % top-1), the paper's Table 6 (best of 5 runs; mean
+6.61 ± 0.16). The paper chose the step counts on a 45k/5k train/val split; to reproduce that, add
+--config.dataset.train_split='train[:45000]' --config.dataset.eval_split='train[45000:]'.
+Runtime: see the README's results table. Not yet run to the end with this code.
+"""
+
+import ml_collections
+
+from configs import recipes
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = recipes.cifar10_paper('resnet110')
+  config.warmup_epochs = 1.0
+  return config
