@@ -43,7 +43,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     FLAGS.config.get('model')  # A --config file that failed to load raises only when used.
     return remaining
   except flags.Error as error:
-    sys.exit(f'error: {error}')
+    # A config file's get_config() that raised arrives with its traceback in the message:
+    # keep the flag and the exception's own line.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    sys.exit(f'error: {lines[0]} {lines[-1]}' if len(lines) > 1 else f'error: {error}')
   except OSError as error:
     sys.exit(f'error: cannot load --config: {" ".join(str(error).split())}')
   except (AttributeError, KeyError, TypeError, ValueError) as error:  # From ml_collections.

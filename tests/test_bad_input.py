@@ -32,6 +32,8 @@ CLI_CASES = [
     ('--config.batch_size=abc', "--config.batch_size=abc: invalid literal for int()"),
     ('--config.lr_boundaries_steps=(1,2', 'Error while parsing string: (1,2 as tuple'),
     ('--config=configs/no_such_config.py', 'cannot load --config: '),
+    ('--config=configs/imagenet50.py:fast',
+     "ValueError: unknown recipe 'fast'; valid recipes: step, cosine"),
     ('--distributed=maybe', "value should be one of <auto|yes|no>"),
     ('--config.init_checkpoint=FOLDER/none', "init_checkpoint 'FOLDER/none' is not a directory"),
 ]
@@ -60,6 +62,9 @@ VALUE_CASES = [
     ('--config.init_weights=best', "unknown init_weights 'best'; valid: auto, ema, live"),
     ('--config.backbone_lr_multiplier=-1', 'backbone_lr_multiplier -1.0 must be >= 0'),
     ('--config.init_checkpoint=FOLDER', "'FOLDER' holds no model_info.json"),
+    ('--config.mixup_alpha=-0.2', 'mixup_alpha -0.2 must be >= 0 (0: off)'),
+    ('--config.dataset.randaugment_magnitude=11', 'randaugment_magnitude 11.0 must be in'),
+    ('--config.optimizer=lamb', "unknown optimizer 'lamb'; valid optimizers: sgd, adamw, lars"),
 ]
 
 
