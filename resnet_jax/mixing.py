@@ -9,6 +9,13 @@ import jax.numpy as jnp
 import optax
 
 
+def soft_targets(labels: jnp.ndarray, num_classes: int,
+                 label_smoothing: float = 0.0) -> jnp.ndarray:
+  """One-hot float32 targets, optionally smoothed towards the uniform distribution."""
+  targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  return optax.smooth_labels(targets, label_smoothing) if label_smoothing else targets
+
+
 def _cutmix_box(rng: jax.Array, lam: jnp.ndarray, height: int,
                 width: int) -> tuple[jnp.ndarray, jnp.ndarray]:
   """A box covering about (1 − lam) of the image, centred uniformly and clipped.
@@ -57,9 +64,7 @@ def mix_batch(rng: jax.Array, images: jnp.ndarray, labels: jnp.ndarray, num_clas
     [B, num_classes] whose rows sum to 1: lam·t(y) + (1 − lam)·t(y[::-1]), where lam is
     the weight of each example's own image (for cutmix, its kept pixel fraction).
   """
-  targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
+  targets = soft_targets(labels, num_classes, label_smoothing)
   use_mixup, use_cutmix = mixup_alpha > 0, cutmix_alpha > 0
   if not (use_mixup or use_cutmix):
     return images, targets

@@ -121,18 +121,11 @@ def all_finite(tree: Any) -> jnp.ndarray:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def soft_targets(labels: jnp.ndarray, num_classes: int,
-                 label_smoothing: float = 0.0) -> jnp.ndarray:
-  """One-hot float32 targets, optionally smoothed towards the uniform distribution."""
-  targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-  return optax.smooth_labels(targets, label_smoothing) if label_smoothing else targets
-
-
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
                   label_smoothing: float = 0.0) -> jnp.ndarray:
   """Per-example softmax cross-entropy in float32, with optional label smoothing."""
-  targets = soft_targets(labels, logits.shape[-1], label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+  return mixing.mixed_cross_entropy(
+      logits, mixing.soft_targets(labels, logits.shape[-1], label_smoothing))
 
 
 def top_k_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarray:
@@ -177,7 +170,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
         num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
         switch_prob=mix_switch_prob, label_smoothing=label_smoothing)
   else:
-    targets = soft_targets(batch['label'], num_classes, label_smoothing)
+    targets = mixing.soft_targets(batch['label'], num_classes, label_smoothing)
 
   loss_scale = state.loss_scale or jmp.NoOpLossScale()
 
@@ -188,7 +181,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     else:
       logits, updates = state.apply_fn(variables, images, train=True, mutable=['batch_stats'])
       batch_stats = updates['batch_stats']
-    loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+    loss = mixing.mixed_cross_entropy(logits, targets).mean()
     return loss_scale.scale(loss), (loss, logits, batch_stats)
 
   (_, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
