@@ -37,7 +37,7 @@ def _key_name(key: Any) -> str:
   return str(key)
 
 
-def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+def leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """Leaf path → shape, with paths written alike for dataclasses, dicts and tuples."""
   return {'/'.join(_key_name(k) for k in path): tuple(leaf.shape)
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
@@ -91,10 +91,10 @@ class Checkpointer:
     if not candidates:
       return state
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    expected, unreadable = _shapes(abstract), []
+    expected, unreadable = leaf_shapes(abstract), []
     for step in candidates:
       try:
-        saved = _shapes(_saved_tree(self.directory, step))
+        saved = leaf_shapes(_saved_tree(self.directory, step))
       except Exception as error:  # noqa: BLE001  (orbax and tensorstore raise many types)
         unreadable.append(self._reject(step, error))
         continue

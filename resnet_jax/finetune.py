@@ -10,17 +10,11 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from resnet_jax import block_stack, optim, sharding, steps, trained
+from resnet_jax import block_stack, checkpointing, optim, sharding, steps, trained
 from resnet_jax.errors import ConfigError
-
-
-def _paths(tree: Any) -> dict[str, tuple[int, ...]]:
-  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(leaf))
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def load_init_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -62,12 +56,13 @@ def apply_init(state: steps.TrainState, variables: dict[str, Any],
   loaded = {'params': params, 'batch_stats': variables['batch_stats']}
   if config.scan_blocks:
     loaded = {name: block_stack.scan_layout(collection) for name, collection in loaded.items()}
-  wanted = _paths({'params': state.params, 'batch_stats': state.batch_stats})
-  have = _paths(loaded)
+  wanted = checkpointing.leaf_shapes({'params': state.params,
+                                       'batch_stats': state.batch_stats})
+  have = checkpointing.leaf_shapes(loaded)
   for path in sorted(wanted.keys() | have.keys()):
     if wanted.get(path) != have.get(path):
-      hint = (' (a new class count: set reset_head=True)' if path.startswith(f'params/{optim.HEAD}/')
-              else '')
+      new_head = path.startswith(f'params/{optim.HEAD}/')
+      hint = ' (a new class count: set reset_head=True)' if new_head else ''
       raise ConfigError(f'init_checkpoint {config.init_checkpoint!r} does not fit the model: '
                         f'{path} is {have.get(path, "missing")} there, the model needs '
                         f'{wanted.get(path, "none")}{hint}')
