@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from resnet_jax import steps, trained
+from resnet_jax import trained
 from resnet_jax.errors import ConfigError
 
 EXPORTED_FILE = 'model.jax_exported'
@@ -60,13 +60,11 @@ def serving_function(
   conv_impl 'xla' because 'auto' picks the CPU dot forms on this machine, which would
   then be baked into the GPU and TPU lowerings too.
   """
-  info = restored.info
-  model = restored.create_model(conv_impl='xla', dtype=jnp.float32)
+  logits_fn = restored.logits_fn(conv_impl='xla', dtype=jnp.float32)
   variables = restored.variables
 
   def serve(images: jax.Array) -> dict[str, jax.Array]:
-    logits = model.apply(variables, steps.normalize_images(images, info.mean, info.std),
-                         train=False)
+    logits = logits_fn(variables, images)
     return {'logits': logits, 'probabilities': jax.nn.softmax(logits, axis=-1)}
 
   return serve

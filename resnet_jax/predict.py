@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from resnet_jax import checkpointing, steps, trained
+from resnet_jax import checkpointing, trained
 from resnet_jax.errors import ConfigError
 
 FORMATS = ('text', 'json')
@@ -91,13 +91,12 @@ def _decode_error(path: str, info: trained.ModelInfo) -> PredictError:
 def _probabilities(restored: trained.Restored, files: list[str], batch_size: int) -> np.ndarray:
   """Softmax probabilities [len(files), num_classes], one compiled forward for all batches."""
   info = restored.info
-  model = restored.create_model()
+  logits = restored.logits_fn()
   variables = jax.device_put(restored.variables)
 
   @jax.jit
   def forward(variables: Any, images: jax.Array) -> jax.Array:
-    images = steps.normalize_images(images, info.mean, info.std)
-    return jax.nn.softmax(model.apply(variables, images, train=False))
+    return jax.nn.softmax(logits(variables, images))
 
   batch_size = min(batch_size, len(files))  # a few files need no padding to 32
   out = np.zeros((len(files), info.num_classes), np.float32)

@@ -29,7 +29,7 @@ from etils import epath
 from matplotlib.figure import Figure
 from sklearn import metrics as sk_metrics
 
-from resnet_jax import sharding, steps, trained
+from resnet_jax import sharding, trained
 from resnet_jax import workdir as workdir_lib
 from resnet_jax.errors import ConfigError
 
@@ -56,13 +56,11 @@ def predict_split(restored: trained.Restored,
   info = sources.dataset_info(source, config)
   devices = jax.local_devices()
   mesh = sharding.make_mesh(devices if config.batch_size % len(devices) == 0 else devices[:1])
-  model = restored.create_model()
-  mean, std = restored.info.mean, restored.info.std
+  logits = restored.logits_fn()
 
   @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
   def forward(variables: dict[str, Any], images: jax.Array) -> jax.Array:
-    logits = model.apply(variables, steps.normalize_images(images, mean, std), train=False)
-    return logits.argmax(axis=-1)
+    return logits(variables, images).argmax(axis=-1)
 
   variables = jax.device_put(restored.variables, sharding.replicated(mesh))
   labels, predictions = [], []

@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from resnet_jax import block_stack, checkpointing, models
+from resnet_jax import block_stack, checkpointing, models, steps
 from resnet_jax.errors import ConfigError
 
 MODEL_INFO_FILE = 'model_info.json'
@@ -173,6 +173,17 @@ class Restored:
 
   def create_model(self, **overrides: Any) -> models.ResNet:
     return self.info.create_model(**overrides)
+
+  def logits_fn(self, **overrides: Any) -> Callable[[Any, jax.Array], jax.Array]:
+    """(variables, uint8 images) -> logits: the normalisation and eval-mode forward that
+    predict, report and export share; `overrides` go to create_model."""
+    model = self.create_model(**overrides)
+    mean, std = self.info.mean, self.info.std
+
+    def logits(variables: Any, images: jax.Array) -> jax.Array:
+      return model.apply(variables, steps.normalize_images(images, mean, std), train=False)
+
+    return logits
 
 
 def restore(directory: str, *, step: int | None = None, weights: str = 'auto') -> Restored:
