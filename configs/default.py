@@ -81,10 +81,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.mixup_alpha = 0.0
   config.cutmix_alpha = 0.0
   config.mix_switch_prob = 0.5
+  # Partners are mirror images within groups of this many consecutive examples; 0: the
+  # bn_group_size groups (0 there: the whole batch). Groups inside one device's share
+  # of the batch mix without traffic between devices.
+  config.mix_group_size = 0
   config.ema_decay = 0.0  # > 0 keeps an EMA of weights and BN statistics, evaluated too
-  # A step with a non-finite loss or gradient is always dropped; then skip (count it in
-  # train/skipped_steps and go on) or halt (stop with an error naming the step).
-  # auto: skip with float16, halt otherwise.
+  # A step with a non-finite loss or gradient: skip (drop its update, count it in
+  # train/skipped_steps and go on) or halt (stop with an error naming the step, before
+  # that state is evaluated or saved). auto: skip with float16, halt otherwise.
   config.nonfinite_policy = 'auto'
 
   # Fine-tuning: start a new run from trained weights. Ignored once the workdir holds a

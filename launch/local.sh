@@ -7,8 +7,10 @@
 #
 # Each process gets DEVICES_PER_PROCESS fake CPU devices (default 2). Its output goes to
 # the terminal prefixed with [process i] and, if LOG_DIR is set, to LOG_DIR/process_<i>.log.
-# Exits non-zero if any process fails; Ctrl-C or SIGTERM reaches every process as SIGTERM
-# (they agree on a step, checkpoint and exit 0). PORT picks the coordinator port.
+# Exits non-zero if any process fails, and then ends the others: the trainer's own peer
+# watch normally stops them within seconds; whatever still runs GRACE seconds (default
+# 30) after the first failure is killed. Ctrl-C or SIGTERM reaches every process as
+# SIGTERM (they agree on a step, checkpoint and exit 0). PORT picks the coordinator port.
 # Relative paths in FLAGS are relative to the current directory.
 set -euo pipefail
 
@@ -19,6 +21,7 @@ fi
 num_processes=$1
 shift
 devices=${DEVICES_PER_PROCESS:-2}
+grace=${GRACE:-30}
 port=${PORT:-$((20000 + RANDOM % 20000))}
 python=${PYTHON:-python}
 export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
@@ -47,15 +50,28 @@ for ((i = 0; i < num_processes; i++)); do
 done
 
 status=0
+failed_at=''
+remaining=("${pids[@]}")
 set +e
-for pid in "${pids[@]}"; do
-  # `wait` returns early when a trapped signal arrives; wait again until the process ends,
-  # then once more for its own exit status (bash keeps it).
-  while kill -0 "$pid" 2>/dev/null; do
-    wait "$pid"
+while ((${#remaining[@]})); do
+  still=()
+  for pid in "${remaining[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      still+=("$pid")
+      continue
+    fi
+    wait "$pid"  # bash kept its exit status
+    code=$?
+    if ((code != 0)); then
+      ((status == 0)) && status=$code
+      [[ -z $failed_at ]] && failed_at=$SECONDS
+    fi
   done
-  wait "$pid"
-  code=$?
-  [[ $code -ne 0 ]] && status=$code
+  remaining=("${still[@]}")
+  if [[ -n $failed_at ]] && ((${#remaining[@]})) && ((SECONDS - failed_at >= grace)); then
+    echo "$0: a process failed ${grace} s ago; killing processes ${remaining[*]}" >&2
+    kill -KILL "${remaining[@]}" 2>/dev/null
+  fi
+  ((${#remaining[@]})) && sleep 1
 done
 exit $status

@@ -102,7 +102,9 @@ def _print_step_result(r: dict) -> None:
   print(f'init {r["init_seconds"]:.1f} s, compile {r["compile_seconds"]:.1f} s, first step '
         f'{r["first_step_seconds"]:.2f} s; process start to end of first step '
         f'{r["seconds_to_first_step"]:.1f} s')
-  print(f'step {r["step_seconds"] * 1e3:.1f} ms (median): {r["images_per_sec"]:.1f} img/s')
+  print(f'step {r["step_seconds"] * 1e3:.1f} ms (median): {r["images_per_sec"]:.1f} img/s; '
+        f'back to back {r["pipelined_step_seconds"] * 1e3:.1f} ms: '
+        f'{r["pipelined_images_per_sec"]:.1f} img/s')
   if r['achieved_flops_per_sec']:
     print(f'{r["flops_per_step"] / 1e9:.1f} GFLOP/step, {r["achieved_flops_per_sec"] / 1e9:.1f}'
           f' GFLOP/s = {r["fraction_of_matmul_peak"]:.0%} of the measured matmul peak '

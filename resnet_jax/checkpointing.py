@@ -53,8 +53,12 @@ def _saved_tree(checkpoints: epath.Path, step: int) -> Any:
 
 
 def load_tree(path: epath.Path) -> Any:
-  """The pytree saved by orbax at `path`, as numpy arrays, whatever topology wrote it."""
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  """The pytree saved by orbax at `path`, as numpy arrays, whatever topology wrote it.
+
+  Every process reads the whole tree onto a device of its own (another process's
+  devices are not addressable from here).
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   with ocp.StandardCheckpointer() as checkpointer:
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                           checkpointer.metadata(path).item_metadata)

@@ -1,13 +1,25 @@
-"""Multi-process JAX: start-up, barriers, a shared-workdir check and preemption.
+"""Multi-process JAX: start-up, barriers, a shared-workdir check, preemption, and one
+process's failure ending the whole run.
 
 Each host runs the same command; `jax.distributed` wires the processes together. On TPU
 VMs, SLURM and Open MPI, `jax.distributed.initialize()` finds the coordinator itself;
 anywhere else pass --coordinator_address, --num_processes and --process_id.
+
+A failing process must not leave the others waiting in a collective: it reports its
+error through jax.distributed's key-value store and every peer's PeerFailureWatch ends
+its own process within seconds (exit code PEER_FAILED_EXIT_CODE). A process that dies
+without a word (kill -9, out of memory) misses its heartbeats, and the coordination
+service aborts the others after `heartbeat_timeout` seconds.
 """
 
 import os
 import signal
+import sys
+import threading
+import time
+import traceback
 import uuid
+from typing import Callable, NoReturn
 
 import jax
 import numpy as np
@@ -18,6 +30,9 @@ from jax.experimental import multihost_utils
 from resnet_jax.errors import ConfigError
 
 MODES = ('auto', 'yes', 'no')
+PEER_FAILED_EXIT_CODE = 3
+_FAILURE_KEY = 'resnet_jax/failed_process'
+_POLL_SECONDS = 1.0
 
 
 def _cluster_detected() -> bool:
@@ -31,7 +46,8 @@ def _cluster_detected() -> bool:
 
 
 def initialize(mode: str = 'auto', coordinator_address: str | None = None,
-               num_processes: int | None = None, process_id: int | None = None) -> None:
+               num_processes: int | None = None, process_id: int | None = None,
+               heartbeat_timeout: int = 30) -> None:
   """Starts jax.distributed when the run has several processes; a no-op otherwise.
 
   Args:
@@ -40,15 +56,21 @@ def initialize(mode: str = 'auto', coordinator_address: str | None = None,
     coordinator_address: 'host:port' of process 0, for clusters JAX cannot detect.
     num_processes: with coordinator_address.
     process_id: with coordinator_address.
+    heartbeat_timeout: seconds without a process's heartbeat before the others abort
+      (JAX's default, 100 s, leaves a run hanging for minutes after a host dies).
   """
   if mode not in MODES:
     raise ConfigError(f'unknown --distributed {mode!r}; valid: {", ".join(MODES)}')
+  if heartbeat_timeout <= 0:
+    raise ConfigError(f'--heartbeat_timeout {heartbeat_timeout} must be a positive number '
+                      'of seconds')
   if mode == 'no':
     return
   if coordinator_address:
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               heartbeat_timeout_seconds=heartbeat_timeout)
   elif mode == 'yes' or _cluster_detected():
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout)
   else:
     return
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
@@ -116,3 +138,94 @@ class PreemptionGuard:
   def close(self) -> None:
     if not self._multi_process:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+def _key_value_store():
+  """jax.distributed's coordination-service client, or None with one process. Its
+  key-value store has no public API; multihost_utils uses this same client."""
+  if jax.process_count() == 1:
+    return None
+  from jax._src import distributed as jax_distributed  # noqa: PLC0415
+  return jax_distributed.global_state.client
+
+
+class PeerFailureWatch:
+  """Ends this process when another process of the run reports a failure (fail_run)."""
+
+  def __init__(self):
+    self._client = _key_value_store()
+    self._stopped = threading.Event()
+    if self._client is not None:
+      threading.Thread(target=self._watch, name='peer-failure-watch', daemon=True).start()
+
+  def _watch(self) -> None:
+    me = str(jax.process_index())
+    while not self._stopped.wait(_POLL_SECONDS):
+      try:
+        report = self._client.key_value_try_get(_FAILURE_KEY)
+      except Exception:  # noqa: BLE001  (NOT_FOUND: nobody failed; a lost service: heartbeats)
+        continue
+      failed, _, message = report.partition(': ')
+      if failed == me or self._stopped.is_set():
+        continue
+      logging.error('process %s failed (%s); ending process %s too', failed, message, me)
+      logging.flush()
+      sys.stderr.flush()
+      os._exit(PEER_FAILED_EXIT_CODE)  # peers may be stuck in a collective: no clean exit
+
+  def stop(self) -> None:
+    self._stopped.set()
+
+
+def fail_run(message: str, exit_code: int = 1) -> NoReturn:
+  """Reports this process's failure to its peers, then exits with `exit_code`.
+
+  It skips jax.distributed's shutdown barrier, which would wait for peers that may be
+  stuck in a collective. The report lives in process 0's coordination service, so
+  process 0 waits until its peers have read it.
+  """
+  client = _key_value_store()
+  if client is not None:
+    try:
+      client.key_value_set(_FAILURE_KEY, f'{jax.process_index()}: {message[:500]}')
+    except Exception:  # noqa: BLE001  (another process reported first)
+      pass
+    if jax.process_index() == 0:
+      time.sleep(3 * _POLL_SECONDS)
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(exit_code)
+
+
+def run(main: Callable[[], None], *, one_line_errors: tuple[type[BaseException], ...],
+        mode: str = 'auto', coordinator_address: str | None = None,
+        num_processes: int | None = None, process_id: int | None = None,
+        heartbeat_timeout: int = 30) -> None:
+  """Starts jax.distributed (`initialize`), runs `main`, and ends a failed run everywhere.
+
+  An error of `one_line_errors` (or a bad argument here) prints `error: ...` and exits 1;
+  any other one raises as usual. With several processes, either kind also ends every
+  other process of the run (fail_run; their PeerFailureWatch), and a peer's failure
+  ends this one.
+  """
+  try:
+    initialize(mode, coordinator_address, num_processes, process_id, heartbeat_timeout)
+  except ConfigError as error:
+    sys.exit(f'error: {error}')
+  watch = PeerFailureWatch()
+  try:
+    main()
+  except one_line_errors as error:
+    watch.stop()
+    if jax.process_count() == 1:
+      sys.exit(f'error: {error}')
+    print(f'error: {error}', file=sys.stderr)
+    fail_run(str(error))
+  except BaseException as error:
+    watch.stop()
+    if jax.process_count() == 1:
+      raise
+    traceback.print_exc()
+    fail_run(f'{type(error).__name__}: {error}')
+  watch.stop()

@@ -20,6 +20,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from resnet_jax import checkpointing, distributed, train  # noqa: E402
+from resnet_jax.data import pipeline  # noqa: E402
 from resnet_jax.errors import ConfigError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -33,6 +34,11 @@ flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (cluste
                     'detect; launch/local.sh sets it).')
 flags.DEFINE_integer('num_processes', None, 'Processes in the run, with --coordinator_address.')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
+flags.DEFINE_list('allow_changes', [], 'Config keys a resumed run may change besides durations, '
+                  'cadences, logging and evaluation (e.g. base_lr,batch_size); each change is '
+                  'recorded in WORKDIR/config_history.jsonl.')
+flags.DEFINE_integer('heartbeat_timeout', 30, 'Seconds without a heartbeat from a process '
+                     'before the others of a multi-process run abort.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -64,15 +70,21 @@ def main(argv: list[str]) -> None:
       lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname)
   import tensorflow as tf  # Only the input pipeline uses TF: keep it off the accelerators.
   tf.config.set_visible_devices([], 'GPU')
-  try:
-    distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
-                           FLAGS.process_id)
-    logging.info('JAX process %d of %d, local devices: %s; host allocator: %s',
-                 jax.process_index(), jax.process_count(), jax.local_devices(),
-                 allocator.active())
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ConfigError, checkpointing.CheckpointError) as error:
-    sys.exit(f'error: {error}')
+  # TF's own pools, like tf.data's, get the CPUs this process may use, not the node's.
+  tf.config.threading.set_intra_op_parallelism_threads(pipeline.host_cpus())
+  tf.config.threading.set_inter_op_parallelism_threads(pipeline.host_cpus())
+  distributed.run(_train_and_evaluate,
+                  one_line_errors=(ConfigError, checkpointing.CheckpointError),
+                  mode=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
+                  num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                  heartbeat_timeout=FLAGS.heartbeat_timeout)
+
+
+def _train_and_evaluate() -> None:
+  logging.info('JAX process %d of %d, local devices: %s; host allocator: %s',
+               jax.process_index(), jax.process_count(), jax.local_devices(),
+               allocator.active())
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_changes=FLAGS.allow_changes)
 
 
 if __name__ == '__main__':

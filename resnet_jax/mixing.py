@@ -1,7 +1,10 @@
 """Batch-level mixup (Zhang et al. 2018) and cutmix (Yun et al. 2019), as timm's Mixup
-does them in 'batch' mode: each example is mixed with its partner in the reversed batch
-(images[::-1]), with one lambda for the whole batch. Pure and jittable; the alphas,
-switch_prob, label_smoothing and num_classes are static (Python numbers).
+does them in 'batch' mode, with one lambda for the whole batch; the partner of each
+example is its mirror image within a fixed group of consecutive examples (timm: the
+reversed batch, images[::-1]). Groups that fit inside one device's share of the batch
+mix with no traffic between devices, and since the groups are fixed by the config, the
+mixed batch is the same for any device count. Pure and jittable; the alphas,
+switch_prob, label_smoothing, group_size and num_classes are static (Python numbers).
 """
 
 import jax
@@ -41,10 +44,58 @@ def _cutmix_box(rng: jax.Array, lam: jnp.ndarray, height: int,
   return mask, kept
 
 
+def sample_beta(rng: jax.Array, alpha: float) -> jnp.ndarray:
+  """One draw from Beta(alpha, alpha), float32, computed without a loop (beta_logit)."""
+  return jax.nn.sigmoid(beta_logit(rng, alpha))
+
+
+def beta_logit(rng: jax.Array, alpha: float, candidates: int = 32) -> jnp.ndarray:
+  """log(lam / (1 − lam)) for one lam ~ Beta(alpha, alpha), computed without a loop.
+
+  jax.random.beta runs a rejection sampler in a while loop, and on XLA:GPU each trip of
+  a data-dependent loop copies its condition to the host. Here Marsaglia & Tsang's
+  (2000) gamma sampler tries `candidates` proposals at once and keeps the first
+  accepted one (each is accepted with probability > 0.95, so all fail with probability
+  < 1e-40); shapes below 1 are boosted (Gamma(a) = Gamma(a + 1) · U^(1/a)). Beta is
+  X / (X + Y) for X, Y ~ Gamma(alpha): its logit is log X − log Y, which stays exact where
+  float32 rounds lam itself to 0 or 1 (a tenth of the draws for alpha 0.1).
+  """
+  shape = alpha + 1.0 if alpha < 1.0 else alpha
+  d = shape - 1.0 / 3.0
+  c = 1.0 / (9.0 * d) ** 0.5
+
+  def log_gamma(key: jax.Array) -> jnp.ndarray:
+    z_key, u_key, boost_key = jax.random.split(key, 3)
+    z = jax.random.normal(z_key, (candidates,), jnp.float32)
+    u = jax.random.uniform(u_key, (candidates,), jnp.float32, minval=1e-30)
+    v = (1.0 + c * z) ** 3
+    safe_v = jnp.where(v > 0, v, 1.0)
+    accepted = (v > 0) & (jnp.log(u) < 0.5 * z * z + d - d * safe_v + d * jnp.log(safe_v))
+    log_x = jnp.log(d * safe_v)[jnp.argmax(accepted)]
+    if alpha < 1.0:
+      log_x += jnp.log(jax.random.uniform(boost_key, (), jnp.float32, minval=1e-30)) / alpha
+    return log_x
+
+  x_key, y_key = jax.random.split(rng)
+  return log_gamma(x_key) - log_gamma(y_key)
+
+
+def partners(x: jnp.ndarray, group_size: int = 0) -> jnp.ndarray:
+  """Each example's partner: the batch reversed within consecutive groups of
+  `group_size` examples (0: the whole batch, as timm)."""
+  batch = x.shape[0]
+  group = group_size or batch
+  if batch % group:
+    raise ValueError(f'batch of {batch} examples is not a multiple of the mixing group '
+                     f'size {group}')
+  return x.reshape(batch // group, group, *x.shape[1:])[:, ::-1].reshape(x.shape)
+
+
 def mix_batch(rng: jax.Array, images: jnp.ndarray, labels: jnp.ndarray, num_classes: int, *,
               mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, switch_prob: float = 0.5,
-              label_smoothing: float = 0.0) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Mixes each example with its partner in the reversed batch.
+              label_smoothing: float = 0.0,
+              group_size: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Mixes each example with its partner (see `partners`).
 
   With both alphas > 0, cutmix is picked with probability switch_prob, else mixup; with
   one > 0, only that one; with both 0, the images pass through unchanged.
@@ -58,26 +109,28 @@ def mix_batch(rng: jax.Array, images: jnp.ndarray, labels: jnp.ndarray, num_clas
     cutmix_alpha: cutmix's lam ~ Beta(alpha, alpha); 0 disables cutmix.
     switch_prob: probability of cutmix when both are enabled.
     label_smoothing: as optax.smooth_labels, applied to both one-hot targets.
+    group_size: partners are chosen within consecutive groups of this many examples
+      (0: the whole batch); it must divide the batch.
 
   Returns:
     The mixed images (shape and dtype of `images`) and float32 soft targets
-    [B, num_classes] whose rows sum to 1: lam·t(y) + (1 − lam)·t(y[::-1]), where lam is
-    the weight of each example's own image (for cutmix, its kept pixel fraction).
+    [B, num_classes] whose rows sum to 1: lam·t(y) + (1 − lam)·t(partner's y), where lam
+    is the weight of each example's own image (for cutmix, its kept pixel fraction).
   """
   targets = soft_targets(labels, num_classes, label_smoothing)
   use_mixup, use_cutmix = mixup_alpha > 0, cutmix_alpha > 0
   if not (use_mixup or use_cutmix):
     return images, targets
   switch_key, mixup_key, cutmix_key, box_key = jax.random.split(rng, 4)
-  partner = images[::-1]
+  partner = partners(images, group_size)
   if use_mixup:
-    mix_lam = jax.random.beta(mixup_key, mixup_alpha, mixup_alpha)
+    mix_lam = sample_beta(mixup_key, mixup_alpha)
     # float32 so bfloat16 inputs are blended without double rounding.
     mixed = (mix_lam * images.astype(jnp.float32) +
              (1.0 - mix_lam) * partner.astype(jnp.float32)).astype(images.dtype)
     lam = mix_lam
   if use_cutmix:
-    cut_lam = jax.random.beta(cutmix_key, cutmix_alpha, cutmix_alpha)
+    cut_lam = sample_beta(cutmix_key, cutmix_alpha)
     mask, cut_lam = _cutmix_box(box_key, cut_lam, images.shape[1], images.shape[2])
     # A select, not a blend: every pixel is exactly the example's or its partner's.
     cut = jnp.where(mask[None, :, :, None], partner, images)
@@ -90,7 +143,7 @@ def mix_batch(rng: jax.Array, images: jnp.ndarray, labels: jnp.ndarray, num_clas
   elif use_cutmix:
     mixed = cut
   lam = lam.astype(jnp.float32)
-  return mixed, lam * targets + (1.0 - lam) * targets[::-1]
+  return mixed, lam * targets + (1.0 - lam) * partners(targets, group_size)
 
 
 def mixed_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:

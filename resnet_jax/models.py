@@ -8,16 +8,18 @@ converted from PyTorch see the same pixels.
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import ml_collections
 
 from resnet_jax import block_stack
 from resnet_jax import conv as conv_lib
 from resnet_jax.blocks import BasicBlock, BottleneckBlock, Conv
 from resnet_jax.norm import GroupBatchNorm
+
+if TYPE_CHECKING:
+  import ml_collections
 
 ModuleDef = Any
 
@@ -197,7 +199,7 @@ def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
   return ResNet(num_classes=num_classes, dtype=dtype, **(fields | overrides))
 
 
-def model_from_config(config: ml_collections.ConfigDict, num_classes: int) -> ResNet:
+def model_from_config(config: 'ml_collections.ConfigDict', num_classes: int) -> ResNet:
   """The model a config (configs/default.py keys) describes."""
   return create_model(
       config.model, num_classes=num_classes, dtype=config.dtype,

@@ -1,16 +1,19 @@
 """Learning-rate schedules, the optax optimizer chain and its weight-decay mask."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
-import ml_collections
+import jax.numpy as jnp
 import optax
+
+if TYPE_CHECKING:
+  import ml_collections
 
 SCHEDULES = ('cosine', 'step', 'constant', 'polynomial')
 OPTIMIZERS = ('sgd', 'adamw', 'lars')
 
 
-def check_choices(config: ml_collections.ConfigDict) -> None:
+def check_choices(config: 'ml_collections.ConfigDict') -> None:
   """Raises ValueError naming a bad optimizer or schedule and the valid choices."""
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(f'unknown optimizer {config.optimizer!r}; valid optimizers: '
@@ -31,7 +34,7 @@ def scaled_learning_rate(base_lr: float, global_batch_size: int) -> float:
   return base_lr * global_batch_size / 256
 
 
-def create_learning_rate_fn(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
+def create_learning_rate_fn(config: 'ml_collections.ConfigDict', *, steps_per_epoch: int,
                             num_train_steps: int) -> optax.Schedule:
   """Linear warmup from 0, then `config.schedule`, all in optimizer steps.
 
@@ -68,6 +71,20 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict, *, steps_per_epoc
   return optax.join_schedules([warmup, main], [warmup_steps])
 
 
+def applied_updates(opt_state: Any, default: jnp.ndarray) -> jnp.ndarray:
+  """The optimizer's own count of applied updates: the step its schedule sees.
+
+  A dropped non-finite step advances the train state's step but not this count, so
+  logged learning rates must be read at this count. `default` where the optimizer has
+  no schedule (a constant learning rate).
+  """
+  def is_schedule_state(x: Any) -> bool:
+    return isinstance(x, optax.ScaleByScheduleState)
+  counts = [leaf.count for leaf in jax.tree.leaves(opt_state, is_leaf=is_schedule_state)
+            if is_schedule_state(leaf)]
+  return counts[0] if counts else default
+
+
 def weight_decay_mask(params: Any) -> Any:
   """True for convolution and dense kernels; BN scales/biases and dense biases decay not."""
   return jax.tree_util.tree_map_with_path(
@@ -82,7 +99,7 @@ def backbone_labels(params: Any) -> dict[str, str]:
   return {name: 'head' if name == HEAD else 'backbone' for name in params}
 
 
-def create_optimizer(config: ml_collections.ConfigDict,
+def create_optimizer(config: 'ml_collections.ConfigDict',
                      learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
   """The config's optimizer; with freeze_backbone or a backbone_lr_multiplier other than 1,
   the head and the backbone get their own (optax.multi_transform)."""
@@ -97,14 +114,20 @@ def create_optimizer(config: ml_collections.ConfigDict,
   return optax.multi_transform({'head': head, 'backbone': backbone}, backbone_labels)
 
 
-def _base_optimizer(config: ml_collections.ConfigDict,
+def sgd(learning_rate_fn: optax.Schedule, *, momentum: float, nesterov: bool,
+        weight_decay: float) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum; L2 on kernels added to the gradient before momentum,
+  as torch.optim.SGD's weight_decay."""
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
+                     optax.sgd(learning_rate_fn, momentum=momentum, nesterov=nesterov))
+
+
+def _base_optimizer(config: 'ml_collections.ConfigDict',
                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
   """SGD with (Nesterov) momentum and L2 on kernels, AdamW with decoupled decay, or LARS."""
   if config.optimizer == 'sgd':
-    # Weight decay added to the gradient before momentum: torch.optim.SGD's weight_decay.
-    return optax.chain(
-        optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask),
-        optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov))
+    return sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov,
+               weight_decay=config.weight_decay)
   if config.optimizer == 'adamw':
     return optax.adamw(learning_rate_fn, b1=config.adam_b1, b2=config.adam_b2,
                        weight_decay=config.weight_decay, mask=weight_decay_mask)

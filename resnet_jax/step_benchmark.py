@@ -1,22 +1,27 @@
 """Speed and memory of the jitted training or evaluation step on synthetic device data.
 
-The step is the trainer's own (steps.train_step / eval_step over the data mesh), with
-the model and optimizer that `config` describes, so what this measures is what
-training runs.
+`measure_step` times the trainer's own step (steps.train_step / eval_step over the data
+mesh) for a given model and optimizer; like the step, it needs only JAX, flax and optax,
+so it runs on a bare accelerator image (resnet_jax/gpu_benchmark.py). `measure` builds
+the model and optimizer that a config describes, as training does.
 """
 
 import functools
 import resource
 import statistics
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
+import optax
 
 from resnet_jax import allocator, models, optim, sharding, steps
+
+if TYPE_CHECKING:
+  import ml_collections
 
 MODES = ('train', 'eval')
 
@@ -58,18 +63,28 @@ def _device_peak_bytes() -> int | None:
   return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
 
 
-def measure(config: ml_collections.ConfigDict, *, mode: str, num_classes: int = 1000,
-            warmup_steps: int = 2, timed_steps: int = 10,
-            process_start: float | None = None) -> dict[str, Any]:
-  """Times `mode` ('train' or 'eval') for config's model, batch, image size and dtype.
+def measure_step(model: nn.Module, tx: optax.GradientTransformation, *, mode: str,
+                 batch_size: int, image_size: int, channels: int = 3, num_classes: int = 1000,
+                 loss_scale: Any = None, image_mean: Sequence[float] = (127.5,),
+                 image_std: Sequence[float] = (64.0,), learning_rate_fn: Any = None,
+                 warmup_steps: int = 2, timed_steps: int = 10,
+                 process_start: float | None = None) -> dict[str, Any]:
+  """Times `mode` ('train' or 'eval') of `model` on one synthetic batch on the devices.
 
   Args:
-    config: a config derived from configs/default.py; its model, dtype, batch_size,
-      dataset.image_size, conv_impl, scan_blocks and remat count.
-    mode: 'train' (forward, backward, optimizer update) or 'eval' (forward, metrics).
+    model: the network (its dtype, remat and scan_blocks are what is measured).
+    tx: the optimizer of the train step.
+    mode: 'train' (forward, backward, optimizer update, metrics) or 'eval' (forward).
+    batch_size: global batch, split over every device.
+    image_size: image side; channels: image channels (uint8 on the device).
     num_classes: classifier width.
+    loss_scale: a jmp loss scale (float16), or None.
+    image_mean, image_std: the normalisation the step applies.
+    learning_rate_fn: the schedule train_step logs (default: constant 0.1).
     warmup_steps: untimed steps after the first.
-    timed_steps: steps timed one by one; the median counts.
+    timed_steps: steps timed one by one (median: step_seconds), then back to back
+      with one wait at the end (pipelined_step_seconds: the host runs ahead, as in
+      training).
     process_start: time.perf_counter() at process start, for seconds_to_first_step.
 
   Returns:
@@ -78,23 +93,22 @@ def measure(config: ml_collections.ConfigDict, *, mode: str, num_classes: int = 
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; valid: {", ".join(MODES)}')
   mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
-  size = config.dataset.image_size
-  model = models.model_from_config(config, num_classes)
-  learning_rate_fn = optim.create_learning_rate_fn(config, steps_per_epoch=100,
-                                                   num_train_steps=10_000)
+  sharding.check_batch_size(batch_size, mesh)
+  learning_rate_fn = learning_rate_fn or optax.constant_schedule(0.1)
   state, init_seconds = _timed(lambda: steps.create_train_state(
-      jax.random.key(0), model, optim.create_optimizer(config, learning_rate_fn),
-      (size, size, 3), use_ema=False, mesh=mesh, loss_scale=steps.create_loss_scale(config)))
+      jax.random.key(0), model, tx, (image_size, image_size, channels), use_ema=False,
+      mesh=mesh, loss_scale=loss_scale))
   rng = np.random.default_rng(0)
-  host_batch = {'image': rng.integers(0, 256, (config.batch_size, size, size, 3), np.uint8),
-                'label': rng.integers(0, num_classes, (config.batch_size,), np.int32),
-                'mask': np.ones((config.batch_size,), np.float32)}
+  host_batch = {'image': rng.integers(0, 256, (batch_size, image_size, image_size, channels),
+                                      np.uint8),
+                'label': rng.integers(0, num_classes, (batch_size,), np.int32),
+                'mask': np.ones((batch_size,), np.float32)}
   batch = jax.device_put(host_batch, sharding.batch_sharding(mesh))
-  normalize = dict(image_mean=tuple(config.dataset.mean), image_std=tuple(config.dataset.std))
+  normalize = dict(image_mean=tuple(image_mean), image_std=tuple(image_std))
   if mode == 'train':
     step_fn = jax.jit(functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,
-                                        **normalize), donate_argnums=0)
+                                        drop_nonfinite=loss_scale is not None, **normalize),
+                      donate_argnums=0)
   else:
     step_fn = jax.jit(functools.partial(steps.eval_step, **normalize))
   compiled, compile_seconds = _timed(lambda: step_fn.lower(state, batch).compile())
@@ -111,23 +125,60 @@ def measure(config: ml_collections.ConfigDict, *, mode: str, num_classes: int = 
   for _ in range(warmup_steps):
     _timed(run_step)
   step_seconds = statistics.median(_timed(run_step)[1] for _ in range(timed_steps))
+  start = time.perf_counter()
+  for _ in range(timed_steps):
+    output = run_step()
+  jax.block_until_ready(output)
+  pipelined_step_seconds = (time.perf_counter() - start) / timed_steps
   flops = _flops(compiled)
-  peak = matmul_peak_flops(models.compute_dtype(config.dtype))
-  achieved = flops / step_seconds if flops else None
   return {
-      'mode': mode, 'model': config.model, 'batch_size': config.batch_size,
-      'image_size': size, 'dtype': config.dtype, 'conv_impl': config.conv_impl,
-      'scan_blocks': config.scan_blocks, 'remat': config.remat,
+      'mode': mode, 'batch_size': batch_size, 'image_size': image_size,
       'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
       'num_devices': jax.device_count(),
       'init_seconds': init_seconds, 'compile_seconds': compile_seconds,
       'first_step_seconds': first_step_seconds, 'seconds_to_first_step': seconds_to_first_step,
-      'step_seconds': step_seconds, 'images_per_sec': config.batch_size / step_seconds,
-      'flops_per_step': flops, 'achieved_flops_per_sec': achieved,
-      'matmul_peak_flops_per_sec': peak,
-      'fraction_of_matmul_peak': achieved / peak if achieved else None,
+      'step_seconds': step_seconds, 'images_per_sec': batch_size / step_seconds,
+      'pipelined_step_seconds': pipelined_step_seconds,
+      'pipelined_images_per_sec': batch_size / pipelined_step_seconds,
+      'flops_per_step': flops,
       'xla_memory_bytes': _xla_memory_bytes(compiled),
       'device_peak_bytes': _device_peak_bytes(),
-      'allocator': allocator.active(),
       'host_max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
   }
+
+
+def measure(config: 'ml_collections.ConfigDict', *, mode: str, num_classes: int = 1000,
+            warmup_steps: int = 2, timed_steps: int = 10,
+            process_start: float | None = None) -> dict[str, Any]:
+  """Times `mode` ('train' or 'eval') for config's model, batch, image size and dtype.
+
+  Args:
+    config: a config derived from configs/default.py; its model, dtype, batch_size,
+      dataset.image_size, conv_impl, scan_blocks, remat, optimizer and loss scaling count.
+    mode: 'train' or 'eval'.
+    num_classes: classifier width.
+    warmup_steps, timed_steps, process_start: as in measure_step.
+
+  Returns:
+    measure_step's figures, the config's settings, and the fraction of the device's
+    matmul peak (a square matmul timed in the same run) that the step reaches.
+  """
+  learning_rate_fn = optim.create_learning_rate_fn(config, steps_per_epoch=100,
+                                                   num_train_steps=10_000)
+  result = measure_step(
+      models.model_from_config(config, num_classes),
+      optim.create_optimizer(config, learning_rate_fn), mode=mode,
+      batch_size=config.batch_size, image_size=config.dataset.image_size,
+      num_classes=num_classes, loss_scale=steps.create_loss_scale(config),
+      image_mean=config.dataset.mean, image_std=config.dataset.std,
+      learning_rate_fn=learning_rate_fn, warmup_steps=warmup_steps,
+      timed_steps=timed_steps, process_start=process_start)
+  peak = matmul_peak_flops(models.compute_dtype(config.dtype))
+  achieved = (result['flops_per_step'] / result['step_seconds']
+              if result['flops_per_step'] else None)
+  return result | {
+      'model': config.model, 'dtype': config.dtype, 'conv_impl': config.conv_impl,
+      'scan_blocks': config.scan_blocks, 'remat': config.remat,
+      'achieved_flops_per_sec': achieved, 'matmul_peak_flops_per_sec': peak,
+      'fraction_of_matmul_peak': achieved / peak if achieved else None,
+      'allocator': allocator.active()}

@@ -1,19 +1,25 @@
-"""Train state and the pure step functions that the trainer jits over the mesh."""
+"""Train state and the pure step functions that the trainer jits over the mesh.
 
-from typing import Any, Callable, Sequence
+The steps return plain dicts of per-step arrays; the trainer folds them into clu metrics
+inside its jitted call (resnet_jax/metrics.py). Nothing here imports clu, jmp,
+ml_collections or TensorFlow, so the step runs on a bare accelerator image (JAX, flax,
+optax): that is what launch/gpu_benchmark.sh measures.
+"""
 
-import flax
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import jmp
-import ml_collections
 import optax
-from clu import metrics
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from resnet_jax import mixing, sharding
+from resnet_jax import mixing, optim, sharding
+
+if TYPE_CHECKING:
+  import jmp
+  import ml_collections
 
 
 class TrainState(train_state.TrainState):
@@ -22,8 +28,9 @@ class TrainState(train_state.TrainState):
   Attributes:
     batch_stats: the model's `batch_stats` collection.
     ema: None, or {'params': ..., 'batch_stats': ...} averaged over steps.
-    skipped_steps: steps whose loss or gradients were not finite, so their update was
-      dropped (int32 count, checkpointed).
+    skipped_steps: steps whose loss or gradients were not finite (int32 count,
+      checkpointed). With drop_nonfinite their update was dropped; without it the
+      trainer stops the run (nonfinite_policy 'halt').
     first_skipped_step: the step number of the first of them (0: none).
     loss_scale: None, or a jmp.DynamicLossScale (float16 training): the loss is
       multiplied by it before differentiation; it halves after a non-finite step and
@@ -36,59 +43,23 @@ class TrainState(train_state.TrainState):
   loss_scale: Any = None
 
 
-@flax.struct.dataclass
-class Count(metrics.Metric):
-  """Number of (unmasked) examples seen."""
-  count: jnp.ndarray
-
-  @classmethod
-  def from_model_output(cls, *, mask: jnp.ndarray, **_) -> 'Count':
-    return cls(count=mask.sum().astype(jnp.int32))
-
-  def merge(self, other: 'Count') -> 'Count':
-    return type(self)(count=self.count + other.count)
-
-  def compute(self) -> jnp.ndarray:
-    return self.count
-
-
-def _finite_loss(loss: jnp.ndarray, finite: jnp.ndarray, **_) -> dict[str, jnp.ndarray]:
-  return {'values': loss[None], 'mask': finite[None]}
-
-
-@flax.struct.dataclass
-class TrainMetrics(metrics.Collection):
-  loss: metrics.Average.from_fun(_finite_loss)  # over the steps that were not skipped
-  top1: metrics.Average.from_output('top1')
-  learning_rate: metrics.LastValue.from_output('learning_rate')
-  skipped_steps: metrics.LastValue.from_output('skipped_steps')
-  loss_scale: metrics.LastValue.from_output('loss_scale')  # 1 without loss scaling
-
-
-@flax.struct.dataclass
-class EvalMetrics(metrics.Collection):
-  loss: metrics.Average.from_output('loss')
-  top1: metrics.Average.from_output('top1')
-  top5: metrics.Average.from_output('top5')
-  num_examples: Count
-
-
 LOSS_SCALES = ('auto', 'dynamic', 'none')
 
 
-def create_loss_scale(config: ml_collections.ConfigDict) -> jmp.DynamicLossScale | None:
+def create_loss_scale(config: 'ml_collections.ConfigDict') -> 'jmp.DynamicLossScale | None':
   """The config's dynamic loss scale, or None ('auto': dynamic for float16 only)."""
   dynamic = config.loss_scale == 'dynamic' or (config.loss_scale == 'auto' and
                                                 config.dtype == 'float16')
   if not dynamic:
     return None
+  import jmp  # Only float16 training needs it; bare accelerator images lack it.
   return jmp.DynamicLossScale(jnp.asarray(config.loss_scale_init, jnp.float32),
                               period=config.loss_scale_period)
 
 
 def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
                        image_shape: tuple[int, ...], *, use_ema: bool, mesh: Mesh,
-                       loss_scale: jmp.DynamicLossScale | None = None) -> TrainState:
+                       loss_scale: 'jmp.DynamicLossScale | None' = None) -> TrainState:
   """Initialises the model and optimizer in one jitted call, replicated over `mesh`."""
 
   def init(rng: jax.Array) -> TrainState:
@@ -118,7 +89,12 @@ def all_finite(tree: Any) -> jnp.ndarray:
   """True when no floating-point leaf of `tree` holds a NaN or an infinity."""
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+  if not leaves:
+    return jnp.array(True)
+  # The barrier keeps XLA from rewriting the final reduction into a chain of per-leaf
+  # ANDs and copying that chain into every fusion that reads the result (each of a
+  # ResNet-50's ~400 state updates: its CPU compile took 3.2x as long).
+  return jnp.all(jax.lax.optimization_barrier(jnp.stack(leaves)))
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
@@ -130,37 +106,55 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
 
 def top_k_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarray:
   """1.0 where the label is among the k largest logits."""
+  if k == 1:  # An argmax partitions over the batch; top_k gathers the logits first.
+    return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
   k = min(k, logits.shape[-1])
   _, top = jax.lax.top_k(logits, k)
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
+def _select(keep_new: jnp.ndarray, new: Any, old: Any) -> Any:
+  return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
+
+
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
                learning_rate_fn: Callable[[jnp.ndarray], jnp.ndarray],
-               label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               image_mean: Sequence[float] = (0.0,), image_std: Sequence[float] = (1.0,),
-               freeze_batch_stats: bool = False, mixup_alpha: float = 0.0,
-               cutmix_alpha: float = 0.0, mix_switch_prob: float = 0.5,
-               mix_seed: int = 0) -> tuple[TrainState, TrainMetrics]:
+               drop_nonfinite: bool = True, label_smoothing: float = 0.0,
+               ema_decay: float = 0.0, image_mean: Sequence[float] = (0.0,),
+               image_std: Sequence[float] = (1.0,), freeze_batch_stats: bool = False,
+               mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+               mix_switch_prob: float = 0.5, mix_group_size: int = 0,
+               mix_seed: int = 0) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """One optimizer step on a global batch; BatchNorm statistics span all of it.
+
+  The step holds no conditional: on XLA:GPU a `conditional` copies its predicate to
+  the host and blocks the stream, so the host could not run ahead of the device.
 
   Args:
     state: the current state (donated by the trainer).
     batch: {'image': [B, H, W, C] (uint8 or float), 'label': [B]}.
-    learning_rate_fn: the schedule, evaluated here only for logging.
+    learning_rate_fn: the schedule, evaluated here only for logging, at the
+      optimizer's own count of applied updates (the step its schedule sees).
+    drop_nonfinite: a step whose loss or gradients are not finite leaves parameters,
+      optimizer state, statistics and EMA as they were (a select fused into the
+      update). False applies every update: for runs that stop at the first
+      non-finite step anyway (nonfinite_policy 'halt'), where nothing needs dropping.
     label_smoothing: weight of the uniform target.
     ema_decay: decay of the weight EMA (used when state.ema is not None).
     image_mean: per-channel mean subtracted from the images.
     image_std: per-channel standard deviation the images are divided by.
     freeze_batch_stats: BatchNorm normalises with the running statistics and leaves them
       as they are (fine-tuning on small batches).
-    mixup_alpha, cutmix_alpha, mix_switch_prob: batch mixing (mixing.mix_batch); off
-      when both alphas are 0. Its draws depend on (mix_seed, step) only, so a resumed
-      run mixes as an uninterrupted one. top1 counts the unmixed labels.
+    mixup_alpha, cutmix_alpha, mix_switch_prob, mix_group_size: batch mixing
+      (mixing.mix_batch); off when both alphas are 0. Its draws depend on
+      (mix_seed, step) only, so a resumed run mixes as an uninterrupted one. top1
+      counts the unmixed labels.
     mix_seed: the seed of those draws.
 
   Returns:
-    The new state and this step's metrics.
+    The new state and this step's metrics: 'loss' and 'finite' (scalars), 'top1'
+    ([B], 1.0 where correct), 'learning_rate', 'skipped_steps', 'loss_scale'
+    (float32 scalars; loss_scale 1 without loss scaling).
   """
   images = normalize_images(batch['image'], image_mean, image_std)
   num_classes = state.params['head']['bias'].shape[-1]
@@ -168,11 +162,12 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     images, targets = mixing.mix_batch(
         jax.random.fold_in(jax.random.key(mix_seed), state.step), images, batch['label'],
         num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
-        switch_prob=mix_switch_prob, label_smoothing=label_smoothing)
+        switch_prob=mix_switch_prob, label_smoothing=label_smoothing,
+        group_size=mix_group_size)
   else:
     targets = mixing.soft_targets(batch['label'], num_classes, label_smoothing)
 
-  loss_scale = state.loss_scale or jmp.NoOpLossScale()
+  loss_scale = state.loss_scale  # a jmp.DynamicLossScale, or None
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
@@ -182,45 +177,45 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
       logits, updates = state.apply_fn(variables, images, train=True, mutable=['batch_stats'])
       batch_stats = updates['batch_stats']
     loss = mixing.mixed_cross_entropy(logits, targets).mean()
-    return loss_scale.scale(loss), (loss, logits, batch_stats)
+    scaled = loss if loss_scale is None else loss_scale.scale(loss)
+    return scaled, (loss, logits, batch_stats)
 
   (_, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  grads = loss_scale.unscale(grads)
-  # A non-finite loss or gradient drops the whole update (parameters, optimizer state,
-  # statistics, EMA); the step still counts, so the data stream stays in step. Whether
-  # to carry on or halt is the trainer's decision (config.nonfinite_policy). A cond, not
-  # a select over every array: the select makes XLA's compile of ResNet-50 ~3× slower.
+  if loss_scale is not None:
+    grads = loss_scale.unscale(grads)
   finite = jnp.isfinite(loss) & all_finite(grads)
-
-  def update(state: TrainState) -> TrainState:
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    if state.ema is not None:
-      ema = jax.tree.map(lambda avg, new: ema_decay * avg + (1.0 - ema_decay) * new,
-                         state.ema, {'params': new_state.params, 'batch_stats': batch_stats})
-      new_state = new_state.replace(ema=ema)
-    return new_state
-
-  def keep(state: TrainState) -> TrainState:
-    return state.replace(step=state.step + 1)
-
-  new_state = jax.lax.cond(finite, update, keep, state)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if state.ema is not None:
+    new_state = new_state.replace(ema=jax.tree.map(
+        lambda avg, new: ema_decay * avg + (1.0 - ema_decay) * new, state.ema,
+        {'params': new_state.params, 'batch_stats': batch_stats}))
+  if drop_nonfinite:
+    # The step still counts, so the data stream stays in step; the optimizer's own
+    # count (and with it the schedule) does not advance.
+    new_state = new_state.replace(**{
+        name: _select(finite, getattr(new_state, name), getattr(state, name))
+        for name in ('params', 'opt_state', 'batch_stats', 'ema')})
+  skipped = state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32)
   new_state = new_state.replace(
-      skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
+      skipped_steps=skipped,
       first_skipped_step=jnp.where(finite | (state.skipped_steps > 0),
                                    state.first_skipped_step, new_state.step).astype(jnp.int32),
-      loss_scale=None if state.loss_scale is None else state.loss_scale.adjust(finite))
-  step_metrics = TrainMetrics.single_from_model_output(
-      loss=loss, finite=finite, top1=top_k_correct(logits, batch['label'], 1),
-      learning_rate=learning_rate_fn(state.step), skipped_steps=new_state.skipped_steps,
-      loss_scale=jnp.asarray(loss_scale.loss_scale, jnp.float32))
+      loss_scale=None if loss_scale is None else loss_scale.adjust(finite))
+  step_metrics = {
+      'loss': loss, 'finite': finite, 'top1': top_k_correct(logits, batch['label'], 1),
+      'learning_rate': jnp.asarray(
+          learning_rate_fn(optim.applied_updates(state.opt_state, state.step)), jnp.float32),
+      'skipped_steps': skipped.astype(jnp.float32),
+      'loss_scale': jnp.asarray(1.0 if loss_scale is None else loss_scale.loss_scale,
+                                jnp.float32)}
   return new_state, step_metrics
 
 
 def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *, use_ema: bool = False,
               image_mean: Sequence[float] = (0.0,),
-              image_std: Sequence[float] = (1.0,)) -> EvalMetrics:
-  """Metrics of one padded evaluation batch; examples with mask 0 count for nothing.
+              image_std: Sequence[float] = (1.0,)) -> dict[str, jnp.ndarray]:
+  """Per-example metrics of one padded evaluation batch, with its mask.
 
   Args:
     state: the state to evaluate.
@@ -228,12 +223,15 @@ def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *, use_ema: bool
     use_ema: evaluate the EMA weights instead of the live ones.
     image_mean: as in train_step.
     image_std: as in train_step.
+
+  Returns:
+    {'loss', 'top1', 'top5', 'mask'}, each [B]: examples with mask 0 must count for
+    nothing (metrics.EvalMetrics does so).
   """
   variables = (state.ema if use_ema else
                {'params': state.params, 'batch_stats': state.batch_stats})
   images = normalize_images(batch['image'], image_mean, image_std)
   logits = state.apply_fn(variables, images, train=False)
   labels = batch['label']
-  return EvalMetrics.single_from_model_output(
-      loss=cross_entropy(logits, labels), top1=top_k_correct(logits, labels, 1),
-      top5=top_k_correct(logits, labels, 5), mask=batch['mask'])
+  return {'loss': cross_entropy(logits, labels), 'top1': top_k_correct(logits, labels, 1),
+          'top5': top_k_correct(logits, labels, 5), 'mask': batch['mask']}

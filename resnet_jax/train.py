@@ -3,7 +3,7 @@
 import functools
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -13,8 +13,8 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.sharding import Mesh
 
-from resnet_jax import (checkpointing, conv, distributed, finetune, models, optim, sharding,
-                        steps, trained)
+from resnet_jax import (checkpointing, conv, distributed, finetune, metrics, models, optim,
+                        sharding, steps, trained)
 from resnet_jax import workdir as workdir_lib
 from resnet_jax.data import pipeline, preprocess, sources
 from resnet_jax.errors import ConfigError
@@ -31,14 +31,18 @@ def nonfinite_policy(config: ml_collections.ConfigDict) -> str:
 
 
 def _check_finite(state: steps.TrainState, policy: str, skipped_before: int) -> None:
-  """Under 'halt', raises FloatingPointError naming the first dropped step, if any."""
+  """Under 'halt', raises FloatingPointError naming the first non-finite step, if any.
+
+  Reads two scalars from the device: called on log, evaluation and checkpoint steps only.
+  """
   skipped = int(state.skipped_steps)
   if policy == 'halt' and skipped > skipped_before:
     where = (f'at step {int(state.first_skipped_step)}' if not skipped_before else
              f'by step {int(state.step)}')
     raise FloatingPointError(
-        f'non-finite loss or gradients {where} ({skipped - skipped_before} step(s) dropped): '
-        'the run stopped (nonfinite_policy=halt; skip carries on instead)')
+        f'non-finite loss or gradients {where} ({skipped - skipped_before} non-finite '
+        'step(s)): the run stopped before saving or evaluating that state '
+        '(nonfinite_policy=halt; skip drops such steps and carries on)')
 
 
 _all_finite = jax.jit(steps.all_finite)
@@ -66,10 +70,11 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     if config.nonfinite_policy not in NONFINITE_POLICIES:
       raise ValueError(f'unknown nonfinite_policy {config.nonfinite_policy!r}; valid: '
                        f'{", ".join(NONFINITE_POLICIES)}')
-    if config.bn_group_size < 0 or (config.bn_group_size and
-                                    config.batch_size % config.bn_group_size):
-      raise ValueError(f'bn_group_size {config.bn_group_size} must be 0 (whole batch) or '
-                       f'divide batch_size {config.batch_size}')
+    for name in ('bn_group_size', 'mix_group_size'):
+      size = config[name]
+      if size < 0 or (size and config.batch_size % size):
+        raise ValueError(f'{name} {size} must be 0 (whole batch) or divide batch_size '
+                         f'{config.batch_size}')
     if config.init_weights not in trained.WEIGHTS:
       raise ValueError(f'unknown init_weights {config.init_weights!r}; valid: '
                        f'{", ".join(trained.WEIGHTS)}')
@@ -88,28 +93,37 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     raise ConfigError(str(error)) from None
 
 
-_eval_step = jax.jit(steps.eval_step, static_argnames=('use_ema', 'image_mean', 'image_std'))
+def _eval_and_accumulate(state: steps.TrainState, batch: dict[str, Any],
+                         totals: metrics.EvalMetrics, **kwargs) -> metrics.EvalMetrics:
+  return metrics.accumulate(totals, steps.eval_step(state, batch, **kwargs))
+
+
+_eval_step = jax.jit(_eval_and_accumulate, donate_argnums=2,
+                     static_argnames=('use_ema', 'image_mean', 'image_std'))
 
 
 def evaluate(state: steps.TrainState, source: Any, config: ml_collections.ConfigDict,
              info: sources.DatasetInfo, mesh: Mesh, *, use_ema: bool = False,
              prefix: str = 'eval') -> dict[str, float]:
   """Masked metrics over the whole evaluation split, every example counted once."""
-  total = None
+  totals = metrics.empty(metrics.EvalMetrics, mesh)
   for batch in pipeline.eval_batches(source, config, info):
-    batch_metrics = _eval_step(state, sharding.to_global(batch, mesh), use_ema=use_ema,
-                               image_mean=tuple(config.dataset.mean),
-                               image_std=tuple(config.dataset.std))
-    total = batch_metrics if total is None else total.merge(batch_metrics)
-  return {f'{prefix}/{name}': float(value) for name, value in total.compute().items()}
+    totals = _eval_step(state, sharding.to_global(batch, mesh), totals, use_ema=use_ema,
+                        image_mean=tuple(config.dataset.mean),
+                        image_std=tuple(config.dataset.std))
+  return metrics.to_host(totals, prefix)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_changes: Sequence[str] = ()) -> dict[str, float]:
   """Trains `config` in `workdir`, resuming from its newest checkpoint if there is one.
 
   Args:
     config: a config derived from configs/default.py.
     workdir: holds config.json, TensorBoard events and checkpoints/<step>/.
+    allow_changes: config keys (dotted, e.g. 'base_lr', 'dataset.augment') that a resume
+      may change besides workdir.RESUMABLE_CHANGES; each change is recorded in the
+      workdir's config_history.jsonl.
 
   Returns:
     The last evaluation's metrics ('eval/top1', ...; 'eval_ema/...' with an EMA).
@@ -122,6 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   mesh = sharding.make_mesh()
   check_config(config, mesh)
+  workdir_lib.check_allowed_keys(allow_changes, config)
   workdir_lib.check_writable(workdir)
   workdir = workdir_lib.path(workdir)
   source = sources.create_source(config)
@@ -134,7 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     init_variables = finetune.load_init_variables(config)
   lock = workdir_lib.Lock(workdir)
   try:
-    return _train(config, workdir, source, info, mesh, init_variables)
+    return _train(config, workdir, source, info, mesh, init_variables, allow_changes)
   finally:
     lock.release()
 
@@ -149,19 +164,35 @@ def create_state(config: ml_collections.ConfigDict, info: sources.DatasetInfo, m
       loss_scale=steps.create_loss_scale(config))
 
 
+def bound_train_step(config: ml_collections.ConfigDict,
+                     learning_rate_fn: optax.Schedule) -> Callable[..., Any]:
+  """steps.train_step with the config's keyword arguments bound: (state, batch) ->
+  (state, per-step metrics)."""
+  return functools.partial(
+      steps.train_step, learning_rate_fn=learning_rate_fn,
+      drop_nonfinite=nonfinite_policy(config) == 'skip',
+      label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+      image_mean=tuple(config.dataset.mean), image_std=tuple(config.dataset.std),
+      freeze_batch_stats=config.freeze_batch_stats, mixup_alpha=config.mixup_alpha,
+      cutmix_alpha=config.cutmix_alpha, mix_switch_prob=config.mix_switch_prob,
+      mix_group_size=config.mix_group_size or config.bn_group_size, mix_seed=config.seed)
+
+
 def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
-                    mesh: Mesh) -> Callable[..., tuple[steps.TrainState, steps.TrainMetrics]]:
-  """steps.train_step bound to the config, jitted over `mesh` (the state is donated)."""
-  return jax.jit(
-      functools.partial(steps.train_step, learning_rate_fn=learning_rate_fn,
-                        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-                        image_mean=tuple(config.dataset.mean),
-                        image_std=tuple(config.dataset.std),
-                        freeze_batch_stats=config.freeze_batch_stats,
-                        mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
-                        mix_switch_prob=config.mix_switch_prob, mix_seed=config.seed),
-      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-      out_shardings=sharding.replicated(mesh), donate_argnums=0)
+                    mesh: Mesh) -> Callable[..., tuple[steps.TrainState, metrics.TrainMetrics]]:
+  """The bound train step, accumulating its metrics on the device, jitted over `mesh`:
+  (state, batch, totals) -> (state, totals); state and totals are donated."""
+  step = bound_train_step(config, learning_rate_fn)
+
+  def step_and_accumulate(state: steps.TrainState, batch: dict[str, Any],
+                          totals: metrics.TrainMetrics):
+    state, step_metrics = step(state, batch)
+    return state, metrics.accumulate(totals, step_metrics)
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(step_and_accumulate,
+                 in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+                 out_shardings=replicated, donate_argnums=(0, 2))
 
 
 def _evaluate_only(state: steps.TrainState, config: ml_collections.ConfigDict,
@@ -179,8 +210,8 @@ def _evaluate_only(state: steps.TrainState, config: ml_collections.ConfigDict,
 
 
 def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
-           info: sources.DatasetInfo, mesh: Mesh,
-           init_variables: dict[str, Any] | None) -> dict[str, float]:
+           info: sources.DatasetInfo, mesh: Mesh, init_variables: dict[str, Any] | None,
+           allow_changes: Sequence[str]) -> dict[str, float]:
   """train_and_evaluate() once the config, the data and the workdir are known to be good."""
   steps_per_epoch = info.num_train_examples // config.batch_size
   num_train_steps = (config.num_train_steps if config.num_train_steps > 0 else
@@ -198,36 +229,46 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
                num_train_steps)
 
   distributed.check_shared_workdir(workdir)
-  changed = workdir_lib.changed_keys(workdir, config)
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep,
                                             async_save=config.checkpoint_async)
-  if checkpointer.latest_step() is not None and any(k.startswith('model ') for k in changed):
-    checkpointer.close()
-    raise ConfigError(f'workdir {str(workdir)!r} holds checkpoints of another model; changed '
-                      f'config keys: {"; ".join(changed)}. Use a new workdir.')
+  changes = (workdir_lib.config_changes(workdir, config)
+             if checkpointer.latest_step() is not None else {})
   try:
+    if 'model' in changes:
+      raise ConfigError(f'workdir {str(workdir)!r} holds checkpoints of another model; changed '
+                        f'config keys: {workdir_lib.describe(changes)}. Use a new workdir.')
+    workdir_lib.check_changes(workdir, changes, allow_changes)
     state = checkpointer.restore_or_keep(state)
   except checkpointing.IncompatibleCheckpoint as error:
     checkpointer.close()
     raise ConfigError(
         f'workdir {str(workdir)!r} holds checkpoint {error.step} of other shapes '
         f'({len(error.paths)} arrays differ, e.g. {error.paths[0]}); changed config keys: '
-        f'{"; ".join(changed) or "none recorded"}. Resume with the original config or use a '
-        'new workdir.') from None
+        f'{workdir_lib.describe(changes) or "none recorded"}. Resume with the original '
+        'config or use a new workdir.') from None
+  except ConfigError:
+    checkpointer.close()
+    raise
   start_step = int(state.step)
+  if changes:
+    logging.warning('Resuming at step %d with changed config keys (recorded in %s): %s',
+                    start_step, workdir_lib.HISTORY_FILE, workdir_lib.describe(changes))
+  examples_before = workdir_lib.examples_trained(workdir, start_step, config.batch_size)
   if config.eval_only:
     checkpointer.close()
     return _evaluate_only(state, config, workdir, source, info, mesh,
                           initialised=init_variables is not None)
   writer = metric_writers.create_default_writer(str(workdir),
                                                 just_logging=jax.process_index() > 0)
-  workdir_lib.record_config(workdir, config)
+  workdir_lib.record_config(workdir, config, changes=changes, step=start_step,
+                            allowed=allow_changes)
   trained.write_model_info(workdir, trained.model_info_from_config(
       config, info.class_names, info.image_shape[-1]))
 
   train_step = make_train_step(config, learning_rate_fn, mesh)
   batches = sharding.prefetch_to_mesh(
-      pipeline.train_batches(source, config, info, start_step=start_step), mesh)
+      pipeline.train_batches(source, config, info, start_step=start_step,
+                             examples_before=examples_before), mesh)
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps,
                                                     writer=writer)
 
@@ -249,26 +290,25 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
     if preempted:
       logging.warning('Preempted during start-up, at step %d: nothing new to save', start_step)
     eval_summary: dict[str, float] = {}
-    train_metrics = None
+    totals = metrics.empty(metrics.TrainMetrics, mesh)
     interval_start, interval_step = time.perf_counter(), start_step
     for step in range(start_step + 1, last_step + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, step_metrics = train_step(state, next(batches))
-      train_metrics = (step_metrics if train_metrics is None else
-                       train_metrics.merge(step_metrics))
+        state, totals = train_step(state, next(batches), totals)
       report_progress(step)
       if step % config.log_every_steps == 0 or step == num_train_steps:
-        summary = {f'train/{k}': float(v) for k, v in train_metrics.compute().items()}
+        summary = metrics.to_host(totals, 'train')  # the only read of the device per interval
         _check_finite(state, policy, skipped_before)
         elapsed = time.perf_counter() - interval_start
         summary['train/images_per_sec'] = (step - interval_step) * config.batch_size / elapsed
         writer.write_scalars(step, summary)
-        train_metrics = None
+        totals = metrics.empty(metrics.TrainMetrics, mesh)
         interval_start, interval_step = time.perf_counter(), step
       pause_start = time.perf_counter()
       preempted = preemption.reached(step)
       if (step % eval_every == 0 or step == num_train_steps) and not preempted:
         with report_progress.timed('eval'):
+          _check_finite(state, policy, skipped_before)  # never report a diverged state
           eval_summary = run_evaluation(state, step)
       if step % config.checkpoint_every_steps == 0 or step == num_train_steps or preempted:
         with report_progress.timed('checkpoint'):

@@ -1,10 +1,18 @@
-"""The run's directory: its path, a writability check, a one-run lock, the config record."""
+"""The run's directory: its path, a writability check, a one-run lock, the config record.
 
+`config.json` holds the config the run started with and is never rewritten while the
+run has checkpoints. A resume that changes keys appends one line to
+`config_history.jsonl` ({"time", "step", "changes": {key: [old, new]}, "allowed"}), so
+the config in force at any step is config.json with the history replayed up to it.
+"""
+
+import datetime
+import difflib
 import fcntl
 import json
 import os
 import socket
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -13,12 +21,17 @@ from etils import epath
 from resnet_jax.errors import ConfigError
 
 CONFIG_FILE = 'config.json'
+HISTORY_FILE = 'config_history.jsonl'
 LOCK_FILE = '.lock'
-# Keys a resumed run may change: durations, logging, evaluation and checkpoint cadence,
-# and the fine-tuning start (a resumed run starts from its own checkpoint).
+# Keys a resumed run may change without asking: durations, cadences, logging,
+# evaluation, the non-finite policy, how checkpoints are written, where the data lies,
+# and the fine-tuning start (a resumed run starts from its own checkpoint). Any other
+# change needs --allow_changes=KEY,...; every change is recorded in HISTORY_FILE.
 RESUMABLE_CHANGES = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
                      'checkpoint_every_steps', 'max_checkpoints_to_keep', 'nonfinite_policy',
-                     'checkpoint_async', 'eval_only', 'init_checkpoint', 'init_weights')
+                     'checkpoint_async', 'eval_only', 'dataset.eval_split',
+                     'dataset.data_dir', 'dataset.manual_dir', 'init_checkpoint',
+                     'init_weights')
 
 
 def path(workdir: str) -> epath.Path:
@@ -81,29 +94,112 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   return {prefix[:-1]: tree.tolist() if hasattr(tree, 'tolist') else tree}
 
 
-def changed_keys(workdir: epath.Path, config: ml_collections.ConfigDict) -> list[str]:
-  """Keys whose values differ from the config recorded in the workdir (outside the
-  RESUMABLE_CHANGES); [] when there is no record."""
+def _recorded(workdir: epath.Path) -> dict[str, Any] | None:
+  """The flattened read_config(workdir), or None when the workdir holds no record."""
+  if not (workdir / CONFIG_FILE).exists():
+    return None
+  return _flatten(json.loads(read_config(workdir).to_json_best_effort()))
+
+
+def config_changes(workdir: epath.Path,
+                   config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
+  """{key: (recorded, new)} for every key whose value differs from the recorded config
+  ({} when there is none). A key the record lacks (added to the code since) reads as
+  None there."""
+  old = _recorded(workdir)
+  if old is None:
+    return {}
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
+          if old.get(k) != new.get(k)}
+
+
+def describe(changes: dict[str, tuple[Any, Any]]) -> str:
+  return '; '.join(f'{k} {old!r} → {new!r}' for k, (old, new) in changes.items())
+
+
+def check_allowed_keys(allowed: Sequence[str], config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError if a key of --allow_changes is no config key."""
+  known = _flatten(json.loads(config.to_json_best_effort()))
+  for key in allowed:
+    if key not in known:
+      close = difflib.get_close_matches(key, known, n=3)
+      raise ConfigError(f'unknown key {key!r} in --allow_changes'
+                        f'{"; did you mean " + ", ".join(close) if close else ""}')
+
+
+def check_changes(workdir: epath.Path, changes: dict[str, tuple[Any, Any]],
+                  allowed: Sequence[str]) -> None:
+  """Raises ConfigError unless every change of a resume is in RESUMABLE_CHANGES, in
+  `allowed` (--allow_changes) or a key the record lacks."""
+  refused = {k: v for k, v in changes.items()
+             if k not in RESUMABLE_CHANGES and k not in allowed and v[0] is not None}
+  if refused:
+    raise ConfigError(
+        f'workdir {str(workdir)!r} holds checkpoints of a run with other settings: '
+        f'{describe(refused)}. Resume with the recorded values (config.json, '
+        f'{HISTORY_FILE}), use a new workdir, or accept the change with '
+        f'--allow_changes={",".join(refused)}')
+
+
+def examples_trained(workdir: epath.Path, step: int, batch_size: int) -> int:
+  """Training examples a run consumed in its first `step` steps, under the batch sizes
+  recorded for each stretch of it (step × batch_size without a record), so a resume
+  with an accepted batch_size change reads on from where the data stream stopped."""
   record = workdir / CONFIG_FILE
   if not record.exists():
-    return []
-  old = _flatten(json.loads(record.read_text()))
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  differ = sorted(k for k in old.keys() | new.keys()
-                  if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
-  return [f'{k} ({old.get(k)!r} → {new.get(k)!r})' for k in differ]
+    return step * batch_size
+  stretches = [(0, json.loads(record.read_text())['batch_size'])]
+  history = workdir / HISTORY_FILE
+  if history.exists():
+    for line in history.read_text().splitlines():
+      entry = json.loads(line)
+      if 'batch_size' in entry['changes'] and entry['step'] < step:
+        stretches.append((entry['step'], entry['changes']['batch_size'][1]))
+  ends = [start for start, _ in stretches[1:]] + [step]
+  return sum((end - start) * size for (start, size), end in zip(stretches, ends))
 
 
-def record_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
-  """Writes the resolved config (process 0 only)."""
-  if jax.process_index() == 0:
+def record_config(workdir: epath.Path, config: ml_collections.ConfigDict, *,
+                  changes: dict[str, tuple[Any, Any]], step: int,
+                  allowed: Sequence[str] = ()) -> None:
+  """Process 0 only: a fresh run (step 0) writes config.json (and clears any history
+  of a run that left no checkpoint); a resume appends its changes to the history."""
+  if jax.process_index() != 0:
+    return
+  if step == 0:
     (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    if (workdir / HISTORY_FILE).exists():
+      (workdir / HISTORY_FILE).unlink()
+    return
+  if not changes:
+    return
+  entry = {'time': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+           'step': step, 'changes': {k: [old, new] for k, (old, new) in changes.items()},
+           'allowed': sorted(set(changes) & set(allowed))}
+  with (workdir / HISTORY_FILE).open('a') as history:
+    history.write(json.dumps(entry) + '\n')
 
 
 def read_config(workdir: str | epath.Path) -> ml_collections.ConfigDict:
-  """The resolved config a run recorded in `workdir/config.json`; ConfigError if none."""
-  record = epath.Path(workdir) / CONFIG_FILE
+  """The config in force at a run's newest resume (config.json with config_history.jsonl
+  replayed); ConfigError if the directory holds none."""
+  workdir = epath.Path(workdir)
+  record = workdir / CONFIG_FILE
   if not record.exists():
     raise ConfigError(f'{str(workdir)!r} holds no {CONFIG_FILE}: not a workdir of '
                       'resnet_jax.main')
-  return ml_collections.ConfigDict(json.loads(record.read_text()))
+  config = ml_collections.ConfigDict(json.loads(record.read_text()))
+  history = workdir / HISTORY_FILE
+  if history.exists():
+    for line in history.read_text().splitlines():
+      for key, (_, new) in json.loads(line)['changes'].items():
+        *parents, leaf = key.split('.')
+        target = config
+        for parent in parents:
+          target = target[parent]
+        if new is None:
+          target.pop(leaf, None)  # removed from the code since
+        else:
+          target[leaf] = new
+  return config

@@ -35,6 +35,8 @@ CLI_CASES = [
     ('--config=configs/imagenet50.py:fast',
      "ValueError: unknown recipe 'fast'; valid recipes: step, cosine"),
     ('--distributed=maybe', "value should be one of <auto|yes|no>"),
+    ('--heartbeat_timeout=0', '--heartbeat_timeout 0 must be a positive number of seconds'),
+    ('--allow_changes=bse_lr', "unknown key 'bse_lr' in --allow_changes; did you mean base_lr"),
     ('--config.init_checkpoint=FOLDER/none', "init_checkpoint 'FOLDER/none' is not a directory"),
 ]
 
@@ -65,6 +67,11 @@ VALUE_CASES = [
     ('--config.mixup_alpha=-0.2', 'mixup_alpha -0.2 must be >= 0 (0: off)'),
     ('--config.dataset.randaugment_magnitude=11', 'randaugment_magnitude 11.0 must be in'),
     ('--config.optimizer=lamb', "unknown optimizer 'lamb'; valid optimizers: sgd, adamw, lars"),
+    ('--config.dataset.eval_split=validation',
+     "dataset.eval_split 'validation' is not a split of sklearn_digits: Unknown split"),
+    ('--config.dataset.eval_split=test[:0]', "dataset.eval_split 'test[:0]' holds no examples"),
+    ('--config.dataset.train_split=train[5:5]', "dataset.train_split 'train[5:5]' holds no"),
+    ('--config.mix_group_size=5', 'mix_group_size 5 must be 0 (whole batch) or divide'),
 ]
 
 

@@ -26,7 +26,7 @@ def _run(dtype, loss_scale_init, num_steps, loss_scale='auto', learning_rate=0.0
     batch = {'image': rng.normal(size=(16, 8, 8, 3)).astype(np.float32),
              'label': rng.randint(0, 4, size=(16,)).astype(np.int32)}
     state, metrics = train_step(state, batch)
-    history.append({k: float(v) for k, v in metrics.compute().items()})
+    history.append({k: float(v) for k, v in metrics.items() if k != 'top1'})
   return state, history
 
 

@@ -13,7 +13,7 @@ LABELS = np.array([0, 1, 2, 3], np.int32)  # distinct from their reversed partne
 SEEDS = range(8)
 
 mix = jax.jit(mixing.mix_batch, static_argnames=(
-    'num_classes', 'mixup_alpha', 'cutmix_alpha', 'switch_prob', 'label_smoothing'))
+    'num_classes', 'mixup_alpha', 'cutmix_alpha', 'switch_prob', 'label_smoothing', 'group_size'))
 
 
 def _images(shape=(4, 8, 8, 3), dtype=jnp.float32):
@@ -132,3 +132,52 @@ def test_mixed_cross_entropy_matches_optax():
   assert loss.dtype == jnp.float32 and loss.shape == (4,)
   np.testing.assert_allclose(
       loss, optax.softmax_cross_entropy(logits.astype(jnp.float32), targets), rtol=1e-6)
+
+
+@pytest.mark.parametrize('alpha', [0.1, 0.2, 1.0, 4.0])
+def test_the_loop_free_beta_sampler_draws_beta(alpha):
+  """Kolmogorov–Smirnov against scipy's Beta(alpha, alpha), on min(lam, 1 − lam) taken
+  from the logit (float32 rounds lam itself to 1 for a tenth of the draws at alpha 0.1),
+  and against jax.random.loggamma's own sampler."""
+  import scipy.special
+  import scipy.stats
+  keys = jax.random.split(jax.random.key(7), 20_000)
+  logits = np.asarray(jax.jit(jax.vmap(lambda k: mixing.beta_logit(k, alpha)))(keys),
+                      np.float64)
+  low_side = scipy.special.expit(-np.abs(logits))
+  beta = scipy.stats.beta(alpha, alpha)
+  assert scipy.stats.kstest(low_side, lambda x: 2 * beta.cdf(x)).pvalue > 1e-3
+
+  def reference(key):
+    x_key, y_key = jax.random.split(key)
+    return jax.random.loggamma(x_key, alpha) - jax.random.loggamma(y_key, alpha)
+  expected = np.asarray(jax.jit(jax.vmap(reference))(keys), np.float64)
+  assert scipy.stats.ks_2samp(logits, expected).pvalue > 1e-3
+  lam = np.asarray(jax.jit(lambda k: mixing.sample_beta(k, alpha))(keys[0]))
+  assert lam.dtype == np.float32 and 0.0 <= lam <= 1.0
+
+
+def test_a_wrong_beta_would_be_caught():
+  """The test above can fail: Beta(0.5, 0.5) draws are rejected as Beta(1, 1)."""
+  import scipy.special
+  import scipy.stats
+  keys = jax.random.split(jax.random.key(7), 20_000)
+  logits = np.asarray(jax.vmap(lambda k: mixing.beta_logit(k, 0.5))(keys), np.float64)
+  low_side = scipy.special.expit(-np.abs(logits))
+  assert scipy.stats.kstest(low_side, lambda x: 2 * scipy.stats.beta(1, 1).cdf(x)).pvalue < 1e-6
+
+
+def test_partners_are_mirrored_within_groups():
+  x = jnp.arange(8)
+  np.testing.assert_array_equal(mixing.partners(x), x[::-1])
+  np.testing.assert_array_equal(mixing.partners(x, 4), [3, 2, 1, 0, 7, 6, 5, 4])
+  np.testing.assert_array_equal(mixing.partners(x, 8), x[::-1])
+  with pytest.raises(ValueError, match='not a multiple of the mixing group size 3'):
+    mixing.partners(x, 3)
+  images = _images((8, 4, 4, 1))
+  labels = np.arange(8, dtype=np.int32) % NUM_CLASSES
+  out, targets = mix(jax.random.key(0), images, jnp.asarray(labels), NUM_CLASSES,
+                     mixup_alpha=1.0, group_size=4)
+  lam = float(targets[0, labels[0]])
+  np.testing.assert_allclose(out, lam * images + (1 - lam) * mixing.partners(images, 4),
+                             rtol=1e-5, atol=1e-6)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import make_image_folder
-from resnet_jax import checkpointing
+from resnet_jax import checkpointing, distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -182,3 +182,62 @@ def test_launch_scripts_parse_and_check_their_arguments():
   missing = subprocess.run(['bash', 'launch/tpu_vm.sh', 'create'], cwd=REPO,
                            capture_output=True, text=True, env={'PATH': os.environ['PATH']})
   assert missing.returncode != 0 and 'set TPU_NAME' in missing.stderr
+
+
+def test_two_processes_fine_tune_from_an_init_checkpoint(runs, flags, tmp_path):
+  """Every process loads the init checkpoint onto a device of its own."""
+  root, _, _ = runs
+  tune = [*flags, f'--config.init_checkpoint={root / "single"}', '--config.num_train_steps=3']
+  double = _two_processes(tmp_path / 'double', tune)
+  assert double.returncode == 0, double.stdout[-3000:] + double.stderr[-3000:]
+  assert double.stdout.count('Initialising from') == 2, double.stdout[-3000:]
+  single = _one_process(tmp_path / 'single', tune)
+  assert single.returncode == 0, single.stderr[-3000:]
+  _assert_same_training(checkpointing.load_arrays(tmp_path / 'single', 3),
+                        checkpointing.load_arrays(tmp_path / 'double', 3),
+                        steps_since_equal_state=3)
+  scratch = checkpointing.load_arrays(root / 'single', 3)  # 3 steps from the same seed
+  tuned = checkpointing.load_arrays(tmp_path / 'double', 3)
+  assert not np.allclose(tuned['params']['head']['kernel'], scratch['params']['head']['kernel'])
+
+
+def test_a_failing_process_ends_the_others(flags, tmp_path):
+  """Process 1 cannot find its data; process 0, waiting for it, exits too."""
+  port = 20000 + (os.getpid() + 7) % 20000
+  start = time.monotonic()
+  processes = [
+      subprocess.Popen([sys.executable, '-m', 'resnet_jax.main', f'--workdir={tmp_path / "run"}',
+                        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                        f'--process_id={i}', *flags,
+                        *([f'--config.dataset.data_dir={tmp_path / "missing"}'] if i else [])],
+                       cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  assert time.monotonic() - start < 120
+  assert processes[1].returncode == 1
+  assert "error: dataset.data_dir" in outputs[1] and 'is not a directory' in outputs[1]
+  assert processes[0].returncode == distributed.PEER_FAILED_EXIT_CODE, outputs[0][-2000:]
+  assert 'process 1 failed (dataset.data_dir' in outputs[0]
+
+
+def test_local_sh_ends_the_run_when_a_process_dies(flags, tmp_path):
+  workdir = tmp_path / 'killed'
+  env = _env(2)
+  del env['XLA_FLAGS']
+  process = subprocess.Popen(['bash', 'launch/local.sh', '2', f'--workdir={workdir}', *flags,
+                              '--config.num_train_steps=100000'], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  _wait_for(process, '[process 1] ')
+  _wait_for(process, '] train/')
+  victim = subprocess.run(['pgrep', '-f', f'process_id=1 --workdir={workdir}'],
+                          capture_output=True, text=True).stdout.split()
+  assert len(victim) == 1, victim
+  os.kill(int(victim[0]), signal.SIGKILL)
+  killed = time.monotonic()
+  process.communicate(timeout=120)
+  assert time.monotonic() - killed < 60
+  assert process.returncode != 0
+  survivors = subprocess.run(['pgrep', '-f', '--', f'--workdir={workdir}'], capture_output=True,
+                             text=True).stdout.split()
+  assert survivors == []

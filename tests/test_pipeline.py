@@ -158,3 +158,18 @@ def test_images_cross_to_devices_as_uint8(folder):
   assert batch['image'].dtype == np.uint8 and batch['image'].shape == (8, 16, 16, 3)
   assert batch['image'].max() > 100  # not all padding
   assert next(pipeline.eval_batches(source, config, info))['image'].dtype == np.uint8
+
+
+def test_input_threads_fit_the_cpus_this_process_may_use(monkeypatch):
+  monkeypatch.setattr(pipeline.os, 'sched_getaffinity', lambda pid: {0, 1, 2, 5, 6, 7},
+                      raising=False)
+  monkeypatch.delenv('SLURM_CPUS_PER_TASK', raising=False)
+  assert pipeline.host_cpus() == 6
+  monkeypatch.setenv('SLURM_CPUS_PER_TASK', '4')
+  assert pipeline.host_cpus() == 4
+  options = pipeline._options()
+  assert options.threading.private_threadpool_size == 4
+  assert options.autotune.cpu_budget == 4
+  assert options.threading.max_intra_op_parallelism == 1
+  monkeypatch.setenv('SLURM_CPUS_PER_TASK', '64')  # never more than the affinity allows
+  assert pipeline.host_cpus() == 6

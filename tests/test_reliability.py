@@ -1,13 +1,16 @@
 """Workdir lock, incompatible resumes, corrupt checkpoints and failing saves."""
 
+import json
 import os
 
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from conftest import small_config
 from resnet_jax import checkpointing, train
 from resnet_jax import workdir as workdir_lib
+from resnet_jax.data import pipeline, sources
 from resnet_jax.errors import ConfigError
 
 # Restores that fail on purpose leave orbax coroutines that were never awaited.
@@ -36,11 +39,15 @@ def test_a_live_run_locks_its_workdir(tmp_path, digits_dir):
 def test_resuming_another_model_names_the_changed_keys(tmp_path, digits_dir):
   train.train_and_evaluate(_config(digits_dir, num_train_steps=3), str(tmp_path))
   with pytest.raises(ConfigError, match=r"holds checkpoints of another model; changed config "
-                                        r"keys: model \('resnet20' → 'resnet32'\)"):
+                                        r"keys: model 'resnet20' → 'resnet32'"):
     train.train_and_evaluate(_config(digits_dir, model='resnet32'), str(tmp_path))
-  with pytest.raises(ConfigError, match=r"holds checkpoint 3 of other shapes .* ema_decay "
-                                        r"\(0\.0 → 0\.9\)"):
+  with pytest.raises(ConfigError, match=r"holds checkpoints of a run with other settings: "
+                                        r"ema_decay 0\.0 → 0\.9\. Resume with"):
     train.train_and_evaluate(_config(digits_dir, ema_decay=0.9), str(tmp_path))
+  with pytest.raises(ConfigError, match=r"holds checkpoint 3 of other shapes .* ema_decay "
+                                        r"0\.0 → 0\.9"):  # allowed, but the state differs
+    train.train_and_evaluate(_config(digits_dir, ema_decay=0.9), str(tmp_path),
+                             allow_changes=('ema_decay',))
   # Durations, logging and cadences may change.
   train.train_and_evaluate(_config(digits_dir, num_train_steps=5, log_every_steps=1,
                                    eval_every_steps=5, checkpoint_every_steps=5),
@@ -99,3 +106,50 @@ def test_a_failing_save_is_reported_and_the_previous_checkpoint_survives(
   assert _steps(tmp_path) == [3]
   train.train_and_evaluate(_config(digits_dir), str(tmp_path))  # resumes from 3
   assert _steps(tmp_path) == [3, 6]
+
+
+def test_resume_refuses_changed_keys_unless_allowed_and_records_them(tmp_path, digits_dir):
+  train.train_and_evaluate(_config(digits_dir, num_train_steps=3), str(tmp_path))
+  first_record = (tmp_path / 'config.json').read_text()
+  changed = dict(num_train_steps=6, batch_size=8, base_lr=0.5)
+  with pytest.raises(ConfigError, match=r"other settings: base_lr 0\.2 → 0\.5; batch_size 16 → 8\. "
+                                        r".* --allow_changes=base_lr,batch_size$"):
+    train.train_and_evaluate(_config(digits_dir, **changed), str(tmp_path))
+  assert _steps(tmp_path) == [3] and not (tmp_path / workdir_lib.HISTORY_FILE).exists()
+
+  train.train_and_evaluate(_config(digits_dir, **changed), str(tmp_path),
+                           allow_changes=('base_lr', 'batch_size'))
+  assert _steps(tmp_path) == [3, 6]
+  assert (tmp_path / 'config.json').read_text() == first_record  # the first config stays
+  history = [json.loads(line) for line in
+             (tmp_path / workdir_lib.HISTORY_FILE).read_text().splitlines()]
+  assert len(history) == 1 and history[0]['step'] == 3
+  assert history[0]['changes'] == {'base_lr': [0.2, 0.5], 'batch_size': [16, 8],
+                                   'num_train_steps': [3, 6]}
+  assert history[0]['allowed'] == ['base_lr', 'batch_size']
+  recorded = workdir_lib.read_config(tmp_path)
+  assert (recorded.batch_size, recorded.base_lr, recorded.num_train_steps) == (8, 0.5, 6)
+  # 3 steps of 16, then 3 of 8: the stream goes on from example 48.
+  assert workdir_lib.examples_trained(tmp_path, 6, 8) == 3 * 16 + 3 * 8
+
+  # The same values again are no change; a duration is accepted without asking.
+  train.train_and_evaluate(_config(digits_dir, **{**changed, 'num_train_steps': 8}),
+                           str(tmp_path))
+  history = (tmp_path / workdir_lib.HISTORY_FILE).read_text().splitlines()
+  assert len(history) == 2 and json.loads(history[1])['changes'] == {'num_train_steps': [6, 8]}
+
+
+def test_after_a_batch_size_change_the_stream_goes_on_where_it_stopped(digits_dir):
+  config = _config(digits_dir, batch_size=16)
+  source = sources.create_source(config)
+  info = sources.dataset_info(source, config)
+  before = [b['id'] for b in _take(pipeline.train_batches(source, config, info, start_step=0,
+                                                          with_ids=True), 4)]
+  smaller = _config(digits_dir, batch_size=8)
+  after = next(pipeline.train_batches(source, smaller, info, start_step=3, examples_before=48,
+                                      with_ids=True))
+  np.testing.assert_array_equal(after['id'], before[3][:8])
+
+
+def _take(iterator, count):
+  return [next(iterator) for _ in range(count)]

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from resnet_jax import models, sharding, steps
+from resnet_jax import metrics as metrics_lib
+from resnet_jax import models, optim, sharding, steps
 from resnet_jax.norm import GroupBatchNorm
 
 NUM_CLASSES = 5
@@ -42,7 +43,7 @@ def test_train_step_lowers_loss_on_a_fixed_batch():
   losses = []
   for _ in range(8):
     state, metrics = train_step(state, batch)
-    losses.append(float(metrics.compute()['loss']))
+    losses.append(float(metrics['loss']))
   assert all(b < a for a, b in zip(losses, losses[1:])), losses
   assert losses[-1] < 0.8 * losses[0], losses
   assert int(state.step) == 8
@@ -130,7 +131,8 @@ def test_eval_step_ignores_masked_examples():
   state = _state(mesh)
   batch = _batch(size=16)
   batch['mask'] = np.array([1] * 11 + [0] * 5, np.int32)
-  metrics = jax.jit(steps.eval_step)(state, sharding.to_global(batch, mesh)).compute()
+  per_example = jax.jit(steps.eval_step)(state, sharding.to_global(batch, mesh))
+  metrics = metrics_lib.EvalMetrics.single_from_model_output(**per_example).compute()
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           batch['image'][:11], train=False)
   expected_top1 = np.mean(np.argmax(logits, -1) == batch['label'][:11])
@@ -171,8 +173,41 @@ def test_a_non_finite_step_is_dropped_and_counted():
   assert int(after.first_skipped_step) == 2
   for key in ('params', 'batch_stats', 'opt_state'):
     jax.tree.map(np.testing.assert_array_equal, getattr(before, key), getattr(after, key))
-  computed = metrics.compute()
-  assert int(computed['skipped_steps']) == 1 and np.isnan(float(computed['loss']))
+  assert int(metrics['skipped_steps']) == 1 and np.isnan(float(metrics['loss']))
+  assert not bool(metrics['finite'])
   state, metrics = train_step(state, sharding.to_global(_batch(2), mesh))
   assert int(state.skipped_steps) == 1 and int(state.first_skipped_step) == 2
-  assert np.isfinite(float(metrics.compute()['loss']))
+  assert np.isfinite(float(metrics['loss']))
+
+
+def test_without_drop_nonfinite_a_bad_step_is_counted_not_dropped():
+  """nonfinite_policy 'halt': the update goes through (the trainer stops the run)."""
+  mesh = sharding.make_mesh(jax.devices()[:2])
+  state = _state(mesh)
+  step = jax.jit(functools.partial(steps.train_step, drop_nonfinite=False,
+                                   learning_rate_fn=optax.constant_schedule(0.1)))
+  poisoned = _batch(1)
+  poisoned['image'][3, 2, 2, 0] = np.nan
+  state, metrics = step(state, sharding.to_global(poisoned, mesh))
+  assert int(state.skipped_steps) == 1 and int(state.first_skipped_step) == 1
+  assert not bool(metrics['finite'])
+  assert not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(state.params)))
+
+
+def test_the_logged_learning_rate_follows_the_optimizers_count():
+  """A dropped step advances state.step but not optax's count, nor the schedule."""
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  schedule = lambda count: 0.01 * (count + 1)  # noqa: E731  (rises every update)
+  model = models.create_model('resnet20', num_classes=NUM_CLASSES)
+  state = steps.create_train_state(jax.random.key(0), model, optax.sgd(schedule), (8, 8, 3),
+                                   use_ema=False, mesh=mesh)
+  step = jax.jit(functools.partial(steps.train_step, learning_rate_fn=schedule))
+  poisoned = _batch(1)
+  poisoned['image'][0, 0, 0, 0] = np.inf
+  rates = []
+  for batch in (_batch(0), poisoned, _batch(2)):
+    state, metrics = step(state, sharding.to_global(batch, mesh))
+    rates.append(float(metrics['learning_rate']))
+  assert int(state.step) == 3 and int(state.skipped_steps) == 1
+  assert int(optim.applied_updates(state.opt_state, state.step)) == 2
+  assert rates == pytest.approx([0.01, 0.02, 0.02])  # the third update is the second applied

@@ -1,10 +1,16 @@
 """tf.data pipelines: deterministic resumable order, per-process reading, exact evaluation.
 
-Training order is a function of (seed, epoch): epoch e shuffles the records with seed
-(seed, e), epochs follow each other without a gap, and every example gets a stateless
-augmentation seed from its position. Resuming at step k skips the records already used
-before any image is read or decoded. Two ways to split the work over P processes
-(`dataset.order`):
+Training order is a function of (seed, epoch), epochs follow each other without a gap,
+and every example gets a stateless augmentation seed from its position in the stream.
+A TFDS split stored as TFRecord files is read file by file: each epoch draws its own
+order of the files from (seed, epoch), and shuffles each file's records with a seed of
+(seed, epoch, file) in a buffer that never spans two files. Resuming at step k therefore
+skips whole files unopened, by the lengths TFDS records for them, and reads at most one
+file's records before its first batch. The files of a TFDS split are each a random
+sample of it (TFDS shuffles examples when it writes them), so batches drawn from one or
+two files at a time are unbiased. Image folders (paths only) and cached splits (in
+memory) are shuffled whole each epoch instead, and skipping costs nothing there. Two
+ways to split the work over P processes (`dataset.order`):
 
 - 'global': every process walks the same shuffled stream of the whole split and keeps
   its slice of each global batch, so the global batches, and hence the trained
@@ -18,6 +24,7 @@ last batch and masks the padding, so every example counts exactly once.
 """
 
 import math
+import os
 from typing import Iterator
 
 import jax
@@ -25,6 +32,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 from resnet_jax.data import preprocess, randaugment, sources
 
@@ -43,10 +51,27 @@ def _processes(process_index: int | None, process_count: int | None) -> tuple[in
           jax.process_count() if process_count is None else process_count)
 
 
+def host_cpus() -> int:
+  """CPUs this process may use: its affinity mask (taskset, srun --cpu-bind, cgroups
+  cpusets), capped by SLURM_CPUS_PER_TASK; not the node's count, which every process
+  of a multi-process node would otherwise claim for itself."""
+  cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  slurm = os.environ.get('SLURM_CPUS_PER_TASK', '')
+  if slurm.isdigit() and int(slurm) > 0:
+    cpus = min(cpus or 1, int(slurm))
+  return max(cpus or 1, 1)
+
+
 def _options() -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = True
   options.autotune.enabled = True
+  cpus = host_cpus()
+  options.autotune.cpu_budget = cpus
+  options.threading.private_threadpool_size = cpus
+  # Parallelism comes from the maps' parallel calls on that pool; ops that also split
+  # themselves across threads would oversubscribe it (TF's tf.data performance guide).
+  options.threading.max_intra_op_parallelism = 1
   return options
 
 
@@ -54,10 +79,60 @@ def _drop_ids(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   return {key: value for key, value in batch.items() if key != 'id'}
 
 
+def _file_ordered(source: sources.TfdsSource, pieces: list, start_epoch: int, skip: int,
+                  seed: int, buffer: int) -> tf.data.Dataset:
+  """(record, epoch, position in epoch) from `pieces` (TFDS file instructions) read file
+  by file in an order drawn per epoch, from position `skip` of `start_epoch` on."""
+  filenames = tf.constant([piece.filename for piece in pieces])
+  firsts = tf.constant([piece.skip for piece in pieces], tf.int64)
+  lengths = np.array([piece.take for piece in pieces], np.int64)
+  takes = tf.constant(lengths)
+
+  def order(epoch) -> tf.Tensor:  # the same op eagerly (below) and inside tf.data
+    draws = tf.random.stateless_uniform([len(pieces)], seed=tf.stack(
+        [tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]))
+    return tf.cast(tf.argsort(draws), tf.int64)
+
+  def one_file(epoch, piece) -> tf.data.Dataset:
+    records = source.read_piece(filenames[piece], firsts[piece], takes[piece])
+    return records.shuffle(tf.minimum(takes[piece], buffer),
+                           seed=seed + epoch * 1_000_003 + piece + 1,
+                           reshuffle_each_iteration=False)
+
+  def epoch_records(epoch, first_piece=0) -> tf.data.Dataset:
+    files = tf.data.Dataset.from_tensor_slices(order(epoch)[first_piece:])
+    return files.flat_map(lambda piece: one_file(epoch, piece))
+
+  first_order = order(start_epoch).numpy()
+  ends = np.cumsum(lengths[first_order])
+  whole_files = int(np.searchsorted(ends, skip, side='right'))
+  within = skip - (int(ends[whole_files - 1]) if whole_files else 0)
+  if skip:
+    logging.info('Resuming the data at epoch %d, example %d: %d of %d files skipped unread, '
+                 '%d records of the next read and dropped', start_epoch, skip, whole_files,
+                 len(pieces), within)
+  first = epoch_records(start_epoch, whole_files).skip(within).enumerate(start=skip).map(
+      lambda position, record: (record, tf.constant(start_epoch, tf.int64), position))
+  rest = tf.data.Dataset.range(start_epoch + 1, _MAX_EPOCHS).flat_map(
+      lambda epoch: epoch_records(epoch).enumerate().map(
+          lambda position, record: (record, epoch, position)))
+  return first.concatenate(rest)
+
+
+def _fully_shuffled(records: tf.data.Dataset, start_epoch: int, skip: int, seed: int,
+                    buffer: int) -> tf.data.Dataset:
+  """(record, epoch, position in epoch): `records` shuffled each epoch with (seed, epoch),
+  from position `skip` of `start_epoch` on (skipped before anything is read)."""
+  def one_epoch(epoch):
+    shuffled = records.shuffle(buffer, seed=seed + epoch, reshuffle_each_iteration=False)
+    return shuffled.enumerate().map(lambda position, record: (record, epoch, position))
+  return tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch).skip(skip)
+
+
 def train_batches(source: sources.TfdsSource | sources.FolderSource,
                   config: ml_collections.ConfigDict, info: sources.DatasetInfo, *,
-                  start_step: int, process_index: int | None = None,
-                  process_count: int | None = None,
+                  start_step: int, examples_before: int | None = None,
+                  process_index: int | None = None, process_count: int | None = None,
                   with_ids: bool = False) -> Iterator[dict[str, np.ndarray]]:
   """This process's training batches for global steps start_step, start_step + 1, ...
 
@@ -66,6 +141,8 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
     config: the run config (dataset.*, batch_size, seed).
     info: from sources.dataset_info().
     start_step: the first step the batches are for (0, or the restored step).
+    examples_before: training examples the run consumed before start_step (default:
+      start_step × batch_size; workdir.examples_trained after a batch-size change).
     process_index: this process (default: jax.process_index()).
     process_count: all processes (default: jax.process_count()).
     with_ids: also yield each example's id (TFDS id or file path).
@@ -79,25 +156,30 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
   start, end = ((0, info.num_train_examples) if shared_stream else
                 part_bounds(info.num_train_examples, index, count))
   epoch_length = end - start
-  stream_batch = config.batch_size if shared_stream else local_batch
-  start_epoch, skip = divmod(start_step * stream_batch, epoch_length)
-  records = source.records(config.dataset.train_split, start, end)
+  consumed = start_step * config.batch_size if examples_before is None else examples_before
+  start_epoch, skip = divmod(consumed if shared_stream else consumed // count, epoch_length)
+  seed_base = int(config.seed) * 1_000_003
+  pieces = (source.file_pieces(config.dataset.train_split, start, end)
+            if isinstance(source, sources.TfdsSource) and not config.dataset.cache else None)
+  if pieces:
+    stream = _file_ordered(source, pieces, start_epoch, skip, seed_base,
+                           config.dataset.shuffle_buffer)
+  else:
+    records = source.records(config.dataset.train_split, start, end)
+    if config.dataset.cache:
+      records = records.map(source.read, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    # Paths and cached records are cheap to hold: shuffle whole epochs.
+    whole = isinstance(source, sources.FolderSource) or config.dataset.cache
+    stream = _fully_shuffled(records, start_epoch, skip, seed_base,
+                             epoch_length if whole else config.dataset.shuffle_buffer)
   read_after_shuffle = not config.dataset.cache
-  if config.dataset.cache:
-    records = records.map(source.read, num_parallel_calls=tf.data.AUTOTUNE).cache()
-  buffer = (epoch_length if isinstance(source, sources.FolderSource)  # paths: shuffle fully
-            else config.dataset.shuffle_buffer)
-  seed_base = np.int64(config.seed) * 1_000_003
   # Augmentation seeds: unique per (epoch, stream, position); the same for every process
   # when they share the stream.
   first_position = np.int64(0 if shared_stream else index) * (1 << 32)
 
-  def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-    shuffled = records.shuffle(buffer, seed=seed_base + epoch, reshuffle_each_iteration=False)
-    first = epoch * (1 << 48) + first_position
-    return shuffled.enumerate().map(
-        lambda position, record: (record, tf.stack([np.int64(config.seed), first + position]),
-                                  epoch * epoch_length + position))
+  def with_seed(record, epoch, position):
+    seed = tf.stack([np.int64(config.seed), epoch * (1 << 48) + first_position + position])
+    return record, seed, epoch * epoch_length + position
 
   def mine(record, seed, stream_index):
     del record, seed
@@ -119,8 +201,7 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
           magnitude=config.dataset.randaugment_magnitude)
     return {'image': image, 'label': record['label'], 'id': record['id']}
 
-  stream = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch)
-  stream = stream.skip(skip)  # Before reading or decoding: cheap.
+  stream = stream.map(with_seed)
   if shared_stream and count > 1:
     stream = stream.filter(mine)
   stream = stream.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)

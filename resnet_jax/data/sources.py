@@ -68,15 +68,24 @@ class TfdsSource:
     self.channels = features['image'].shape[-1] or 3
     self._sizes: dict[str, int] = {}
 
-  def split_size(self, split: str) -> int:
-    """Examples in `split` (a TFDS split spec such as 'train[:45000]')."""
+  def split_size(self, split: str, key: str = 'split') -> int:
+    """Examples in `split` (a TFDS split spec such as 'train[:45000]'); ConfigError
+    naming the config `key` if the spec names no split of the dataset."""
     if split not in self._sizes:
+      known = list(self.builder.info.splits)
       try:
         self._sizes[split] = sum(self._end(i) - (i.from_ or 0) for i in self._absolute(split))
-      except (KeyError, TypeError, ValueError):  # No split metadata (mocked data): count.
-        self._sizes[split] = int(
-            self._read(split).reduce(np.int64(0), lambda count, _: count + 1))
+      except ValueError as error:
+        if known:
+          raise ConfigError(f'{key} {split!r} is not a split of {self.builder.name}: '
+                            f'{" ".join(str(error).split())}') from None
+        self._sizes[split] = self._count(split)
+      except (KeyError, TypeError):  # No split metadata (mocked data): count.
+        self._sizes[split] = self._count(split)
     return self._sizes[split]
+
+  def _count(self, split: str) -> int:
+    return int(self._read(split).reduce(np.int64(0), lambda count, _: count + 1))
 
   def _end(self, instruction: Any) -> int:
     """An absolute instruction's end; TFDS writes None for "to the end" (and 0 for 0)."""
@@ -118,6 +127,36 @@ class TfdsSource:
   def read(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return record  # Records already carry the encoded image.
 
+  def file_pieces(self, split: str, start: int, end: int) -> list[Any] | None:
+    """TFDS's file instructions (filename, skip, take) for examples [start, end) of
+    `split`, in storage order; None where the files are not TFRecords (then read the
+    split through `records`)."""
+    if self.builder.info.file_format != tfds.core.FileFormat.TFRECORD or start >= end:
+      return None
+    whole = start == 0 and end == self.split_size(split)
+    try:
+      return list(self.builder.info.splits[split if whole else
+                                           self._part(split, start, end)].file_instructions)
+    except (KeyError, TypeError, ValueError):  # No split metadata (mocked data).
+      return None
+
+  def read_piece(self, filename: tf.Tensor, skip: tf.Tensor,
+                 take: tf.Tensor) -> tf.data.Dataset:
+    """Records `skip` to `skip + take` of one TFRecord file, in the format of `records`
+    (ids as TFDS writes them: '<file name>__<index in the file>')."""
+    features = self.builder.info.features
+    name = tf.strings.split(filename, '/')[-1]
+
+    def parse(serialized: tf.Tensor, index: tf.Tensor) -> dict[str, tf.Tensor]:
+      example = features.deserialize_example(serialized,
+                                             decoders={'image': tfds.decode.SkipDecoding()})
+      return {'image': example['image'], 'label': tf.cast(example['label'], tf.int32),
+              'id': tf.strings.join([name, tf.strings.as_string(index)], '__')}
+
+    serialized = tf.data.TFRecordDataset(filename).skip(skip).take(take)
+    indices = tf.data.Dataset.range(skip, skip + take)
+    return tf.data.Dataset.zip((serialized, indices)).map(parse)
+
 
 class FolderSource:
   """`data_dir/<split>/<class>/<image>`, checked once at start-up."""
@@ -130,7 +169,8 @@ class FolderSource:
     self.splits = {split: image_folder.load_split(data_dir, split, self.class_names)
                    for split in splits}
 
-  def split_size(self, split: str) -> int:
+  def split_size(self, split: str, key: str = 'split') -> int:
+    del key  # A missing split folder is refused when the source is made.
     return len(self.splits[split].paths)
 
   def records(self, split: str, start: int, end: int) -> tf.data.Dataset:
@@ -152,10 +192,21 @@ def create_source(config: ml_collections.ConfigDict) -> TfdsSource | FolderSourc
 
 def dataset_info(source: TfdsSource | FolderSource,
                  config: ml_collections.ConfigDict) -> DatasetInfo:
-  """Class names, split sizes and the model's input shape."""
+  """Class names, split sizes and the model's input shape.
+
+  Raises:
+    ConfigError: a split that does not exist or holds no examples (caught at start-up,
+      not after an epoch of training).
+  """
+  sizes = {}
+  for key in ('train_split', 'eval_split'):
+    split = config.dataset[key]
+    sizes[key] = source.split_size(split, f'dataset.{key}')
+    if not sizes[key]:
+      raise ConfigError(f'dataset.{key} {split!r} holds no examples')
   return DatasetInfo(
       num_classes=len(source.class_names),
       class_names=source.class_names,
-      num_train_examples=source.split_size(config.dataset.train_split),
-      num_eval_examples=source.split_size(config.dataset.eval_split),
+      num_train_examples=sizes['train_split'],
+      num_eval_examples=sizes['eval_split'],
       image_shape=(config.dataset.image_size, config.dataset.image_size, source.channels))
