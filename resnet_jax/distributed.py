@@ -6,8 +6,9 @@ VMs, SLURM and Open MPI, `jax.distributed.initialize()` finds the coordinator it
 anywhere else pass --coordinator_address, --num_processes and --process_id.
 
 A failing process must not leave the others waiting in a collective: it reports its
-error through jax.distributed's key-value store and every peer's PeerFailureWatch ends
-its own process within seconds (exit code PEER_FAILED_EXIT_CODE). A process that dies
+error through jax.distributed's key-value store and every peer's PeerFailureWatch, which
+polls it (a blocking get would crash a daemon thread at interpreter exit), ends its own
+process within seconds (exit code PEER_FAILED_EXIT_CODE). A process that dies
 without a word (kill -9, out of memory) misses its heartbeats, and the coordination
 service aborts the others after `heartbeat_timeout` seconds.
 """
@@ -32,7 +33,12 @@ from resnet_jax.errors import ConfigError
 MODES = ('auto', 'yes', 'no')
 PEER_FAILED_EXIT_CODE = 3
 _FAILURE_KEY = 'resnet_jax/failed_process'
-_POLL_SECONDS = 1.0
+
+
+def _poll_seconds() -> float:
+  """How often each process asks the coordination service for a failure report: once
+  a second, less often on big pods, so process 0's service answers ~100 asks a second."""
+  return min(10.0, max(1.0, jax.process_count() / 100))
 
 
 def _cluster_detected() -> bool:
@@ -159,8 +165,8 @@ class PeerFailureWatch:
       threading.Thread(target=self._watch, name='peer-failure-watch', daemon=True).start()
 
   def _watch(self) -> None:
-    me = str(jax.process_index())
-    while not self._stopped.wait(_POLL_SECONDS):
+    me, every = str(jax.process_index()), _poll_seconds()
+    while not self._stopped.wait(every):
       try:
         report = self._client.key_value_try_get(_FAILURE_KEY)
       except Exception:  # noqa: BLE001  (NOT_FOUND: nobody failed; a lost service: heartbeats)
@@ -191,7 +197,7 @@ def fail_run(message: str, exit_code: int = 1) -> NoReturn:
     except Exception:  # noqa: BLE001  (another process reported first)
       pass
     if jax.process_index() == 0:
-      time.sleep(3 * _POLL_SECONDS)
+      time.sleep(2 * _poll_seconds() + 1)
   logging.flush()
   sys.stdout.flush()
   sys.stderr.flush()

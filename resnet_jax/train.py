@@ -13,21 +13,11 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.sharding import Mesh
 
-from resnet_jax import (checkpointing, conv, distributed, finetune, metrics, models, optim,
-                        sharding, steps, trained)
+from resnet_jax import (checkpointing, config_checks, distributed, finetune, metrics, models,
+                        optim, sharding, steps, trained)
 from resnet_jax import workdir as workdir_lib
-from resnet_jax.data import pipeline, preprocess, sources
+from resnet_jax.data import pipeline, sources
 from resnet_jax.errors import ConfigError
-
-
-NONFINITE_POLICIES = ('auto', 'skip', 'halt')
-
-
-def nonfinite_policy(config: ml_collections.ConfigDict) -> str:
-  """'skip' or 'halt'; 'auto' skips with float16 (loss-scale overflows happen), else halts."""
-  if config.nonfinite_policy != 'auto':
-    return config.nonfinite_policy
-  return 'skip' if config.dtype == 'float16' else 'halt'
 
 
 def _check_finite(state: steps.TrainState, policy: str, skipped_before: int) -> None:
@@ -46,51 +36,6 @@ def _check_finite(state: steps.TrainState, policy: str, skipped_before: int) -> 
 
 
 _all_finite = jax.jit(steps.all_finite)
-
-
-def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
-  """Raises ConfigError naming the first bad value and its valid choices."""
-  try:
-    models.check_model_name(config.model)
-    models.check_image_size(config.model, config.dataset.image_size)
-    models.compute_dtype(config.dtype)
-    conv.check_conv_impl(config.conv_impl)
-    if config.loss_scale not in steps.LOSS_SCALES:
-      raise ValueError(f'unknown loss_scale {config.loss_scale!r}; valid: '
-                       f'{", ".join(steps.LOSS_SCALES)}')
-    optim.check_choices(config)
-    sources.check_dataset_name(config.dataset.name)
-    if config.dataset.augment not in preprocess.AUGMENTATIONS:
-      raise ValueError(f'unknown dataset.augment {config.dataset.augment!r}; valid: '
-                       f'{", ".join(preprocess.AUGMENTATIONS)}')
-    if config.dataset.order not in pipeline.ORDERS:
-      raise ValueError(f'unknown dataset.order {config.dataset.order!r}; valid: '
-                       f'{", ".join(pipeline.ORDERS)}')
-    sharding.check_batch_size(config.batch_size, mesh)
-    if config.nonfinite_policy not in NONFINITE_POLICIES:
-      raise ValueError(f'unknown nonfinite_policy {config.nonfinite_policy!r}; valid: '
-                       f'{", ".join(NONFINITE_POLICIES)}')
-    for name in ('bn_group_size', 'mix_group_size'):
-      size = config[name]
-      if size < 0 or (size and config.batch_size % size):
-        raise ValueError(f'{name} {size} must be 0 (whole batch) or divide batch_size '
-                         f'{config.batch_size}')
-    if config.init_weights not in trained.WEIGHTS:
-      raise ValueError(f'unknown init_weights {config.init_weights!r}; valid: '
-                       f'{", ".join(trained.WEIGHTS)}')
-    for name, value in (('mixup_alpha', config.mixup_alpha),
-                        ('cutmix_alpha', config.cutmix_alpha),
-                        ('dataset.randaugment_layers', config.dataset.randaugment_layers)):
-      if value < 0:
-        raise ValueError(f'{name} {value} must be >= 0 (0: off)')
-    if not 0 <= config.dataset.randaugment_magnitude <= 10:
-      raise ValueError(f'dataset.randaugment_magnitude {config.dataset.randaugment_magnitude} '
-                       'must be in [0, 10]')
-    if config.num_train_steps <= 0 and config.num_epochs <= 0:
-      raise ValueError(f'num_train_steps {config.num_train_steps} and num_epochs '
-                       f'{config.num_epochs}: one of them must be positive')
-  except ValueError as error:
-    raise ConfigError(str(error)) from None
 
 
 def _eval_and_accumulate(state: steps.TrainState, batch: dict[str, Any],
@@ -135,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     FloatingPointError: a non-finite loss or gradient under nonfinite_policy 'halt'.
   """
   mesh = sharding.make_mesh()
-  check_config(config, mesh)
+  config_checks.check_config(config, mesh)
   workdir_lib.check_allowed_keys(allow_changes, config)
   workdir_lib.check_writable(workdir)
   workdir = workdir_lib.path(workdir)
@@ -170,7 +115,7 @@ def bound_train_step(config: ml_collections.ConfigDict,
   (state, per-step metrics)."""
   return functools.partial(
       steps.train_step, learning_rate_fn=learning_rate_fn,
-      drop_nonfinite=nonfinite_policy(config) == 'skip',
+      drop_nonfinite=config_checks.nonfinite_policy(config) == 'skip',
       label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
       image_mean=tuple(config.dataset.mean), image_std=tuple(config.dataset.std),
       freeze_batch_stats=config.freeze_batch_stats, mixup_alpha=config.mixup_alpha,
@@ -279,7 +224,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
     writer.write_scalars(step, summary)
     return summary
 
-  policy = nonfinite_policy(config)
+  policy = config_checks.nonfinite_policy(config)
   skipped_before = int(state.skipped_steps)
   preemption = distributed.PreemptionGuard()
   try:

@@ -10,7 +10,7 @@ import pytest
 
 from configs import default, recipes
 from conftest import small_config
-from resnet_jax import metrics, optim, sharding, summary, train
+from resnet_jax import config_checks, metrics, optim, sharding, summary, train
 from resnet_jax.data import pipeline, sources
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
@@ -43,7 +43,7 @@ def test_config_is_documented_and_valid(name):
   if name != 'finetune_folder':  # no figure: accuracy depends on the user's images
     assert 'Expected' in doc and 'Runtime' in doc, name
   if name != 'finetune_folder':  # its init_checkpoint is a required placeholder
-    train.check_config(config, sharding.make_mesh())
+    config_checks.check_config(config, sharding.make_mesh())
 
 
 @pytest.mark.parametrize('name', [n for n in CONFIGS if n.startswith('imagenet')])
@@ -121,7 +121,7 @@ def test_config_trains_a_few_steps(name, argument, digits_dir):
   config.batch_size = 16
   config.bn_group_size = min(config.bn_group_size, 8)
   mesh = sharding.make_mesh()
-  train.check_config(config, mesh)
+  config_checks.check_config(config, mesh)
   source = sources.create_source(config)
   info = sources.dataset_info(source, config)
   learning_rate_fn = optim.create_learning_rate_fn(config, steps_per_epoch=10,

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import optax
 
-from resnet_jax import models, sharding, steps
+from resnet_jax import config_checks, models, sharding, steps
 from tests.conftest import small_config
 
 
@@ -56,7 +56,6 @@ def test_float16_with_loss_scaling_tracks_float32():
 def test_bad_loss_scale_is_a_config_error():
   import pytest
 
-  from resnet_jax import train
   from resnet_jax.errors import ConfigError
   with pytest.raises(ConfigError, match=r"unknown loss_scale 'static'; valid: auto, dynamic"):
-    train.check_config(small_config(loss_scale='static'), sharding.make_mesh())
+    config_checks.check_config(small_config(loss_scale='static'), sharding.make_mesh())

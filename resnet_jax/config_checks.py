@@ -1,0 +1,63 @@
+"""The config's values checked before anything runs: one ConfigError naming the first bad
+value and its valid choices."""
+
+import ml_collections
+from jax.sharding import Mesh
+
+from resnet_jax import conv, models, optim, sharding, steps, trained
+from resnet_jax.data import pipeline, preprocess, sources
+from resnet_jax.errors import ConfigError
+
+NONFINITE_POLICIES = ('auto', 'skip', 'halt')
+
+
+def nonfinite_policy(config: ml_collections.ConfigDict) -> str:
+  """'skip' or 'halt'; 'auto' skips with float16 (loss-scale overflows happen), else halts."""
+  if config.nonfinite_policy != 'auto':
+    return config.nonfinite_policy
+  return 'skip' if config.dtype == 'float16' else 'halt'
+
+
+def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+  """Raises ConfigError naming the first bad value and its valid choices."""
+  try:
+    models.check_model_name(config.model)
+    models.check_image_size(config.model, config.dataset.image_size)
+    models.compute_dtype(config.dtype)
+    conv.check_conv_impl(config.conv_impl)
+    if config.loss_scale not in steps.LOSS_SCALES:
+      raise ValueError(f'unknown loss_scale {config.loss_scale!r}; valid: '
+                       f'{", ".join(steps.LOSS_SCALES)}')
+    optim.check_choices(config)
+    sources.check_dataset_name(config.dataset.name)
+    if config.dataset.augment not in preprocess.AUGMENTATIONS:
+      raise ValueError(f'unknown dataset.augment {config.dataset.augment!r}; valid: '
+                       f'{", ".join(preprocess.AUGMENTATIONS)}')
+    if config.dataset.order not in pipeline.ORDERS:
+      raise ValueError(f'unknown dataset.order {config.dataset.order!r}; valid: '
+                       f'{", ".join(pipeline.ORDERS)}')
+    sharding.check_batch_size(config.batch_size, mesh)
+    if config.nonfinite_policy not in NONFINITE_POLICIES:
+      raise ValueError(f'unknown nonfinite_policy {config.nonfinite_policy!r}; valid: '
+                       f'{", ".join(NONFINITE_POLICIES)}')
+    for name in ('bn_group_size', 'mix_group_size'):
+      size = config[name]
+      if size < 0 or (size and config.batch_size % size):
+        raise ValueError(f'{name} {size} must be 0 (whole batch) or divide batch_size '
+                         f'{config.batch_size}')
+    if config.init_weights not in trained.WEIGHTS:
+      raise ValueError(f'unknown init_weights {config.init_weights!r}; valid: '
+                       f'{", ".join(trained.WEIGHTS)}')
+    for name, value in (('mixup_alpha', config.mixup_alpha),
+                        ('cutmix_alpha', config.cutmix_alpha),
+                        ('dataset.randaugment_layers', config.dataset.randaugment_layers)):
+      if value < 0:
+        raise ValueError(f'{name} {value} must be >= 0 (0: off)')
+    if not 0 <= config.dataset.randaugment_magnitude <= 10:
+      raise ValueError(f'dataset.randaugment_magnitude {config.dataset.randaugment_magnitude} '
+                       'must be in [0, 10]')
+    if config.num_train_steps <= 0 and config.num_epochs <= 0:
+      raise ValueError(f'num_train_steps {config.num_train_steps} and num_epochs '
+                       f'{config.num_epochs}: one of them must be positive')
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
