@@ -11,6 +11,8 @@
 # copies each worker's log to ./tpu_logs/<TPU_NAME>/worker_<i>.log. Run `run` again after a
 # preemption or maintenance event: it resumes from the newest checkpoint in $WORKDIR.
 # WORKDIR must be a gs:// path every worker can write (checkpoints, summaries, config).
+# A worker whose trainer stops with an error ends the others' too (the trainer's peer
+# watch); one that dies silently is noticed by jax.distributed's heartbeats (30 s).
 # Needs: gcloud, authenticated, with the TPU API enabled in the current project.
 set -euo pipefail
 
