@@ -7,8 +7,7 @@ so `--config.batch_size=...` on the command line keeps them right.
 
 import ml_collections
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0..255 scale, RGB
-IMAGENET_STD = (58.395, 57.12, 57.375)
+from resnet_jax.data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -23,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.bn_epsilon = 1e-5
   config.bn_group_size = 0  # BN statistics over: 0 the whole global batch, N groups of N
   # Speed and memory; none of these changes the numbers beyond float rounding.
-  config.conv_impl = 'auto'  # auto (dot on CPU), xla, dot: resnet_jax/conv.py says which convs
+  config.conv_impl = 'auto'  # auto (dot on CPU), xla, dot: resnet_jax/cpu/conv.py says which convs
   config.scan_blocks = False  # nn.scan over each stage's identical blocks (GPU/TPU: faster
   #                             compiles; XLA:CPU runs the loop 6-17x slower)
   config.remat = False  # recompute block activations in the backward pass: less memory
@@ -94,7 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Fine-tuning: start a new run from trained weights. Ignored once the workdir holds a
   # checkpoint (then the run resumes from it).
   config.init_checkpoint = ''  # '' (random init), a workdir (its newest checkpoint) or a
-  #                              directory written by `python -m resnet_jax.convert`
+  #                              directory written by `python -m resnet_jax.tools.convert`
   config.init_weights = 'auto'  # auto (the run's weight EMA if it kept one), ema, live
   config.reset_head = False  # a new, randomly initialised classifier (needed when the class
   #                            count differs from the checkpoint's)

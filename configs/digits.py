@@ -4,7 +4,7 @@ Command (no download; the data ships inside scikit-learn):
   python -m resnet_jax.main --config=configs/digits.py --workdir=/tmp/digits
 
 1,437 training and 360 held-out images. Expected: ≥ 98.5 % eval/top1 (measured 99.4–100 %
-over four seeds). Runtime: about 40–50 s on a 2-core CPU (see the README's results table).
+over four seeds). Runtime: about 40–100 s on a 2-core CPU (the README's results table).
 """
 
 from configs import default

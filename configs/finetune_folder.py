@@ -2,7 +2,7 @@
 
 Commands (the torchvision file is the one torchvision downloads, e.g. resnet50-11ad3fa6.pth,
 or timm's model.safetensors; the conversion needs no network):
-  python -m resnet_jax.convert --source=torchvision --model=resnet50 \
+  python -m resnet_jax.tools.convert --source=torchvision --model=resnet50 \
       --input=resnet50-11ad3fa6.pth --output=/tmp/r50_imagenet
   python -m resnet_jax.main --config=configs/finetune_folder.py --workdir=/tmp/mine \
       --config.init_checkpoint=/tmp/r50_imagenet --config.dataset.data_dir=DATA_DIR
@@ -12,7 +12,7 @@ BatchNorm keeps ImageNet's running statistics (small batches estimate them badly
 For a linear probe add --config.freeze_backbone=True; for a small model,
 --config.model=resnet18 with resnet18 weights. Accuracy depends on your data: no
 expected figure. Runtime: 20 epochs over your training images; `python -m
-resnet_jax.benchmark --model=resnet50` prints this machine's images per second.
+resnet_jax.tools.benchmark --model=resnet50` prints this machine's images per second.
 """
 
 import ml_collections

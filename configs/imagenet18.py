@@ -1,6 +1,6 @@
 """ResNet-18 v1.5 on ImageNet, 90 epochs; recipe `cosine` (default) or `step`.
 
-Commands (prepare imagenet2012 first, see the README):
+Commands (prepare imagenet2012 first, see docs/data.md):
   python -m resnet_jax.main --config=configs/imagenet18.py --workdir=/tmp/imagenet18
   python -m resnet_jax.main --config=configs/imagenet18.py:step --workdir=/tmp/imagenet18_step
 
@@ -12,7 +12,8 @@ Expected top-1 (single 224 centre crop):
 - cosine: no published anchor at this depth; at ResNet-50 the cosine recipe gives
   ~1 point more than the step one (77.12 vs 76.13 %).
 Runtime: ~0.72 h on 8 A100s, an estimate (ResNet-50 at NVIDIA's 2,470 img/s per A100,
-DESIGN.md §2, scaled by 1.81/4.09 GMACs), not a measurement. Not yet run with this code.
+NVIDIA DeepLearningExamples'
+RN50 v1.5 README, scaled by 1.81/4.09 GMACs), not a measurement. Not yet run with this code.
 """
 
 import ml_collections

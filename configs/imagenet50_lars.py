@@ -1,6 +1,6 @@
 """ResNet-50 v1.5 at batch 32,768 with LARS, MLPerf-style: 36 epochs to ~75.9 % top-1.
 
-Command (a TPU pod slice or a GPU cluster; see the README's multi-process section):
+Command (a TPU pod slice or a GPU cluster; see docs/many-hosts.md):
   python -m resnet_jax.main --config=configs/imagenet50_lars.py --workdir=gs://bucket/r50_lars
 
 LARS (You et al. 2017; optax.lars, BN parameters and biases excluded from the trust
@@ -10,7 +10,7 @@ bn_group_size), bfloat16. The peak learning rate is base_lr × 32768/256 = 12.8:
 best peak does not grow linearly with the batch, so retune base_lr when you change
 batch_size; it is a starting point, not a tuned value.
 Expected: MLPerf's target is 75.9 % top-1, reached in ~36 epochs by tuned submissions
-(DESIGN.md §2); this config has not been run, so it is a target, not a result.
+(mlcommons/training_results_v4.0); this config has not been run, so it is a target, not a result.
 Runtime: ~0.6 h on 8 A100s at NVIDIA's 2,470 img/s per A100 (an estimate, not a
 measurement; a batch of 32,768 wants far more chips than 8).
 """

@@ -8,7 +8,7 @@ Command:
 Batch 1024, lr 0.5 (SGD momentum 0.9), 5 warmup epochs, cosine, weight decay 2e-5,
 label smoothing 0.1, mixup α 0.2 and cutmix α 1.0 (one of them per batch), a weight EMA
 (decay 0.9999 per step, evaluated as eval_ema/*), RandAugment with 2 layers at magnitude
-9. Expected: below 80.86 %, the top-1 of torchvision's V2 recipe (DESIGN.md §2), which
+9. Expected: below 80.86 %, the top-1 of torchvision's V2 recipe (pytorch/vision#3995), which
 also uses TrivialAugment, random erasing, train/eval sizes 176/232 and an EMA every 32
 steps that this config does not copy. Not yet run with this code.
 Runtime: ~10.7 h on 8 A100s (600 epochs at NVIDIA's 2,470 img/s per A100: an estimate,

@@ -3,7 +3,7 @@
 # (plain, remat, scan_blocks), torchvision's ResNet-50 beside it, the CIFAR ResNet-20 step,
 # a bfloat16 matmul; images/s, compile seconds, peak memory and MFU, in one run.
 #
-#   launch/gpu_benchmark.sh [BATCH_SIZE] [resnet_jax.gpu_benchmark flags...]
+#   launch/gpu_benchmark.sh [BATCH_SIZE] [resnet_jax.tools.gpu_benchmark flags...]
 #   launch/gpu_benchmark.sh 256 --json=/tmp/gpu_check.json
 #
 # Runs on a bare CUDA JAX image: Python with JAX for CUDA, flax, optax and numpy, plus
@@ -14,7 +14,7 @@ set -euo pipefail
 
 batch_size=${1:-256}
 if [[ ! "$batch_size" =~ ^[1-9][0-9]*$ ]]; then
-  echo "usage: $0 [BATCH_SIZE] [resnet_jax.gpu_benchmark flags...]; got BATCH_SIZE '$batch_size'" >&2
+  echo "usage: $0 [BATCH_SIZE] [resnet_jax.tools.gpu_benchmark flags...]; got BATCH_SIZE '$batch_size'" >&2
   exit 2
 fi
 shift || true
@@ -29,5 +29,5 @@ if ! "$python" -c 'import jax, sys; sys.exit(jax.default_backend() != "gpu")' 2>
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-exec timeout "${TIMEOUT:-295}" "$python" -m resnet_jax.gpu_benchmark \
+exec timeout "${TIMEOUT:-295}" "$python" -m resnet_jax.tools.gpu_benchmark \
   --batch_size="$batch_size" "$@"

@@ -4,9 +4,11 @@ value and its valid choices."""
 import ml_collections
 from jax.sharding import Mesh
 
-from resnet_jax import conv, models, optim, sharding, steps, trained
+from resnet_jax import models, optim, sharding, steps
+from resnet_jax.cpu import conv
 from resnet_jax.data import pipeline, preprocess, sources
-from resnet_jax.errors import ConfigError
+from resnet_jax.errors import ConfigError, check_choice
+from resnet_jax.storage import trained
 
 NONFINITE_POLICIES = ('auto', 'skip', 'halt')
 
@@ -25,29 +27,19 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     models.check_image_size(config.model, config.dataset.image_size)
     models.compute_dtype(config.dtype)
     conv.check_conv_impl(config.conv_impl)
-    if config.loss_scale not in steps.LOSS_SCALES:
-      raise ValueError(f'unknown loss_scale {config.loss_scale!r}; valid: '
-                       f'{", ".join(steps.LOSS_SCALES)}')
+    check_choice('loss_scale', config.loss_scale, steps.LOSS_SCALES)
     optim.check_choices(config)
     sources.check_dataset_name(config.dataset.name)
-    if config.dataset.augment not in preprocess.AUGMENTATIONS:
-      raise ValueError(f'unknown dataset.augment {config.dataset.augment!r}; valid: '
-                       f'{", ".join(preprocess.AUGMENTATIONS)}')
-    if config.dataset.order not in pipeline.ORDERS:
-      raise ValueError(f'unknown dataset.order {config.dataset.order!r}; valid: '
-                       f'{", ".join(pipeline.ORDERS)}')
+    check_choice('dataset.augment', config.dataset.augment, preprocess.AUGMENTATIONS)
+    check_choice('dataset.order', config.dataset.order, pipeline.ORDERS)
     sharding.check_batch_size(config.batch_size, mesh)
-    if config.nonfinite_policy not in NONFINITE_POLICIES:
-      raise ValueError(f'unknown nonfinite_policy {config.nonfinite_policy!r}; valid: '
-                       f'{", ".join(NONFINITE_POLICIES)}')
+    check_choice('nonfinite_policy', config.nonfinite_policy, NONFINITE_POLICIES)
     for name in ('bn_group_size', 'mix_group_size'):
       size = config[name]
       if size < 0 or (size and config.batch_size % size):
         raise ValueError(f'{name} {size} must be 0 (whole batch) or divide batch_size '
                          f'{config.batch_size}')
-    if config.init_weights not in trained.WEIGHTS:
-      raise ValueError(f'unknown init_weights {config.init_weights!r}; valid: '
-                       f'{", ".join(trained.WEIGHTS)}')
+    check_choice('init_weights', config.init_weights, trained.WEIGHTS)
     for name, value in (('mixup_alpha', config.mixup_alpha),
                         ('cutmix_alpha', config.cutmix_alpha),
                         ('dataset.randaugment_layers', config.dataset.randaugment_layers)):

@@ -28,7 +28,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from resnet_jax.errors import ConfigError
+from resnet_jax.errors import ConfigError, check_choice
 
 MODES = ('auto', 'yes', 'no')
 PEER_FAILED_EXIT_CODE = 3
@@ -65,8 +65,7 @@ def initialize(mode: str = 'auto', coordinator_address: str | None = None,
     heartbeat_timeout: seconds without a process's heartbeat before the others abort
       (JAX's default, 100 s, leaves a run hanging for minutes after a host dies).
   """
-  if mode not in MODES:
-    raise ConfigError(f'unknown --distributed {mode!r}; valid: {", ".join(MODES)}')
+  check_choice('--distributed', mode, MODES, error=ConfigError)
   if heartbeat_timeout <= 0:
     raise ConfigError(f'--heartbeat_timeout {heartbeat_timeout} must be a positive number '
                       'of seconds')

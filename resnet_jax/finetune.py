@@ -1,4 +1,4 @@
-"""Starting a run from trained weights: ours (a workdir) or imported (resnet_jax.convert).
+"""Starting a run from trained weights: ours (a workdir) or imported (resnet_jax.tools.convert).
 
 The config keys (configs/default.py): `init_checkpoint`, `init_weights`, `reset_head`;
 `freeze_backbone` and `backbone_lr_multiplier` (optim.create_optimizer) and
@@ -13,8 +13,10 @@ import ml_collections
 from absl import logging
 from jax.sharding import Mesh
 
-from resnet_jax import block_stack, checkpointing, optim, sharding, steps, trained
+from resnet_jax import optim, sharding, steps
 from resnet_jax.errors import ConfigError
+from resnet_jax.models import block_stack
+from resnet_jax.storage import checkpointing, trained
 
 
 def load_init_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -25,12 +27,12 @@ def load_init_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """
   if config.init_checkpoint is None:
     raise ConfigError('init_checkpoint is not set: this config fine-tunes; pass '
-                      '--config.init_checkpoint=DIR (a workdir, or a resnet_jax.convert '
+                      '--config.init_checkpoint=DIR (a workdir, or a resnet_jax.tools.convert '
                       "output), or '' to train from scratch")
   directory = config.init_checkpoint
   if '://' not in directory and not os.path.isdir(directory):
     raise ConfigError(f'init_checkpoint {directory!r} is not a directory: give a workdir of '
-                      'resnet_jax.main or a resnet_jax.convert output')
+                      'resnet_jax.main or a resnet_jax.tools.convert output')
   info = trained.read_model_info(directory)
   if info.model != config.model:
     raise ConfigError(f'init_checkpoint {directory!r} holds a {info.model}, but config.model '

@@ -7,7 +7,7 @@ import logging as std_logging
 import os
 import sys
 
-from resnet_jax import allocator
+from resnet_jax.cpu import allocator
 
 if __name__ == '__main__':
   allocator.reexec_with_fast_allocator()  # jemalloc/tcmalloc if installed: see allocator.py
@@ -19,9 +19,10 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from resnet_jax import checkpointing, distributed, train  # noqa: E402
+from resnet_jax import config_files, distributed, train  # noqa: E402
 from resnet_jax.data import pipeline  # noqa: E402
 from resnet_jax.errors import ConfigError  # noqa: E402
+from resnet_jax.storage import checkpointing  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for config.json, summaries and checkpoints.')
@@ -44,6 +45,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a bad --config override reported in one line."""
+  config_files.make_importable(argv)
   try:
     remaining = FLAGS(argv)
     FLAGS.config.get('model')  # A --config file that failed to load raises only when used.

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from resnet_jax.errors import check_choice
+
 if TYPE_CHECKING:
   import ml_collections
 
@@ -15,12 +17,8 @@ OPTIMIZERS = ('sgd', 'adamw', 'lars')
 
 def check_choices(config: 'ml_collections.ConfigDict') -> None:
   """Raises ValueError naming a bad optimizer or schedule and the valid choices."""
-  if config.optimizer not in OPTIMIZERS:
-    raise ValueError(f'unknown optimizer {config.optimizer!r}; valid optimizers: '
-                     f'{", ".join(OPTIMIZERS)}')
-  if config.schedule not in SCHEDULES:
-    raise ValueError(f'unknown schedule {config.schedule!r}; valid schedules: '
-                     f'{", ".join(SCHEDULES)}')
+  check_choice('optimizer', config.optimizer, OPTIMIZERS, choices_name='optimizers')
+  check_choice('schedule', config.schedule, SCHEDULES, choices_name='schedules')
   if config.backbone_lr_multiplier < 0:
     raise ValueError(f'backbone_lr_multiplier {config.backbone_lr_multiplier} must be >= 0 '
                      '(freeze_backbone=True freezes it)')

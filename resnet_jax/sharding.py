@@ -43,11 +43,6 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
                      f'{devices} devices; valid batch sizes: {valid}')
 
 
-def process_batch_size(global_batch_size: int) -> int:
-  """This process's share of a global batch."""
-  return global_batch_size // jax.process_count()
-
-
 def to_global(host_batch: Any, mesh: Mesh) -> Any:
   """Assembles every process's local batch into global arrays sharded over `mesh`."""
   sharding = batch_sharding(mesh)

@@ -15,7 +15,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from resnet_jax import mixing, optim, sharding
+from resnet_jax import mixing, models, optim, sharding
 
 if TYPE_CHECKING:
   import jmp
@@ -63,7 +63,8 @@ def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTrans
   """Initialises the model and optimizer in one jitted call, replicated over `mesh`."""
 
   def init(rng: jax.Array) -> TrainState:
-    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    variables = models.init_variables(rng=rng, model=model, train=False,
+                                      images=jnp.zeros((1, *image_shape), jnp.float32))
     params, batch_stats = variables['params'], variables.get('batch_stats', {})
     ema = {'params': params, 'batch_stats': batch_stats} if use_ema else None
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
@@ -86,14 +87,18 @@ def normalize_images(images: jnp.ndarray, mean: Sequence[float],
 
 
 def all_finite(tree: Any) -> jnp.ndarray:
-  """True when no floating-point leaf of `tree` holds a NaN or an infinity."""
+  """True when no floating-point leaf of `tree` holds a NaN or an infinity.
+
+  jmp.all_finite's reduction plus one barrier: without it (jmp's form), XLA rewrites the
+  final reduction into a chain of per-leaf ANDs and copies that chain into every fusion
+  that reads the result (each of a ResNet-50's ~430 state updates), and its CPU compile
+  took 3x as long (docs/performance.md). It also keeps jmp off the float32/bfloat16
+  path, which bare accelerator images run without jmp.
+  """
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
   if not leaves:
     return jnp.array(True)
-  # The barrier keeps XLA from rewriting the final reduction into a chain of per-leaf
-  # ANDs and copying that chain into every fusion that reads the result (each of a
-  # ResNet-50's ~430 state updates: its CPU compile took 3x as long).
   return jnp.all(jax.lax.optimization_barrier(jnp.stack(leaves)))
 
 

@@ -13,11 +13,11 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.sharding import Mesh
 
-from resnet_jax import (checkpointing, config_checks, distributed, finetune, metrics, models,
-                        optim, sharding, steps, trained)
-from resnet_jax import workdir as workdir_lib
+from resnet_jax import config_checks, distributed, finetune, metrics, models, optim, sharding, steps
 from resnet_jax.data import pipeline, sources
 from resnet_jax.errors import ConfigError
+from resnet_jax.storage import checkpointing, trained
+from resnet_jax.storage import workdir as workdir_lib
 
 
 def _check_finite(state: steps.TrainState, policy: str, skipped_before: int) -> None:
@@ -90,7 +90,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError(f'batch_size {config.batch_size} exceeds the {info.num_train_examples} '
                       f'examples of {config.dataset.train_split!r}')
   init_variables = None
-  if config.init_checkpoint != '' and not trained.checkpoint_steps(workdir):
+  if config.init_checkpoint != '' and not checkpointing.saved_steps(workdir):
     init_variables = finetune.load_init_variables(config)
   lock = workdir_lib.Lock(workdir)
   try:

@@ -10,8 +10,9 @@ import pytest
 
 from configs import default, recipes
 from conftest import small_config
-from resnet_jax import config_checks, metrics, optim, sharding, summary, train
+from resnet_jax import config_checks, metrics, optim, sharding, train
 from resnet_jax.data import pipeline, sources
+from resnet_jax.tools import summary
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 NOT_CONFIGS = ('__init__', 'default', 'recipes')

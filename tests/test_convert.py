@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from resnet_jax import convert, models, trained
-from resnet_jax.tools import torch_parity
+from resnet_jax import models
+from resnet_jax.storage import trained
+from resnet_jax.tools import convert, torch_parity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_MISSING = (importlib.util.find_spec('torch') is None or
@@ -93,7 +94,7 @@ def test_a_checkpoint_of_another_depth_is_refused(tmp_path):
 
 _PICKLE_SCRIPT = """
 import sys, torch
-from resnet_jax import convert
+from resnet_jax.tools import convert
 class NotATensor:
   pass
 torch.save({'fc.weight': torch.zeros(2, 2), 'payload': NotATensor()}, sys.argv[1])
@@ -117,7 +118,7 @@ def test_cli_writes_a_directory_that_restores(tmp_path):
   source = str(tmp_path / 'timm_resnet18.safetensors')
   save_file(state_dict, source)
   output = str(tmp_path / 'converted')
-  command = [sys.executable, '-m', 'resnet_jax.convert', '--source=timm', '--model=resnet18',
+  command = [sys.executable, '-m', 'resnet_jax.tools.convert', '--source=timm', '--model=resnet18',
              f'--input={source}', f'--output={output}']
   done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]

@@ -57,7 +57,7 @@ def _counting_reads(source):
 
 def test_the_file_order_changes_every_epoch_and_each_epoch_is_the_split(sharded_dir):
   config, source, info = _source(sharded_dir)
-  assert source.file_pieces('train', 0, info.num_train_examples)
+  assert source.file_pieces('train')
   per_epoch = info.num_train_examples  # 1437
   ids = np.concatenate(_ids(source, config, info, 3 * per_epoch // 64, start_step=0))
   epochs = [ids[e * per_epoch:(e + 1) * per_epoch] for e in range(2)]
@@ -89,7 +89,7 @@ def test_resumed_batches_equal_uninterrupted_ones(sharded_dir, order):
 
 def test_resuming_reads_at_most_one_file_before_its_first_example(sharded_dir):
   config, source, info = _source(sharded_dir)
-  pieces = source.file_pieces('train', 0, info.num_train_examples)
+  pieces = source.file_pieces('train')
   longest = max(piece.take for piece in pieces)
   reads = _counting_reads(source)
   for skip in (0, 100, 700, 1400):

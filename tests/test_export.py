@@ -1,4 +1,5 @@
-"""resnet_jax.export: the served artifact computes the model's eval logits at any batch size."""
+"""resnet_jax.tools.export: the served artifact computes the model's eval logits at any
+batch size."""
 
 import json
 import os
@@ -9,8 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import export, steps, trained
+from resnet_jax import steps
 from resnet_jax.errors import ConfigError
+from resnet_jax.storage import trained
+from resnet_jax.tools import export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +79,7 @@ def test_cli_refuses_to_overwrite_a_non_empty_output(tmp_path, trained_workdir):
   (output / 'keep.txt').write_text('mine')
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   result = subprocess.run(
-      [sys.executable, '-m', 'resnet_jax.export', f'--workdir={trained_workdir}',
+      [sys.executable, '-m', 'resnet_jax.tools.export', f'--workdir={trained_workdir}',
        f'--output={output}'], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   lines = result.stderr.strip().splitlines()

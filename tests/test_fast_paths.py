@@ -13,7 +13,9 @@ import optax
 import pytest
 from jax import lax
 
-from resnet_jax import block_stack, conv, models
+from resnet_jax import models, sharding, steps
+from resnet_jax.cpu import conv
+from resnet_jax.models import block_stack
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -142,6 +144,21 @@ def test_scanned_blocks_compute_the_same_as_unrolled_ones(name):
                        block_stack.unscanned_layout(grads)), want)
   _assert_trees_close(block_stack.unscanned_layout(scanned_variables['params']),
                       variables['params'], rtol=0, scaled_atol=0)
+
+
+@pytest.mark.parametrize('name', ['resnet20', 'resnet50'])
+def test_scanned_model_initialises_the_unscanned_weights(name):
+  size = 8 if name == 'resnet20' else 32
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  unrolled, scanned = (
+      steps.create_train_state(jax.random.key(3), models.create_model(
+          name, num_classes=10, scan_blocks=scan), optax.sgd(0.1), (size, size, 3),
+          use_ema=False, mesh=mesh) for scan in (False, True))
+  assert any(key.endswith('_blocks') for key in scanned.params)  # really scanned
+  for collection in ('params', 'batch_stats'):
+    np.testing.assert_equal(
+        jax.device_get(block_stack.scan_layout(dict(getattr(unrolled, collection)))),
+        jax.device_get(dict(getattr(scanned, collection))))
 
 
 def test_remat_computes_the_same_gradients():

@@ -7,8 +7,9 @@ import tensorflow as tf
 from sklearn import datasets
 
 from conftest import small_config
-from resnet_jax import checkpointing, train, trained
+from resnet_jax import train
 from resnet_jax.errors import ConfigError
+from resnet_jax.storage import checkpointing, trained
 
 
 def _write_digits_half(root, labels):
@@ -77,7 +78,7 @@ def test_eval_only_restores_and_evaluates_without_training(halves, pretrained, t
   again = train.train_and_evaluate(_config(halves[0], num_train_steps=40, eval_only=True),
                                    workdir)
   assert again['eval/top1'] == pytest.approx(metrics['eval/top1'], abs=1e-6)
-  assert trained.checkpoint_steps(workdir) == [40]
+  assert checkpointing.saved_steps(workdir) == [40]
   # A fresh workdir with init_checkpoint evaluates the imported weights as they are.
   imported = train.train_and_evaluate(
       _config(halves[0], init_checkpoint=workdir, eval_only=True), str(tmp_path / 'fresh'))

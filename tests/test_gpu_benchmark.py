@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from resnet_jax import gpu_benchmark
+from resnet_jax.tools import gpu_benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKED = ('tensorflow', 'tensorflow_datasets', 'clu', 'ml_collections', 'jmp')
@@ -37,7 +37,8 @@ def test_the_blocked_packages_really_fail_to_import(bare_env):
 def test_the_accelerator_check_runs_without_them(bare_env, tmp_path):
   report_path = tmp_path / 'report.json'
   result = subprocess.run(
-      [sys.executable, '-m', 'resnet_jax.gpu_benchmark', '--model=resnet18', '--image_size=32',
+      [sys.executable, '-m', 'resnet_jax.tools.gpu_benchmark', '--model=resnet18',
+       '--image_size=32',
        '--batch_size=8', '--cifar_batch_size=8', '--cifar_image_size=8', '--timed_steps=2',
        '--warmup_steps=1', '--matmul_size=256', f'--json={report_path}'],
       env=bare_env, capture_output=True, text=True, cwd=REPO, timeout=600)
@@ -65,7 +66,7 @@ def test_spec_peaks_by_device_kind():
 
 
 def test_an_unknown_variant_is_a_one_line_error():
-  result = subprocess.run([sys.executable, '-m', 'resnet_jax.gpu_benchmark',
+  result = subprocess.run([sys.executable, '-m', 'resnet_jax.tools.gpu_benchmark',
                            '--variants=plain,fast'], capture_output=True, text=True, cwd=REPO)
   assert result.returncode == 2
   assert 'unknown --variants fast; valid: plain,remat,scan_blocks' in result.stderr

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import make_image_folder
-from resnet_jax import checkpointing, distributed
+from resnet_jax import distributed
+from resnet_jax.storage import checkpointing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -48,6 +48,22 @@ def test_more_processes_than_eval_examples(digits_dir):
   assert len(ids) == len(set(ids)) == 3
 
 
+@pytest.mark.parametrize('split', ['test[:5]+train[:3]', 'train[:7]'])
+def test_tfds_evaluation_is_exact_across_processes(digits_dir, split):
+  """Parts by tfds.even_splits: a compound split is divided split by split."""
+  config = small_config(**{'dataset.data_dir': digits_dir, 'dataset.eval_split': split,
+                           'batch_size': 8})
+  source, info = _source(config)
+  ids, lengths = [], set()
+  for index in range(4):
+    batches = list(pipeline.eval_batches(source, config, info, process_index=index,
+                                         process_count=4, with_ids=True))
+    lengths.add(len(batches))
+    ids.extend(i for b in batches for i, m in zip(b['id'], b['mask']) if m)
+  assert lengths == {pipeline.num_eval_batches(source, config, 4)}
+  assert len(ids) == len(set(ids)) == source.split_size(split)
+
+
 def test_resumed_stream_equals_uninterrupted(digits_dir):
   """From step k, the pipeline yields exactly what an uninterrupted run yields from k."""
   config = small_config(**{'dataset.data_dir': digits_dir, 'batch_size': 128})
@@ -91,10 +107,10 @@ def test_an_epoch_is_the_whole_split_for_any_process_count(digits_dir, process_c
   local = 48 // process_count
   seen = []
   for index in range(process_count):
-    start, end = pipeline.part_bounds(info.num_train_examples, index, process_count)
-    batches = _take(source, config, info, -(-(end - start) // local), start_step=0,
+    size = source.part_size(config.dataset.train_split, index, process_count)
+    batches = _take(source, config, info, -(-size // local), start_step=0,
                     process_index=index, process_count=process_count)
-    seen.extend(np.concatenate([b['id'] for b in batches])[:end - start])
+    seen.extend(np.concatenate([b['id'] for b in batches])[:size])
   assert len(seen) == len(set(seen)) == 1437
 
 
@@ -120,7 +136,7 @@ def test_evaluation_counts_every_example_once(folder):
   source, info = _source(config)
   assert info.class_names == ('cat', 'dog', 'emu') and info.num_eval_examples == 37
   batches = list(pipeline.eval_batches(source, config, info, with_ids=True))
-  assert len(batches) == pipeline.num_eval_batches(config, info) == 5
+  assert len(batches) == pipeline.num_eval_batches(source, config) == 5
   assert sum(int(b['mask'].sum()) for b in batches) == 37
   mesh = sharding.make_mesh()
   assert mesh.devices.size == 8
@@ -147,7 +163,7 @@ def test_evaluation_is_exact_across_processes(folder, process_count, batch_size)
                                          process_count=process_count, with_ids=True))
     lengths.add(len(batches))
     ids.extend(i for b in batches for i, m in zip(b['id'], b['mask']) if m)
-  assert lengths == {pipeline.num_eval_batches(config, info, process_count)}
+  assert lengths == {pipeline.num_eval_batches(source, config, process_count)}
   assert len(ids) == len(set(ids)) == 37
 
 

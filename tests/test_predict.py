@@ -1,4 +1,5 @@
-"""resnet_jax.predict on the small trained digits run: probabilities, batching, errors, CLI."""
+"""resnet_jax.tools.predict on the small trained digits run: probabilities, batching,
+errors, CLI."""
 
 import json
 import os
@@ -11,8 +12,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image  # matplotlib, a requirement, depends on pillow
 
-from resnet_jax import predict, steps, trained
+from resnet_jax import steps
 from resnet_jax.data import preprocess
+from resnet_jax.storage import trained
+from resnet_jax.tools import predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = tuple(str(i) for i in range(10))
@@ -99,7 +102,7 @@ def test_bad_files_are_named(trained_workdir, image_files, tmp_path):
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, '-m', 'resnet_jax.predict', *args], cwd=REPO,
+  return subprocess.run([sys.executable, '-m', 'resnet_jax.tools.predict', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS='1'))
 

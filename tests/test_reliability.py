@@ -8,10 +8,11 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import small_config
-from resnet_jax import checkpointing, train
-from resnet_jax import workdir as workdir_lib
+from resnet_jax import train
 from resnet_jax.data import pipeline, sources
 from resnet_jax.errors import ConfigError
+from resnet_jax.storage import checkpointing
+from resnet_jax.storage import workdir as workdir_lib
 
 # Restores that fail on purpose leave orbax coroutines that were never awaited.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -1,4 +1,5 @@
-"""resnet_jax.report: metrics that agree with the trainer's evaluation, files, curves, errors."""
+"""resnet_jax.tools.report: metrics that agree with the trainer's evaluation, files, curves,
+errors."""
 
 import json
 import os
@@ -9,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from resnet_jax import report
 from resnet_jax.errors import ConfigError
+from resnet_jax.tools import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -95,10 +96,28 @@ def test_bad_step_or_weights_is_a_config_error(trained_workdir, kwargs, named):
 
 
 def test_cli_on_an_empty_dir_fails_with_one_line(tmp_path):
-  result = subprocess.run([sys.executable, '-m', 'resnet_jax.report', f'--workdir={tmp_path}'],
+  result = subprocess.run([sys.executable, '-m', 'resnet_jax.tools.report',
+                           f'--workdir={tmp_path}'],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode != 0
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error:'), result.stderr
   assert str(tmp_path) in lines[0] and 'config.json' in lines[0]
   assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_read_scalars_after_a_resume_keeps_the_later_points(tmp_path):
+  import time
+
+  import tensorflow as tf
+  for first, last, value in ((1, 5, 1.0), (4, 6, 2.0)):  # the second run resumed at step 3
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+      for step in range(first, last + 1):
+        tf.summary.scalar('train/loss', value, step=step)
+      tf.summary.text('config', 'not a scalar', step=0)
+    writer.close()
+    time.sleep(1.1)  # event file names carry the second they were made in
+  scalars = report.read_scalars(tmp_path)
+  assert scalars == {'train/loss': [(1, 1.0), (2, 1.0), (3, 1.0), (4, 2.0), (5, 2.0),
+                                    (6, 2.0)]}

@@ -11,7 +11,7 @@ import pytest
 
 from resnet_jax import metrics as metrics_lib
 from resnet_jax import models, optim, sharding, steps
-from resnet_jax.norm import GroupBatchNorm
+from resnet_jax.models.norm import GroupBatchNorm
 
 NUM_CLASSES = 5
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import make_image_folder, small_config
-from resnet_jax import checkpointing, train
+from resnet_jax import train
+from resnet_jax.storage import checkpointing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -33,17 +33,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
+from clu import deterministic_data
 
 from resnet_jax.data import preprocess, randaugment, sources
 
 # (epoch < 2**15, process < 2**16, position < 2**32) packs into one int64 seed.
 _MAX_EPOCHS = 1 << 15
 ORDERS = ('global', 'per_process')
-
-
-def part_bounds(num_examples: int, index: int, count: int) -> tuple[int, int]:
-  """[start, end) of part `index` of `count` near-equal contiguous parts."""
-  return num_examples * index // count, num_examples * (index + 1) // count
 
 
 def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -153,19 +149,18 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
   index, count = _processes(process_index, process_count)
   local_batch = config.batch_size // count
   shared_stream = config.dataset.order == 'global'
-  start, end = ((0, info.num_train_examples) if shared_stream else
-                part_bounds(info.num_train_examples, index, count))
-  epoch_length = end - start
+  part = (0, 1) if shared_stream else (index, count)
+  epoch_length = source.part_size(config.dataset.train_split, *part)
   consumed = start_step * config.batch_size if examples_before is None else examples_before
   start_epoch, skip = divmod(consumed if shared_stream else consumed // count, epoch_length)
   seed_base = int(config.seed) * 1_000_003
-  pieces = (source.file_pieces(config.dataset.train_split, start, end)
+  pieces = (source.file_pieces(config.dataset.train_split, *part)
             if isinstance(source, sources.TfdsSource) and not config.dataset.cache else None)
   if pieces:
     stream = _file_ordered(source, pieces, start_epoch, skip, seed_base,
                            config.dataset.shuffle_buffer)
   else:
-    records = source.records(config.dataset.train_split, start, end)
+    records = source.records(config.dataset.train_split, *part)
     if config.dataset.cache:
       records = records.map(source.read, num_parallel_calls=tf.data.AUTOTUNE).cache()
     # Paths and cached records are cheap to hold: shuffle whole epochs.
@@ -212,11 +207,12 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
   return iter(tfds.as_numpy(stream))
 
 
-def num_eval_batches(config: ml_collections.ConfigDict, info: sources.DatasetInfo,
-                     process_count: int | None = None) -> int:
+def num_eval_batches(source: sources.TfdsSource | sources.FolderSource,
+                     config: ml_collections.ConfigDict, process_count: int | None = None) -> int:
   """Evaluation steps that cover the largest process's part of the split."""
   count = jax.process_count() if process_count is None else process_count
-  largest_part = math.ceil(info.num_eval_examples / count)
+  largest_part = max(source.part_size(config.dataset.eval_split, index, count)
+                     for index in range(count))
   return math.ceil(largest_part / (config.batch_size // count))
 
 
@@ -231,40 +227,23 @@ def eval_batches(source: sources.TfdsSource | sources.FolderSource,
   """
   index, count = _processes(process_index, process_count)
   local_batch = config.batch_size // count
-  start, end = part_bounds(info.num_eval_examples, index, count)
-  records = source.records(config.dataset.eval_split, start, end)
+  records = source.records(config.dataset.eval_split, index, count)
 
   def preprocess_one(record):
     record = source.read(record)
     image = preprocess.eval_image(record['image'], augment=config.dataset.augment,
                                   image_size=config.dataset.image_size,
                                   channels=info.image_shape[-1])
-    return {'image': image, 'label': record['label'], 'id': record['id'],
-            'mask': tf.constant(1, tf.int32)}
+    return {'image': image, 'label': record['label'], 'id': record['id']}
 
   dataset = records.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.batch(local_batch)
+  # Every process pads its part up to the same number of batches, with mask 0.
+  dataset = deterministic_data.pad_dataset(
+      dataset, batch_dims=[local_batch], pad_up_to_batches=num_eval_batches(source, config, count),
+      cardinality=source.part_size(config.dataset.eval_split, index, count))
+  dataset = dataset.map(lambda example: example | {'mask': tf.cast(example['mask'], tf.int32)})
+  dataset = dataset.batch(local_batch, drop_remainder=True)
   if not with_ids:
     dataset = dataset.map(_drop_ids)
   dataset = dataset.prefetch(tf.data.AUTOTUNE).with_options(_options())
-  emitted = 0
-  for batch in tfds.as_numpy(dataset):
-    yield _pad(batch, local_batch)
-    emitted += 1
-  empty = {'image': np.zeros((local_batch, *info.image_shape), np.uint8),
-           'label': np.zeros((local_batch,), np.int32), 'mask': np.zeros((local_batch,), np.int32)}
-  if with_ids:
-    empty['id'] = np.full((local_batch,), b'', object)
-  for _ in range(num_eval_batches(config, info, count) - emitted):
-    yield empty
-
-
-def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-  missing = size - len(batch['label'])
-  if not missing:
-    return batch
-  def padding(value):
-    if value.dtype == object:  # example ids
-      return np.full((missing, *value.shape[1:]), b'', object)
-    return np.zeros((missing, *value.shape[1:]), value.dtype)
-  return {key: np.concatenate([value, padding(value)]) for key, value in batch.items()}
+  yield from tfds.as_numpy(dataset)

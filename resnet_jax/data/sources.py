@@ -17,8 +17,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax import distributed
-from resnet_jax.data import digits  # noqa: F401  (registers the embedded builder)
-from resnet_jax.data import image_folder
+from resnet_jax.data import (
+  digits,  # noqa: F401  (registers the embedded builder)
+  image_folder,
+)
 from resnet_jax.errors import ConfigError
 
 IMAGE_FOLDER = 'image_folder'
@@ -71,74 +73,56 @@ class TfdsSource:
   def split_size(self, split: str, key: str = 'split') -> int:
     """Examples in `split` (a TFDS split spec such as 'train[:45000]'); ConfigError
     naming the config `key` if the spec names no split of the dataset."""
-    if split not in self._sizes:
-      known = list(self.builder.info.splits)
+    return self.part_size(split, 0, 1, key)
+
+  def part(self, split: str, index: int, count: int) -> Any:
+    """Part `index` of `count` of `split`: tfds.even_splits (each of a compound spec's
+    splits divided evenly, the first parts one example larger)."""
+    return split if count == 1 else tfds.even_splits(split, count)[index]
+
+  def part_size(self, split: str, index: int, count: int, key: str = 'split') -> int:
+    """Examples in part(split, index, count)."""
+    if (split, index, count) not in self._sizes:
       try:
-        self._sizes[split] = sum(self._end(i) - (i.from_ or 0) for i in self._absolute(split))
-      except ValueError as error:
-        if known:
+        size = self.builder.info.splits[self.part(split, index, count)].num_examples
+      except (KeyError, ValueError) as error:
+        if not self.builder.info.splits:  # No split metadata (mocked data): count.
+          size = self._count(self.part(split, index, count))
+        else:
           raise ConfigError(f'{key} {split!r} is not a split of {self.builder.name}: '
                             f'{" ".join(str(error).split())}') from None
-        self._sizes[split] = self._count(split)
-      except (KeyError, TypeError):  # No split metadata (mocked data): count.
-        self._sizes[split] = self._count(split)
-    return self._sizes[split]
+      self._sizes[split, index, count] = size
+    return self._sizes[split, index, count]
 
-  def _count(self, split: str) -> int:
+  def _count(self, split: Any) -> int:
     return int(self._read(split).reduce(np.int64(0), lambda count, _: count + 1))
-
-  def _end(self, instruction: Any) -> int:
-    """An absolute instruction's end; TFDS writes None for "to the end" (and 0 for 0)."""
-    if instruction.to is None:
-      return self.builder.info.splits[instruction.splitname].num_examples
-    return instruction.to
-
-  def _absolute(self, split: str) -> list[Any]:
-    return tfds.core.ReadInstruction.from_spec(split).to_absolute(self.builder.info.splits)
-
-  def _part(self, split: str, start: int, end: int) -> Any:
-    """A read instruction for examples [start, end) of the concatenated split."""
-    pieces, offset = [], 0
-    for instruction in self._absolute(split):
-      first = instruction.from_ or 0
-      last = self._end(instruction)
-      lo, hi = max(start, offset), min(end, offset + last - first)
-      if lo < hi:
-        pieces.append(tfds.core.ReadInstruction(instruction.splitname, from_=first + lo - offset,
-                                                to=first + hi - offset, unit='abs'))
-      offset += last - first
-    return sum(pieces[1:], pieces[0])
 
   def _read(self, split: Any) -> tf.data.Dataset:
     return self.builder.as_dataset(
         split=split, shuffle_files=False, decoders={'image': tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(add_tfds_id=True))
 
-  def records(self, split: str, start: int, end: int) -> tf.data.Dataset:
-    """Examples [start, end) of `split` with encoded images, in storage order."""
-    whole = start == 0 and end == self.split_size(split)
-    if start >= end:  # More processes than examples: this one reads nothing.
+  def records(self, split: str, index: int = 0, count: int = 1) -> tf.data.Dataset:
+    """Part `index` of `count` of `split` (see `part`) with encoded images, in storage
+    order."""
+    if self.part_size(split, index, count):
+      dataset = self._read(self.part(split, index, count))
+    else:  # More processes than examples; TFDS refuses to read an empty part.
       dataset = self._read(split).take(0)
-    else:
-      dataset = self._read(split if whole else self._part(split, start, end))
     return dataset.map(lambda ex: {'image': ex['image'], 'label': tf.cast(ex['label'], tf.int32),
                                    'id': ex['tfds_id']})
 
   def read(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return record  # Records already carry the encoded image.
 
-  def file_pieces(self, split: str, start: int, end: int) -> list[Any] | None:
-    """TFDS's file instructions (filename, skip, take) for examples [start, end) of
-    `split`, in storage order; None where the files are not TFRecords (then read the
-    split through `records`)."""
-    if self.builder.info.file_format != tfds.core.FileFormat.TFRECORD or start >= end:
+  def file_pieces(self, split: str, index: int = 0, count: int = 1) -> list[Any] | None:
+    """TFDS's file instructions (filename, skip, take) for part(split, index, count), in
+    storage order; None where the files are not TFRecords (then read the split through
+    `records`)."""
+    if (self.builder.info.file_format != tfds.core.FileFormat.TFRECORD or
+        not self.builder.info.splits or not self.part_size(split, index, count)):
       return None
-    whole = start == 0 and end == self.split_size(split)
-    try:
-      return list(self.builder.info.splits[split if whole else
-                                           self._part(split, start, end)].file_instructions)
-    except (KeyError, TypeError, ValueError):  # No split metadata (mocked data).
-      return None
+    return list(self.builder.info.splits[self.part(split, index, count)].file_instructions)
 
   def read_piece(self, filename: tf.Tensor, skip: tf.Tensor,
                  take: tf.Tensor) -> tf.data.Dataset:
@@ -173,11 +157,20 @@ class FolderSource:
     del key  # A missing split folder is refused when the source is made.
     return len(self.splits[split].paths)
 
-  def records(self, split: str, start: int, end: int) -> tf.data.Dataset:
-    """Paths [start, end) of `split`, in sorted (class, file) order."""
-    paths = self.splits[split].paths[start:end]
+  def _part(self, split: str, index: int, count: int) -> np.ndarray:
+    # The parts tfds.even_splits makes of a TFDS split: the first ones one larger.
+    return np.array_split(np.arange(self.split_size(split)), count)[index]
+
+  def part_size(self, split: str, index: int, count: int, key: str = 'split') -> int:
+    del key
+    return len(self._part(split, index, count))
+
+  def records(self, split: str, index: int = 0, count: int = 1) -> tf.data.Dataset:
+    """Part `index` of `count` of `split`'s paths, in sorted (class, file) order."""
+    part = self._part(split, index, count)
+    paths = self.splits[split].paths[part]
     return tf.data.Dataset.from_tensor_slices({
-        'image': paths, 'label': self.splits[split].labels[start:end], 'id': paths})
+        'image': paths, 'label': self.splits[split].labels[part], 'id': paths})
 
   def read(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return record | {'image': tf.io.read_file(record['image'])}

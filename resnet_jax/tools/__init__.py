@@ -1,1 +1,2 @@
-"""Command-line tools that are not training: fault injection."""
+"""Commands and tools built on the training core: benchmarks, weight conversion,
+prediction, reports, export, model summaries, parity and fault-injection checks."""

@@ -29,7 +29,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from resnet_jax import checkpointing
+from resnet_jax import config_files
+from resnet_jax.storage import checkpointing
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('trials', 10, 'Independent kill-and-resume trials.')
@@ -46,7 +47,8 @@ _RESTORED = re.compile(r'Restored checkpoint of step (\d+)')
 
 
 def _command(workdir: str) -> list[str]:
-  return [sys.executable, '-m', 'resnet_jax.main', '--config=configs/digits.py',
+  return [sys.executable, '-m', 'resnet_jax.main',
+          f'--config={config_files.checkout_config('digits')}',
           f'--workdir={workdir}', f'--config.num_train_steps={FLAGS.num_train_steps}',
           f'--config.checkpoint_every_steps={FLAGS.checkpoint_every_steps}',
           '--config.log_every_steps=1', f'--config.eval_every_steps={FLAGS.num_train_steps}',
@@ -60,7 +62,7 @@ def _run(workdir: str, kill_at_step: int | None, kill_in_save: bool,
   log_path = f'{workdir}.{time.time_ns()}.log'
   with open(log_path, 'w') as log:
     process = subprocess.Popen(_command(workdir), stdout=log, stderr=subprocess.STDOUT)
-    start, how = time.time(), 'finished'
+    how = 'finished'
     checkpoints = os.path.join(workdir, 'checkpoints')
     leftovers = _temporary(checkpoints)  # from an earlier kill; the run cleans them up
     while process.poll() is None:

@@ -1,7 +1,7 @@
 """Host time per training step: metrics accumulated on the device against merged eagerly.
 
-  python -m resnet_jax.tools.host_overhead [--model=resnet20] [--image_size=8] \
-      [--batch_size=16] [--steps=200] [--rounds=3]
+  python -m resnet_jax.tools.host_overhead [--config=configs/digits.py] [--model=resnet20] \
+      [--image_size=8] [--batch_size=16] [--steps=200] [--rounds=3]
 
 Times the trainer's jitted step (train.make_train_step: each step's metrics merged into
 running totals inside the step, read on log steps only) against the same bound step with
@@ -12,13 +12,19 @@ takes to issue the steps (JAX dispatches asynchronously, so on an accelerator th
 what keeps the host from running ahead); "wall" adds the wait for the last step.
 """
 
+import sys
 import time
 
 from absl import app, flags
+from ml_collections import config_flags
 
-from resnet_jax import allocator
+from resnet_jax import config_files
+from resnet_jax.cpu import allocator
 
 FLAGS = flags.FLAGS
+_DEFAULT_CONFIG = config_files.checkout_config('digits')
+config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG,
+                                'The config whose optimizer and loss the step uses.')
 flags.DEFINE_string('model', 'resnet20', 'Model name.')
 flags.DEFINE_integer('image_size', 8, 'Image side.')
 flags.DEFINE_integer('batch_size', 16, 'Global batch size.')
@@ -31,10 +37,9 @@ def main(argv: list[str]) -> None:
   import jax
   import numpy as np
 
-  from configs import digits
   from resnet_jax import metrics, optim, sharding, train
   from resnet_jax.data import sources
-  config = digits.get_config()
+  config = FLAGS.config
   config.model, config.batch_size = FLAGS.model, FLAGS.batch_size
   config.dataset.image_size = FLAGS.image_size
   mesh = sharding.make_mesh(jax.devices()[:1])
@@ -96,4 +101,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   allocator.reexec_with_fast_allocator()
+  config_files.make_importable([*sys.argv, f'--config={_DEFAULT_CONFIG}'])
   app.run(main)

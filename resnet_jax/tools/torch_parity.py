@@ -5,7 +5,7 @@
 For each model: a torchvision ResNet with non-trivial BatchNorm state (running
 statistics gathered by a train-mode pass, as training leaves them; random scales and
 shifts, the last BN of each residual branch scaled down as in trained networks) is saved
-as `.pth` or `.safetensors`, converted with resnet_jax.convert, and both frameworks
+as `.pth` or `.safetensors`, converted with resnet_jax.tools.convert, and both frameworks
 compute eval-mode float32 logits of the same random 224×224 images. Needs torch and
 torchvision, and a process without TensorFlow: importing torchvision after TensorFlow
 crashes (tests run this as a subprocess).
@@ -18,7 +18,8 @@ import tempfile
 import jax
 import numpy as np
 
-from resnet_jax import convert, models
+from resnet_jax import models
+from resnet_jax.tools import convert
 
 DEPTHS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 

@@ -1,6 +1,6 @@
 """The accelerator check: one run that measures the trainer's step where users train.
 
-  python -m resnet_jax.gpu_benchmark [--batch_size=256] [--json=PATH]
+  python -m resnet_jax.tools.gpu_benchmark [--batch_size=256] [--json=PATH]
   launch/gpu_benchmark.sh [BATCH_SIZE]     (the same, under a time limit)
 
 Prints, for one device: ResNet-50 bfloat16 training images/s at the batch size, compile
@@ -54,7 +54,8 @@ def _jax_child(spec: dict[str, Any]) -> dict[str, Any]:
   import jax.numpy as jnp
   import optax
 
-  from resnet_jax import models, optim, step_benchmark
+  from resnet_jax import models, optim
+  from resnet_jax.tools import step_benchmark
   if spec['kind'] == 'matmul':
     size = spec['size'] or (2048 if jax.default_backend() == 'cpu' else 8192)
     return {'matmul_flops_per_sec': step_benchmark.matmul_peak_flops(jnp.bfloat16, size=size),
@@ -74,7 +75,7 @@ def _jax_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _torch_child(spec: dict[str, Any]) -> dict[str, Any]:
-  from resnet_jax import torch_reference
+  from resnet_jax.tools import torch_reference
   problem = torch_reference.available()
   if problem:
     raise RuntimeError(problem)
@@ -88,7 +89,7 @@ def _torch_child(spec: dict[str, Any]) -> dict[str, Any]:
 def _run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
   """One measurement in a fresh process: its figures, or {'error': ...}."""
   try:
-    done = subprocess.run([sys.executable, '-m', 'resnet_jax.gpu_benchmark',
+    done = subprocess.run([sys.executable, '-m', 'resnet_jax.tools.gpu_benchmark',
                            f'--child={json.dumps(spec)}'], capture_output=True, text=True,
                           timeout=timeout)
   except subprocess.TimeoutExpired:
@@ -192,7 +193,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m resnet_jax.gpu_benchmark',
+  parser = argparse.ArgumentParser(prog='python -m resnet_jax.tools.gpu_benchmark',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--model', default='resnet50')
   parser.add_argument('--batch_size', type=int, default=256)

@@ -1,8 +1,8 @@
 """Export a trained model as a self-contained StableHLO serving artifact (jax.export).
 
-  python -m resnet_jax.export --workdir=/tmp/digits --output=/tmp/digits_served
+  python -m resnet_jax.tools.export --workdir=/tmp/digits --output=/tmp/digits_served
 
-reads a run's workdir or a directory written by resnet_jax.convert and writes a new
+reads a run's workdir or a directory written by resnet_jax.tools.convert and writes a new
 directory holding
   model.jax_exported  the serialized jax.export.Exported: uint8 images
                       [batch, height, width, channels] -> {'logits', 'probabilities'},
@@ -25,8 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from resnet_jax import trained
 from resnet_jax.errors import ConfigError
+from resnet_jax.storage import trained
 
 EXPORTED_FILE = 'model.jax_exported'
 SIGNATURE_FILE = 'signature.json'
@@ -80,7 +80,7 @@ def export(workdir: str, output: str, *, step: int | None = None, weights: str =
   """Writes `output/model.jax_exported` and `output/signature.json`; returns the signature.
 
   Args:
-    workdir: a training workdir or a directory written by resnet_jax.convert.
+    workdir: a training workdir or a directory written by resnet_jax.tools.convert.
     output: a new (or empty) directory.
     step: a checkpoint step of the workdir; None for the newest.
     weights: 'auto', 'ema' or 'live' (see trained.load_variables).
@@ -149,6 +149,7 @@ def load(path: str) -> tuple[Callable[[Any], dict[str, jax.Array]], dict[str, An
 
 def main(argv: list[str]) -> None:
   import logging as std_logging  # noqa: PLC0415
+
   from absl import flags, logging  # noqa: PLC0415
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
@@ -167,7 +168,8 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   from absl import app, flags
-  flags.DEFINE_string('workdir', None, 'A training workdir or a resnet_jax.convert directory.')
+  flags.DEFINE_string('workdir', None,
+                      'A training workdir or a resnet_jax.tools.convert directory.')
   flags.DEFINE_string('output', None, 'A new directory for the serving artifact.')
   flags.DEFINE_integer('step', None, 'A checkpoint step of --workdir; default: the newest.')
   # Strings, not enums: a bad value then gets the one-line error with the valid choices.

@@ -65,6 +65,12 @@ def load_tree(path: epath.Path) -> Any:
     return jax.device_get(checkpointer.restore(path, target))
 
 
+def saved_steps(workdir: str | epath.Path) -> list[int]:
+  """The steps of a workdir's complete checkpoints, oldest first ([] if none)."""
+  checkpoints = epath.Path(workdir) / 'checkpoints'
+  return sorted(ocp.utils.checkpoint_steps(checkpoints)) if checkpoints.exists() else []
+
+
 def load_arrays(workdir: str, step: int) -> Any:
   """Checkpoint `step` of `workdir` as numpy arrays, whatever topology wrote it."""
   return load_tree(_item_path(epath.Path(workdir) / 'checkpoints', step))

@@ -1,6 +1,6 @@
 """Parameters and multiply-accumulates (MACs) per image of the registered models.
 
-  python -m resnet_jax.summary [--model=resnet50] [--image_size=224] [--num_classes=1000] \
+  python -m resnet_jax.tools.summary [--model=resnet50] [--image_size=224] [--num_classes=1000] \
       [--format=text|json]
 
 Without --model: every model in models.VARIANTS. Defaults: 224² and 1000 classes for
@@ -13,7 +13,13 @@ counted exactly from the jaxpr of an eval-mode forward pass of one image: every
 convolution (output elements × kernel taps × input features per group) and every dot
 (output elements × contracted size), which covers the convolutions and the classifier
 whichever conv_impl writes them. BatchNorm, ReLU, pooling and residual additions are not
-counted, as in torchvision's figures (DESIGN.md §2: ResNet-50 4.09 G at 224²).
+counted, as in torchvision's figures (its weights' `_ops` metadata: ResNet-50 4.09 G at 224²).
+
+XLA's `cost_analysis()` (which the step benchmark uses for FLOP/s) does not do this job:
+it counts what the device computes, skipping convolution taps that fall on padding and
+adding one FLOP per elementwise op, so it comes to 0.972 × 2 × these MACs for ResNet-50 at
+224² and 0.922 × for ResNet-20 at 32² (measured 2026-12-01); papers and torchvision count
+every tap.
 """
 
 import json

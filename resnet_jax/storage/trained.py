@@ -1,4 +1,4 @@
-"""A trained model on disk: a run's workdir, or a directory written by resnet_jax.convert.
+"""A trained model on disk: a run's workdir, or a directory written by resnet_jax.tools.convert.
 
 Both hold `model_info.json` (the architecture, class names and how images are prepared).
 A workdir keeps its weights in `checkpoints/<step>/` (the whole train state); a
@@ -17,8 +17,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from resnet_jax import block_stack, checkpointing, models, steps
-from resnet_jax.errors import ConfigError
+from resnet_jax import models, steps
+from resnet_jax.errors import ConfigError, check_choice
+from resnet_jax.models import block_stack
+from resnet_jax.storage import checkpointing
 
 MODEL_INFO_FILE = 'model_info.json'
 VARIABLES_DIR = 'variables'
@@ -77,20 +79,11 @@ def read_model_info(directory: str | epath.Path) -> ModelInfo:
   path = epath.Path(directory) / MODEL_INFO_FILE
   if not path.exists():
     raise ConfigError(f'{str(directory)!r} holds no {MODEL_INFO_FILE}: expected a workdir of '
-                      'resnet_jax.main or a directory written by resnet_jax.convert')
+                      'resnet_jax.main or a directory written by resnet_jax.tools.convert')
   record = json.loads(path.read_text())
   return ModelInfo(**{**record, 'class_names': tuple(record['class_names']),
                       'image_shape': tuple(record['image_shape']),
                       'mean': tuple(record['mean']), 'std': tuple(record['std'])})
-
-
-def checkpoint_steps(directory: str | epath.Path) -> list[int]:
-  """The steps of a workdir's checkpoints, oldest first ([] if none)."""
-  directory = epath.Path(directory)
-  checkpoints = directory / 'checkpoints'
-  if not checkpoints.exists():
-    return []
-  return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
 
 
 def _unscanned(collection: Any) -> dict[str, Any]:
@@ -120,8 +113,7 @@ def load_variables(directory: str | epath.Path, *, step: int | None = None,
   Raises:
     ConfigError: no checkpoint or variables there, no such step, or no EMA to load.
   """
-  if weights not in WEIGHTS:
-    raise ConfigError(f'unknown weights {weights!r}; valid: {", ".join(WEIGHTS)}')
+  check_choice('weights', weights, WEIGHTS, error=ConfigError)
   directory = epath.Path(directory)
   if (directory / VARIABLES_DIR).exists():
     if step is not None or weights == 'ema':
@@ -131,7 +123,7 @@ def load_variables(directory: str | epath.Path, *, step: int | None = None,
     variables = _read(lambda: checkpointing.load_tree(path), repr(str(path)))
     loaded_step, used = 0, 'converted'
   else:
-    available = checkpoint_steps(directory)
+    available = checkpointing.saved_steps(directory)
     if not available:
       raise ConfigError(f'{str(directory)!r} holds no checkpoints/<step>/ and no '
                         f'{VARIABLES_DIR}/: nothing to load')

@@ -1,6 +1,6 @@
 """Import PyTorch ResNet weights (torchvision, timm) as variables of our models.
 
-  python -m resnet_jax.convert --source=torchvision --model=resnet50 \
+  python -m resnet_jax.tools.convert --source=torchvision --model=resnet50 \
       --input=resnet50-11ad3fa6.pth --output=/tmp/r50_torchvision
 
 reads a local state dict (`.safetensors`, or a `.pth`/`.pt` file loaded with
@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import default as default_config
-from resnet_jax import models, trained
+from resnet_jax import data, models
+from resnet_jax.errors import check_choice
+from resnet_jax.storage import trained
 
 SOURCES = ('torchvision', 'timm')
 # Models whose torch layout is the one above: ImageNet stems, post-activation blocks.
@@ -197,8 +198,7 @@ def _imagenet_class_names() -> tuple[str, ...] | None:
 def convert(*, source: str, model_name: str, input_path: str, output_dir: str,
             class_names: tuple[str, ...] | None = None) -> trained.ModelInfo:
   """Writes `output_dir/variables/` and `model_info.json` from a torch checkpoint."""
-  if source not in SOURCES:
-    raise ConvertError(f'unknown --source {source!r}; valid: {", ".join(SOURCES)}')
+  check_choice('--source', source, SOURCES, error=ConvertError)
   check_model(model_name)
   if os.path.exists(os.path.join(output_dir, trained.VARIABLES_DIR)):
     raise ConvertError(f'--output {output_dir!r} already holds converted variables; choose '
@@ -212,8 +212,8 @@ def convert(*, source: str, model_name: str, input_path: str, output_dir: str,
   info = trained.ModelInfo(
       model=model_name, num_classes=num_classes,
       class_names=class_names or tuple(str(i) for i in range(num_classes)),
-      image_shape=(224, 224, 3), mean=default_config.IMAGENET_MEAN,
-      std=default_config.IMAGENET_STD, augment='imagenet')
+      image_shape=(224, 224, 3), mean=data.IMAGENET_MEAN,
+      std=data.IMAGENET_STD, augment='imagenet')
   os.makedirs(output_dir, exist_ok=True)
   trained.save_variables(output_dir, variables)
   trained.write_model_info(output_dir, info)

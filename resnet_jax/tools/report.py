@@ -1,6 +1,6 @@
 """A trained run's report: per-class metrics, a confusion matrix and its training curves.
 
-  python -m resnet_jax.report --workdir=/tmp/digits [--step=N] [--weights=auto|ema|live]
+  python -m resnet_jax.tools.report --workdir=/tmp/digits [--step=N] [--weights=auto|ema|live]
 
 evaluates a checkpoint of the run (the newest by default) on the run's evaluation split
 and writes into `<workdir>/report/step<N>_<weights>/`:
@@ -29,9 +29,10 @@ from etils import epath
 from matplotlib.figure import Figure
 from sklearn import metrics as sk_metrics
 
-from resnet_jax import sharding, trained
-from resnet_jax import workdir as workdir_lib
+from resnet_jax import sharding
 from resnet_jax.errors import ConfigError
+from resnet_jax.storage import trained
+from resnet_jax.storage import workdir as workdir_lib
 
 REPORT_DIR = 'report'
 # Each plot and the tags it shows; eval tags are drawn with markers (they are sparse).
@@ -77,32 +78,23 @@ def predict_split(restored: trained.Restored,
 def read_scalars(workdir: str | epath.Path) -> dict[str, list[tuple[int, float]]]:
   """Every scalar tag of the run's TensorBoard events: tag → [(step, value)] by step.
 
-  A resumed run logs some steps twice (after its last checkpoint); the newest write wins.
+  Read by TensorBoard's own event reader. A resumed run logs some steps again (those
+  after its last checkpoint): as in TensorBoard, the later run's points replace them.
   """
-  import tensorflow as tf  # noqa: PLC0415  (see predict_split)
-  latest: dict[str, dict[int, tuple[float, float]]] = {}
-  for path in sorted(tf.io.gfile.glob(str(epath.Path(workdir) / 'events.out.tfevents.*'))):
-    try:
-      for serialized in tf.data.TFRecordDataset(path):
-        event = tf.compat.v1.Event.FromString(serialized.numpy())
-        for value in event.summary.value:
-          kind = value.WhichOneof('value')
-          if kind == 'tensor':  # tf.summary (TF2, clu) writes scalars as tensors
-            array = tf.make_ndarray(value.tensor)
-            if array.size != 1 or not np.issubdtype(array.dtype, np.number):
-              continue  # text, images, histograms
-            scalar = float(array.reshape(()))
-          elif kind == 'simple_value':  # TF1-style summaries
-            scalar = value.simple_value
-          else:
-            continue
-          seen = latest.setdefault(value.tag, {}).get(event.step)
-          if seen is None or event.wall_time >= seen[0]:
-            latest[value.tag][event.step] = (event.wall_time, scalar)
-    except tf.errors.DataLossError:  # a live run's half-written last record
-      continue
-  return {tag: [(step, value) for step, (_, value) in sorted(points.items())]
-          for tag, points in latest.items()}
+  # Imported here for the reason TensorFlow is (see predict_split): import-time noise.
+  from tensorboard.backend.event_processing import plugin_event_accumulator  # noqa: PLC0415
+  from tensorboard.util import tensor_util  # noqa: PLC0415
+  accumulator = plugin_event_accumulator.EventAccumulator(
+      str(workdir), size_guidance={plugin_event_accumulator.TENSORS: 0})  # 0: keep every point
+  accumulator.Reload()
+  scalars = {}
+  for tag in accumulator.Tags()[plugin_event_accumulator.TENSORS]:
+    if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != 'scalars':
+      continue  # text, images, histograms
+    points = {event.step: float(tensor_util.make_ndarray(event.tensor_proto).reshape(()))
+              for event in accumulator.Tensors(tag)}
+    scalars[tag] = sorted(points.items())
+  return scalars
 
 
 def _png(figure: Figure, path: epath.Path) -> None:

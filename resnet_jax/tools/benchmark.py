@@ -1,8 +1,8 @@
 """Benchmarks that print figures; never part of the test suite.
 
-  python -m resnet_jax.benchmark --mode=train --model=resnet50 --batch_size=16 \
+  python -m resnet_jax.tools.benchmark --mode=train --model=resnet50 --batch_size=16 \
       --image_size=224 [--dtype=bfloat16] [--compare_torch] [--format=json]
-  python -m resnet_jax.benchmark --mode=input --config=configs/imagenet50.py
+  python -m resnet_jax.tools.benchmark --mode=input --config=configs/imagenet50.py
 
 --mode=train|eval times the jitted training (or evaluation) step on synthetic device
 data: compile time, time to the first step, median step time and images/s, XLA's FLOP
@@ -17,7 +17,7 @@ import time
 
 _PROCESS_START = time.perf_counter()
 
-from resnet_jax import allocator  # noqa: E402
+from resnet_jax.cpu import allocator  # noqa: E402
 
 if __name__ == '__main__':
   allocator.reexec_with_fast_allocator()  # jemalloc/tcmalloc if installed: see allocator.py
@@ -32,9 +32,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from resnet_jax import config_files  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'input'], 'What to measure.')
-config_flags.DEFINE_config_file('config', 'configs/imagenet50.py', 'A config file; the flags '
+_DEFAULT_CONFIG = config_files.checkout_config('imagenet50')
+config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'A config file; the flags '
                                 'below override its keys.', lock_config=True)
 flags.DEFINE_string('model', None, 'train/eval: model name (default: the config\'s).')
 flags.DEFINE_integer('batch_size', None, 'Global batch size (train/eval default 16; '
@@ -58,7 +61,9 @@ flags.DEFINE_enum('format', 'text', ['text', 'json'], 'Output format.')
 
 
 def _step_benchmark() -> dict:
-  from resnet_jax import conv, models, step_benchmark, torch_reference
+  from resnet_jax import models
+  from resnet_jax.cpu import conv
+  from resnet_jax.tools import step_benchmark, torch_reference
   config = FLAGS.config
   overrides = {'model': FLAGS.model, 'dtype': FLAGS.dtype, 'conv_impl': FLAGS.conv_impl,
                'scan_blocks': FLAGS.scan_blocks, 'remat': FLAGS.remat}
@@ -118,7 +123,8 @@ def _print_step_result(r: dict) -> None:
 
 def _input_benchmark() -> dict:
   import tensorflow as tf  # Benchmark the host: keep TF off any accelerator.
-  from resnet_jax.data import throughput
+
+  from resnet_jax.tools import input_benchmark as throughput
   tf.config.set_visible_devices([], 'GPU')
   config = FLAGS.config
   config.batch_size = FLAGS.batch_size or 64
@@ -152,4 +158,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  config_files.make_importable([*sys.argv, f'--config={_DEFAULT_CONFIG}'])
   app.run(main)

@@ -2,7 +2,7 @@
 
 `measure_step` times the trainer's own step (steps.train_step / eval_step over the data
 mesh) for a given model and optimizer; like the step, it needs only JAX, flax and optax,
-so it runs on a bare accelerator image (resnet_jax/gpu_benchmark.py). `measure` builds
+so it runs on a bare accelerator image (resnet_jax/tools/gpu_benchmark.py). `measure` builds
 the model and optimizer that a config describes, as training does.
 """
 
@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from resnet_jax import allocator, models, optim, sharding, steps
+from resnet_jax import models, optim, sharding, steps
+from resnet_jax.cpu import allocator
+from resnet_jax.errors import check_choice
 
 if TYPE_CHECKING:
   import ml_collections
@@ -90,8 +92,7 @@ def measure_step(model: nn.Module, tx: optax.GradientTransformation, *, mode: st
   Returns:
     A dict of figures; see benchmark.py for the keys.
   """
-  if mode not in MODES:
-    raise ValueError(f'unknown mode {mode!r}; valid: {", ".join(MODES)}')
+  check_choice('mode', mode, MODES)
   mesh = sharding.make_mesh()
   sharding.check_batch_size(batch_size, mesh)
   learning_rate_fn = learning_rate_fn or optax.constant_schedule(0.1)

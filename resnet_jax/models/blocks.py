@@ -9,8 +9,6 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from resnet_jax import conv as conv_lib
-
 ModuleDef = Any
 
 # torchvision initialises convolutions with kaiming_normal(mode='fan_out').
@@ -111,7 +109,7 @@ class Conv(nn.Module):
   strides: int = 1
   kernel_init: Callable = conv_kernel_init
   dtype: Any = jnp.float32
-  dot_pointwise: bool = False  # 1×1 kernels as dots (conv.conv_general_dilated)
+  conv_general_dilated: Callable | None = None  # None: lax's
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -119,6 +117,4 @@ class Conv(nn.Module):
     return nn.Conv(self.features, tuple(self.kernel_size), (self.strides, self.strides),
                    padding=padding, use_bias=False, kernel_init=self.kernel_init,
                    dtype=self.dtype, param_dtype=jnp.float32,
-                   conv_general_dilated=(conv_lib.conv_general_dilated
-                                         if self.dot_pointwise else None),
-                   name='conv')(x)
+                   conv_general_dilated=self.conv_general_dilated, name='conv')(x)

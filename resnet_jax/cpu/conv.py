@@ -1,7 +1,8 @@
 """Convolutions expressed the way XLA's CPU backend runs fastest.
 
 XLA:CPU computes a convolution's weight gradient several times slower than its forward
-pass (DESIGN.md §2); its 1×1 convolutions are slow even forward, and on tiny feature maps
+pass (docs/performance.md: 3×3 at 56², 64→64, batch 16: forward 30 ms, weight gradient
+109 ms; 1×1: 6 ms and 45 ms); its 1×1 convolutions are slow even forward, and on tiny feature maps
 (the last stages of a ResNet on 32² images) a 3×3 convolution runs at ~5 GFLOP/s instead
 of ~240. Written as dots, all of these run near the matmul peak:
 
@@ -18,11 +19,13 @@ gradient too (`max_pool`).
 """
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from resnet_jax.errors import check_choice
 
 CONV_IMPLS = ('auto', 'xla', 'dot')
 """auto: dot on CPU; XLA's own on GPU and TPU, whose convolution kernels are fast."""
@@ -32,8 +35,7 @@ _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 def check_conv_impl(conv_impl: str) -> None:
   """Raises ValueError naming `conv_impl` and the valid choices if it is not one."""
-  if conv_impl not in CONV_IMPLS:
-    raise ValueError(f'unknown conv_impl {conv_impl!r}; valid: {", ".join(CONV_IMPLS)}')
+  check_choice('conv_impl', conv_impl, CONV_IMPLS)
 
 
 def use_dot(conv_impl: str) -> bool:
@@ -42,6 +44,14 @@ def use_dot(conv_impl: str) -> bool:
   if conv_impl == 'auto':
     return jax.default_backend() == 'cpu'
   return conv_impl == 'dot'
+
+
+def model_kernels(conv_impl: str) -> dict[str, Any]:
+  """The ResNet fields (models/resnet.py) that route its convolutions and stem pool
+  through this module when `conv_impl` selects the dot forms; {} otherwise."""
+  if not use_dot(conv_impl):
+    return {}
+  return {'conv_general_dilated': conv_general_dilated, 'max_pool': flax_max_pool}
 
 
 def _pointwise_forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
@@ -213,3 +223,15 @@ def _max_pool_bwd(window, stride, padding, residuals, g):
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def flax_max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int],
+                  padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """`max_pool` behind flax.linen.max_pool's signature (square windows and strides,
+  equal padding on every side)."""
+  (window, other_window), (stride, other_stride) = window_shape, strides
+  pads = {p for pair in padding for p in pair}
+  if window != other_window or stride != other_stride or len(pads) != 1:
+    raise ValueError(f'max pool {window_shape}/{strides}/{padding}: only square windows '
+                     'and strides with equal padding have the dot form')
+  return max_pool(x, window, stride, pads.pop())

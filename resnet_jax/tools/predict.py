@@ -1,9 +1,9 @@
 """Classify image files with a trained model: the top-k class names and probabilities.
 
-  python -m resnet_jax.predict --workdir=/tmp/digits --top_k=3 a.png b.jpg
+  python -m resnet_jax.tools.predict --workdir=/tmp/digits --top_k=3 a.png b.jpg
 
 reads a training workdir (its newest checkpoint; the weight EMA if the run kept one) or a
-directory written by resnet_jax.convert, prepares each file as evaluation did
+directory written by resnet_jax.tools.convert, prepares each file as evaluation did
 (data.preprocess.eval_image, converted to the model's channels) and prints, per file, the
 most probable classes. The same as a function: `predict_files(directory, files)`.
 """
@@ -18,8 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from resnet_jax import checkpointing, trained
 from resnet_jax.errors import ConfigError
+from resnet_jax.storage import checkpointing, trained
 
 FORMATS = ('text', 'json')
 # Leading bytes of what tf.io.decode_image reads: JPEG, PNG, GIF, BMP, WebP ('RIFF'...'WEBP').
@@ -51,6 +51,7 @@ def check_files(files: Sequence[str]) -> None:
 def _prepare(path: Any, info: trained.ModelInfo) -> Any:
   """One file as evaluation saw its images: uint8 [size, size, channels]."""
   import tensorflow as tf  # noqa: PLC0415  (see _batches)
+
   from resnet_jax.data import preprocess  # noqa: PLC0415
   size, _, channels = info.image_shape
   data = tf.io.read_file(path)
@@ -121,7 +122,7 @@ def predict_files(directory: str | os.PathLike, files: Sequence[str | os.PathLik
   """The most probable classes of each image file.
 
   Args:
-    directory: a training workdir or a directory written by resnet_jax.convert.
+    directory: a training workdir or a directory written by resnet_jax.tools.convert.
     files: JPEG, PNG, GIF, BMP or WebP files, of any size and channel count.
     batch_size: images per forward pass.
     top_k: classes per file (at most the model's).
@@ -181,7 +182,7 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   from absl import app, flags
-  flags.DEFINE_string('workdir', None, 'A training workdir or a resnet_jax.convert output.')
+  flags.DEFINE_string('workdir', None, 'A training workdir or a resnet_jax.tools.convert output.')
   flags.DEFINE_integer('batch_size', 32, 'Images per forward pass.', lower_bound=1)
   flags.DEFINE_integer('top_k', 5, 'Classes per file (at most the model\'s).', lower_bound=1)
   flags.DEFINE_integer('step', None, 'Checkpoint step of a workdir; default the newest.')

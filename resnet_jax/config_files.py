@@ -1,0 +1,44 @@
+"""Config files that import their package (`from configs import default`), from any directory.
+
+ml_collections loads `--config=PATH` as a lone file, so the `configs` package it imports
+must be on sys.path. `make_importable` puts the directory that holds the file's package
+there, so `python -m resnet_jax.main --config=/any/where/configs/digits.py` works from any
+working directory and after `pip install`, which ships the library, not the configs.
+"""
+
+import os
+import sys
+
+
+def _config_paths(argv: list[str], flag: str) -> list[str]:
+  paths = []
+  for index, arg in enumerate(argv):
+    if arg.startswith(f'--{flag}='):
+      paths.append(arg.split('=', 1)[1])
+    elif arg == f'--{flag}' and index + 1 < len(argv):
+      paths.append(argv[index + 1])
+  return paths
+
+
+def make_importable(argv: list[str], flag: str = 'config') -> None:
+  """Adds the parent of each `--flag=PATH` file's package directory to sys.path.
+
+  A PATH may carry ml_collections' `:argument` suffix. Files outside a package (no
+  __init__.py beside them) need nothing and are left alone.
+  """
+  for path in _config_paths(argv, flag):
+    if not os.path.isfile(path) and ':' in path:
+      path = path.rsplit(':', 1)[0]
+    package_dir = os.path.dirname(os.path.abspath(path))
+    if os.path.isfile(os.path.join(package_dir, '__init__.py')):
+      root = os.path.dirname(package_dir)
+      if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def checkout_config(name: str) -> str:
+  """configs/NAME.py of the source checkout this package runs from (a tool's default
+  --config), or the path relative to the working directory when installed elsewhere."""
+  checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  path = os.path.join(checkout, 'configs', f'{name}.py')
+  return path if os.path.isfile(path) else os.path.join('configs', f'{name}.py')

@@ -1,0 +1,1 @@
+"""What only the CPU backend needs: dot-form convolutions and a faster allocator."""

@@ -1,0 +1,104 @@
+"""The ResNet family's network in Flax Linen: ImageNet v1.5, CIFAR (He et al. 2015 §4.2),
+pre-activation (He et al. 2016).
+
+It takes NHWC images and returns float32 logits. BatchNorm statistics live in the
+`batch_stats` collection; parameters and statistics are float32 whatever the compute
+`dtype`. Convolutions pad like torchvision (k // 2 on each side), so weights converted
+from PyTorch see the same pixels. The variant table and `create_model` are in
+`resnet_jax.models`.
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from resnet_jax.models import block_stack
+from resnet_jax.models.blocks import Conv
+from resnet_jax.models.norm import GroupBatchNorm
+
+ModuleDef = Any
+
+
+class ResNet(nn.Module):
+  """A residual network; the variant table below fixes its shape.
+
+  Attributes:
+    stage_sizes: blocks per stage.
+    block_cls: BasicBlock or BottleneckBlock.
+    num_classes: width of the classifier.
+    stem: 'imagenet' (7×7/2 conv + 3×3/2 max pool) or 'cifar' (3×3/1 conv).
+    stage_filters: filters of each stage's blocks (before expansion).
+    preact: pre-activation blocks (He et al. 2016) with a final BN-ReLU.
+    shortcut: 'projection' (1×1 conv + BN) or 'zero_pad' (option A).
+    zero_init_residual: zero-init the last BN scale (last conv if preact) of each branch.
+    bn_momentum: running-average decay of BatchNorm statistics.
+    bn_epsilon: BatchNorm epsilon.
+    bn_group_size: 0: BatchNorm statistics over the whole (global) batch; N: over
+      independent groups of N examples, whatever the device count.
+    dtype: compute dtype; parameters and statistics stay float32.
+    conv_general_dilated: the convolution flax.linen.Conv runs (None: lax's); with
+      `max_pool`, the seam through which create_model swaps in other kernels for the
+      same parameters.
+    max_pool: the stem's pooling, with flax.linen.max_pool's signature.
+    scan_blocks: run each stage's identical blocks as one nn.scan (faster compiles of
+      deep nets; variables get a leading block axis, see block_stack; initialise with
+      models.init_variables for the unscanned model's weights). XLA:CPU runs
+      the scanned loop 6–17× slower per step: meant for GPU and TPU.
+    remat: recompute each block's activations in the backward pass instead of keeping
+      them (less memory, more compute).
+  """
+  stage_sizes: Sequence[int]
+  block_cls: ModuleDef
+  num_classes: int
+  stem: str = 'imagenet'
+  stage_filters: Sequence[int] = (64, 128, 256, 512)
+  preact: bool = False
+  shortcut: str = 'projection'
+  zero_init_residual: bool = True
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  bn_group_size: int = 0
+  dtype: Any = jnp.float32
+  conv_general_dilated: Callable | None = None
+  max_pool: Callable = nn.max_pool
+  scan_blocks: bool = False
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+    conv = functools.partial(Conv, dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
+    norm_cls = (functools.partial(GroupBatchNorm, group_size=self.bn_group_size)
+                if self.bn_group_size else nn.BatchNorm)
+    norm = functools.partial(norm_cls, use_running_average=not train,
+                             momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                             dtype=self.dtype)
+    x = x.astype(self.dtype)
+    if self.stem == 'imagenet':
+      x = conv(self.stage_filters[0], (7, 7), 2, name='stem_conv')(x)
+      if not self.preact:
+        x = nn.relu(norm(name='stem_bn')(x))
+      x = self.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      x = conv(self.stage_filters[0], (3, 3), name='stem_conv')(x)
+      if not self.preact:
+        x = nn.relu(norm(name='stem_bn')(x))
+    block_cls = nn.remat(self.block_cls) if self.remat else self.block_cls
+    for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters),
+                                                  start=1):
+      block = functools.partial(block_cls, filters=filters, conv=conv, norm=norm,
+                                preact=self.preact, shortcut=self.shortcut,
+                                zero_init_residual=self.zero_init_residual)
+      x = block(strides=2 if stage > 1 else 1, name=f'stage{stage}_block1')(x)
+      if self.scan_blocks and num_blocks > 2:
+        x, _ = block_stack.scanned_blocks(functools.partial(block, strides=1),
+                                          num_blocks - 1, block_stack.stack_name(stage))(x, None)
+        continue
+      for index in range(2, num_blocks + 1):
+        x = block(strides=1, name=f'stage{stage}_block{index}')(x)
+    if self.preact:
+      x = nn.relu(norm(name='final_bn')(x))
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=jnp.float32, name='head')(x)

@@ -1,0 +1,1 @@
+"""On-disk state: checkpoints, the run directory and its records, trained models."""
