@@ -47,8 +47,8 @@ _RESTORED = re.compile(r'Restored checkpoint of step (\d+)')
 
 
 def _command(workdir: str) -> list[str]:
-  return [sys.executable, '-m', 'resnet_jax.main',
-          f'--config={config_files.checkout_config('digits')}',
+  config = config_files.checkout_config('digits')
+  return [sys.executable, '-m', 'resnet_jax.main', f'--config={config}',
           f'--workdir={workdir}', f'--config.num_train_steps={FLAGS.num_train_steps}',
           f'--config.checkpoint_every_steps={FLAGS.checkpoint_every_steps}',
           '--config.log_every_steps=1', f'--config.eval_every_steps={FLAGS.num_train_steps}',
