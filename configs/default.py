@@ -21,6 +21,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.bn_momentum = 0.9  # running = momentum * running + (1 - momentum) * batch
   config.bn_epsilon = 1e-5
   config.bn_group_size = 0  # BN statistics over: 0 the whole global batch, N groups of N
+  # The residual units' ablations (resnet_jax/models/blocks.py; the defaults change nothing).
+  # Shortcut of the units that change shape: auto (the model's own), zero_pad (He et al.
+  # 2015's option A), projection (B), projection_all (C: a projection on every unit).
+  config.shortcut = 'auto'
+  # Where BN and ReLU sit (He et al. 2016, Fig. 4): auto (the model's own), original,
+  # bn_after_add, relu_before_add, relu_preact, full_preact.
+  config.placement = 'auto'
+  # The shortcut of the other units (He et al. 2016, Table 1): identity, scaling,
+  # exclusive_gating, shortcut_gating, conv (1×1), dropout. Plain nets: model plainN.
+  config.shortcut_variant = 'identity'
+  config.shortcut_scale = 0.5  # scaling: shortcut_scale × x + residual_scale × F(x)
+  config.residual_scale = 1.0
+  config.gate_bias_init = -6.0  # the gating variants' initial gate bias b_g
+  config.shortcut_dropout = 0.5  # dropout's rate on the shortcut
   # Speed and memory; none of these changes the numbers beyond float rounding.
   config.conv_impl = 'auto'  # auto (dot on CPU), xla, dot: resnet_jax/cpu/conv.py says which convs
   config.scan_blocks = False  # nn.scan over each stage's identical blocks (GPU/TPU: faster
@@ -111,5 +125,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Async: training goes on while a checkpoint is written, so a crash in that window
   # redoes those steps too. Sync: at most checkpoint_every_steps are ever redone.
   config.checkpoint_async = True
+  # Every N steps, log per-block gradient norm, parameter norm and update/parameter ratio,
+  # and each 3×3 conv's response std (He et al. 2015, Fig. 7) under diagnostics/...;
+  # 0: off (the ordinary steps compile and run exactly as without it).
+  config.diagnostics_every_steps = 0
   config.seed = 0
   return config

@@ -25,6 +25,10 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
   try:
     models.check_model_name(config.model)
     models.check_image_size(config.model, config.dataset.image_size)
+    models.check_unit_options(config.model, models.unit_options(config))
+    if config.diagnostics_every_steps < 0:
+      raise ValueError(f'diagnostics_every_steps {config.diagnostics_every_steps} must be >= 0 '
+                       '(0: off)')
     models.compute_dtype(config.dtype)
     conv.check_conv_impl(config.conv_impl)
     check_choice('loss_scale', config.loss_scale, steps.LOSS_SCALES)

@@ -15,7 +15,9 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
+from resnet_jax import diagnostics as diagnostics_lib
 from resnet_jax import mixing, models, optim, sharding
+from resnet_jax.models.blocks import DIAGNOSTICS
 
 if TYPE_CHECKING:
   import jmp
@@ -129,7 +131,8 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
                image_std: Sequence[float] = (1.0,), freeze_batch_stats: bool = False,
                mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                mix_switch_prob: float = 0.5, mix_group_size: int = 0,
-               mix_seed: int = 0) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+               mix_seed: int = 0, dropout_seed: int | None = None,
+               diagnostics: bool = False) -> tuple[TrainState, dict[str, Any]]:
   """One optimizer step on a global batch; BatchNorm statistics span all of it.
 
   The step holds no conditional: on XLA:GPU a `conditional` copies its predicate to
@@ -155,11 +158,17 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
       (mix_seed, step) only, so a resumed run mixes as an uninterrupted one. top1
       counts the unmixed labels.
     mix_seed: the seed of those draws.
+    dropout_seed: None for models without dropout; else the seed of the model's
+      'dropout' RNG, folded with the step like mix_seed.
+    diagnostics: also return resnet_jax.diagnostics.compute's tags, from this step's
+      own forward and backward pass (the model sows its responses into the
+      `diagnostics` collection). False traces exactly the step without them.
 
   Returns:
     The new state and this step's metrics: 'loss' and 'finite' (scalars), 'top1'
     ([B], 1.0 where correct), 'learning_rate', 'skipped_steps', 'loss_scale'
-    (float32 scalars; loss_scale 1 without loss scaling).
+    (float32 scalars; loss_scale 1 without loss scaling); with `diagnostics`, also
+    'diagnostics': {tag: float32 scalar}.
   """
   images = normalize_images(batch['image'], image_mean, image_std)
   num_classes = state.params['head']['bias'].shape[-1]
@@ -173,19 +182,26 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     targets = mixing.soft_targets(batch['label'], num_classes, label_smoothing)
 
   loss_scale = state.loss_scale  # a jmp.DynamicLossScale, or None
+  apply_kwargs = {}
+  if dropout_seed is not None:
+    apply_kwargs['rngs'] = {'dropout': jax.random.fold_in(jax.random.key(dropout_seed),
+                                                          state.step)}
+  mutable = ([] if freeze_batch_stats else ['batch_stats']) + (
+      [DIAGNOSTICS] if diagnostics else [])
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    if freeze_batch_stats:
-      logits, batch_stats = state.apply_fn(variables, images, train=False), state.batch_stats
+    if mutable:
+      logits, updates = state.apply_fn(variables, images, train=not freeze_batch_stats,
+                                       mutable=mutable, **apply_kwargs)
     else:
-      logits, updates = state.apply_fn(variables, images, train=True, mutable=['batch_stats'])
-      batch_stats = updates['batch_stats']
+      logits, updates = state.apply_fn(variables, images, train=False, **apply_kwargs), {}
+    batch_stats = state.batch_stats if freeze_batch_stats else updates['batch_stats']
     loss = mixing.mixed_cross_entropy(logits, targets).mean()
     scaled = loss if loss_scale is None else loss_scale.scale(loss)
-    return scaled, (loss, logits, batch_stats)
+    return scaled, (loss, logits, batch_stats, updates.get(DIAGNOSTICS, {}))
 
-  (_, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (_, (loss, logits, batch_stats, sown)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   if loss_scale is not None:
     grads = loss_scale.unscale(grads)
@@ -214,6 +230,9 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
       'skipped_steps': skipped.astype(jnp.float32),
       'loss_scale': jnp.asarray(1.0 if loss_scale is None else loss_scale.loss_scale,
                                 jnp.float32)}
+  if diagnostics:
+    step_metrics['diagnostics'] = diagnostics_lib.compute(grads, state.params,
+                                                          new_state.params, sown)
   return new_state, step_metrics
 
 

@@ -109,10 +109,11 @@ def create_state(config: ml_collections.ConfigDict, info: sources.DatasetInfo, m
       loss_scale=steps.create_loss_scale(config))
 
 
-def bound_train_step(config: ml_collections.ConfigDict,
-                     learning_rate_fn: optax.Schedule) -> Callable[..., Any]:
+def bound_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule, *,
+                     diagnostics: bool = False) -> Callable[..., Any]:
   """steps.train_step with the config's keyword arguments bound: (state, batch) ->
   (state, per-step metrics)."""
+  uses_dropout = models.unit_options(config).get('shortcut_variant') == 'dropout'
   return functools.partial(
       steps.train_step, learning_rate_fn=learning_rate_fn,
       drop_nonfinite=config_checks.nonfinite_policy(config) == 'skip',
@@ -120,19 +121,24 @@ def bound_train_step(config: ml_collections.ConfigDict,
       image_mean=tuple(config.dataset.mean), image_std=tuple(config.dataset.std),
       freeze_batch_stats=config.freeze_batch_stats, mixup_alpha=config.mixup_alpha,
       cutmix_alpha=config.cutmix_alpha, mix_switch_prob=config.mix_switch_prob,
-      mix_group_size=config.mix_group_size or config.bn_group_size, mix_seed=config.seed)
+      mix_group_size=config.mix_group_size or config.bn_group_size, mix_seed=config.seed,
+      dropout_seed=config.seed + 1 if uses_dropout else None, diagnostics=diagnostics)
 
 
 def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
-                    mesh: Mesh) -> Callable[..., tuple[steps.TrainState, metrics.TrainMetrics]]:
+                    mesh: Mesh, *, diagnostics: bool = False
+                    ) -> Callable[..., tuple[steps.TrainState, metrics.TrainMetrics]]:
   """The bound train step, accumulating its metrics on the device, jitted over `mesh`:
-  (state, batch, totals) -> (state, totals); state and totals are donated."""
-  step = bound_train_step(config, learning_rate_fn)
+  (state, batch, totals) -> (state, totals); state and totals are donated. With
+  `diagnostics`: (state, totals, {tag: scalar}), the step's diagnostics.py tags."""
+  step = bound_train_step(config, learning_rate_fn, diagnostics=diagnostics)
 
   def step_and_accumulate(state: steps.TrainState, batch: dict[str, Any],
                           totals: metrics.TrainMetrics):
     state, step_metrics = step(state, batch)
-    return state, metrics.accumulate(totals, step_metrics)
+    tags = step_metrics.pop('diagnostics', None)
+    totals = metrics.accumulate(totals, step_metrics)
+    return (state, totals) if tags is None else (state, totals, tags)
 
   replicated = sharding.replicated(mesh)
   return jax.jit(step_and_accumulate,
@@ -211,6 +217,11 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
       config, info.class_names, info.image_shape[-1]))
 
   train_step = make_train_step(config, learning_rate_fn, mesh)
+  diagnostics_every = config.diagnostics_every_steps
+  # A second compile of the same step with the diagnostics as extra outputs, run every
+  # diagnostics_every steps: the other steps stay exactly the step without them.
+  diagnostics_step = (make_train_step(config, learning_rate_fn, mesh, diagnostics=True)
+                      if diagnostics_every > 0 else None)
   batches = sharding.prefetch_to_mesh(
       pipeline.train_batches(source, config, info, start_step=start_step,
                              examples_before=examples_before), mesh)
@@ -239,7 +250,12 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
     interval_start, interval_step = time.perf_counter(), start_step
     for step in range(start_step + 1, last_step + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, totals = train_step(state, next(batches), totals)
+        if diagnostics_step is not None and step % diagnostics_every == 0:
+          state, totals, tags = diagnostics_step(state, next(batches), totals)
+          writer.write_scalars(step, {tag: float(value)
+                                      for tag, value in jax.device_get(tags).items()})
+        else:
+          state, totals = train_step(state, next(batches), totals)
       report_progress(step)
       if step % config.log_every_steps == 0 or step == num_train_steps:
         summary = metrics.to_host(totals, 'train')  # the only read of the device per interval

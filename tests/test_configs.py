@@ -90,9 +90,15 @@ def test_one_run_per_group_covers_every_config():
       next(g for g in groups if ('imagenet50', None) in g), key=lambda m: int(m[0][8:]))
   assert sorted((n, 'step') for n in IMAGENET_DEPTHS) == sorted(
       next(g for g in groups if ('imagenet50', 'step') in g))
+  cifar = next(g for g in groups if ('cifar10_resnet20', None) in g)
   assert [(f'cifar10_resnet{n}', None) for n in (20, 32, 44, 56)] == sorted(
-      next(g for g in groups if ('cifar10_resnet20', None) in g), key=lambda m: int(m[0][14:]))
-  assert len(groups) == 6  # + lars, long, cifar110 (its warmup differs)
+      (m for m in cifar if m[0].startswith('cifar10_resnet')), key=lambda m: int(m[0][14:]))
+  assert ('cifar10_table6', None) in cifar  # its default, plain56: the same recipe
+  # + lars, long, cifar110 (its warmup differs) with the Identity Mappings default (ResNet-110),
+  # and the two degradation recipes (diagnostics on).
+  assert ('cifar10_identity_mappings', None) in next(
+      g for g in groups if ('cifar10_resnet110', None) in g)
+  assert len(groups) == 8
 
 
 @pytest.mark.parametrize('name,expected', [

@@ -1,5 +1,9 @@
 """Model zoo: exact parameter counts, shapes, dtypes, init options, bad names."""
 
+import hashlib
+import json
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,12 +24,29 @@ EXPECTED_PARAMS = {
     'preact_resnet152': 60_185_128, 'preact_resnet200': 64_666_152,
     'preact_resnet20': 269_722, 'preact_resnet32': 464_154, 'preact_resnet44': 658_586,
     'preact_resnet56': 853_018, 'preact_resnet110': 1_727_962,
+    # He et al. 2015, Table 6: "19.4M". The Identity Mappings paper (Table 3 and its
+    # reference code, resnet-1k-layers): ResNet-164 "1.7M", ResNet-1001 "10.2M"; the
+    # latter counts the weights (10,178,480), BN's scales and offsets add 149,226.
+    'resnet1202': 19_421_274, 'preact_resnet1202': 19_421_274,
+    'resnet164': 1_704_154, 'preact_resnet164': 1_703_258,
+    'resnet1001': 10_328_602, 'preact_resnet1001': 10_327_706,
+    # Plain twins: the same nets without shortcuts, so without the projections of the
+    # ImageNet nets (the CIFAR basic nets' option A has no parameters).
+    'plain18': 11_515_688, 'plain34': 21_623_848, 'plain50': 22_780_456,
+    'plain101': 41_772_584, 'plain152': 57_416_232, 'plain200': 61_897_256,
+    'plain20': 269_722, 'plain32': 464_154, 'plain44': 658_586, 'plain56': 853_018,
+    'plain110': 1_727_962, 'plain1202': 19_421_274, 'plain164': 1_661_274,
+    'plain1001': 10_285_722,
 }
-CIFAR = ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
+# The parameter and statistics shapes of the models that existed before issue 15's
+# options, captured from that commit's code (sha256 of the sorted path → shape list).
+BEFORE = json.loads((pathlib.Path(__file__).parent / 'data' /
+                     'models_before_issue15.json').read_text())
+DEEP = 300  # layers beyond which the count is taken from the scanned model (same shapes)
 
 
 def _is_cifar(name):
-  return name.removeprefix('preact_') in CIFAR
+  return models.VARIANTS[name][0].stem == 'cifar'
 
 
 def _abstract_variables(name, dtype=jnp.float32, **overrides):
@@ -40,11 +61,39 @@ def test_every_variant_has_an_expected_count():
   assert set(models.VARIANTS) == set(EXPECTED_PARAMS)
 
 
+def _shape_digest(variables):
+  shapes = {'/'.join(str(key.key) for key in path): list(x.shape)
+            for path, x in jax.tree_util.tree_leaves_with_path(variables)}
+  return hashlib.sha256(json.dumps(sorted(shapes.items())).encode()).hexdigest()[:16]
+
+
 @pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
 def test_parameter_count(name):
-  _, variables = _abstract_variables(name)
+  # Tracing 300+ blocks takes seconds; the scanned model has the same parameter count.
+  deep = int(''.join(filter(str.isdigit, name))) > DEEP
+  _, variables = _abstract_variables(name, scan_blocks=deep)
   assert sum(x.size for x in jax.tree.leaves(variables['params'])) == EXPECTED_PARAMS[name]
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
+  if name in BEFORE['shape_digests']:  # today's models keep every name and shape
+    assert _shape_digest(variables) == BEFORE['shape_digests'][name]
+
+
+@pytest.mark.parametrize('name', sorted(BEFORE['fingerprints']))
+def test_todays_models_compute_what_they_did(name):
+  """Same init and same training-mode outputs and statistics as before the ablation
+  options existed (float rounding aside)."""
+  before = BEFORE['fingerprints'][name]
+  images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  model = models.create_model(name, num_classes=10, conv_impl='xla', zero_init_residual=False)
+  variables = model.init(jax.random.key(0), images[:1], train=False)
+  logits, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(variables['params'])) == \
+      pytest.approx(before['param_abs_sum'], rel=1e-6)
+  # Captured with XLA's optimisations on; the suite runs without them: rounding differs.
+  # ResNet-50 at 32² ends in 1×1 maps, its last BNs over 4 values: rounding grows to ~4e-3.
+  np.testing.assert_allclose(logits, before['logits'], atol=1e-2)
+  assert sum(float(x.sum()) for x in jax.tree.leaves(updates['batch_stats'])) == \
+      pytest.approx(before['stats_sum'], rel=1e-4)
 
 
 @pytest.mark.parametrize('name,size', [('resnet18', 64), ('preact_resnet50', 64),

@@ -1,5 +1,10 @@
 """The ResNet family: the variant table, `create_model` and `model_from_config`.
 
+Names: resnetN (He et al. 2015: ImageNet 18-200; CIFAR basic 20-110 and 1202; CIFAR
+bottleneck 164 and 1001 as the Identity Mappings paper's reference code builds them),
+preact_resnetN (He et al. 2016, full pre-activation) and plainN (resnetN without its
+shortcuts, He et al. 2015's plain baselines).
+
 The network itself is plain Flax (models/resnet.py, blocks.py, norm.py, block_stack.py).
 `conv_impl` picks its convolution kernels here, through one seam: on the CPU backend,
 resnet_jax.cpu.conv's dot forms (same parameters, outputs equal to float rounding).
@@ -13,7 +18,7 @@ import jax.numpy as jnp
 
 from resnet_jax.cpu import conv as cpu_conv
 from resnet_jax.errors import check_choice
-from resnet_jax.models import block_stack
+from resnet_jax.models import block_stack, blocks
 from resnet_jax.models.blocks import BasicBlock, BottleneckBlock
 from resnet_jax.models.resnet import ResNet
 
@@ -31,6 +36,8 @@ class Variant:
   stem: str
   stage_filters: tuple[int, ...]
   shortcut: str
+  stride_in_1x1: bool = False
+  shortcut_variant: str = 'identity'  # 'none': a plain net
 
 
 def _imagenet(stage_sizes, block_cls) -> Variant:
@@ -40,6 +47,14 @@ def _imagenet(stage_sizes, block_cls) -> Variant:
 def _cifar(depth: int) -> Variant:
   n = (depth - 2) // 6
   return Variant((n, n, n), BasicBlock, 'cifar', (16, 32, 64), 'zero_pad')
+
+
+def _cifar_bottleneck(depth: int) -> Variant:
+  """resnet-1k-layers' resnet-pre-act.lua: depth 9n + 2, widths 16 → 64/128/256, 1×1
+  projections where the shape changes, the stride in the first 1×1 conv."""
+  n = (depth - 2) // 9
+  return Variant((n, n, n), BottleneckBlock, 'cifar', (16, 32, 64), 'projection',
+                 stride_in_1x1=True)
 
 
 _BASE_VARIANTS = {
@@ -54,13 +69,27 @@ _BASE_VARIANTS = {
     'resnet44': _cifar(44),
     'resnet56': _cifar(56),
     'resnet110': _cifar(110),
+    'resnet1202': _cifar(1202),
+    'resnet164': _cifar_bottleneck(164),
+    'resnet1001': _cifar_bottleneck(1001),
 }
 
 VARIANTS: dict[str, tuple[Variant, bool]] = {
     **{name: (variant, False) for name, variant in _BASE_VARIANTS.items()},
     **{f'preact_{name}': (variant, True) for name, variant in _BASE_VARIANTS.items()},
+    **{name.replace('resnet', 'plain'): (dataclasses.replace(variant, shortcut_variant='none'),
+                                         False)
+       for name, variant in _BASE_VARIANTS.items()},
 }
 """Model name → (shape, pre-activation)."""
+
+# The ablation options of the residual units (blocks.py), with their defaults.
+UNIT_OPTIONS = {'shortcut': 'auto', 'placement': 'auto', 'shortcut_variant': 'identity',
+                'shortcut_scale': 0.5, 'residual_scale': 1.0, 'gate_bias_init': -6.0,
+                'shortcut_dropout': 0.5}
+_VARIANT_OPTIONS = {'scaling': ('shortcut_scale', 'residual_scale'),
+                    'exclusive_gating': ('gate_bias_init',),
+                    'shortcut_gating': ('gate_bias_init',), 'dropout': ('shortcut_dropout',)}
 
 
 def check_model_name(name: str) -> None:
@@ -92,6 +121,42 @@ def compute_dtype(dtype: Any) -> Any:
   return DTYPES[dtype]
 
 
+def unit_options(config: 'ml_collections.ConfigDict') -> dict[str, Any]:
+  """The config's unit options that differ from the model's own: {} for today's models.
+
+  Only the scales of the chosen shortcut_variant are kept, so a model's recorded
+  architecture (storage.trained.ModelInfo) names what it uses and nothing else.
+  """
+  options = {key: config[key] for key in ('shortcut', 'placement')
+             if config[key] != UNIT_OPTIONS[key]}
+  variant = config.shortcut_variant
+  if variant != UNIT_OPTIONS['shortcut_variant']:
+    options['shortcut_variant'] = variant
+    options |= {key: config[key] for key in _VARIANT_OPTIONS.get(variant, ())}
+  return options
+
+
+def check_unit_options(name: str, options: dict[str, Any]) -> None:
+  """Raises ValueError naming a bad or contradictory unit option of model `name`."""
+  check_model_name(name)
+  variant, preact = VARIANTS[name]
+  if 'shortcut' in options:
+    check_choice('shortcut', options['shortcut'], ('auto', *blocks.SHORTCUTS))
+  if 'placement' in options:
+    check_choice('placement', options['placement'], ('auto', *blocks.PLACEMENTS))
+    if preact and options['placement'] not in ('auto', 'full_preact'):
+      raise ValueError(f'placement {options["placement"]!r} contradicts model {name!r} '
+                       '(full pre-activation): use ' + repr(name.removeprefix('preact_')))
+  if 'shortcut_variant' in options:
+    choices = [v for v in blocks.SHORTCUT_VARIANTS if v != 'none']  # plainN names those
+    check_choice('shortcut_variant', options['shortcut_variant'], choices)
+    if variant.shortcut_variant == 'none':
+      raise ValueError(f'shortcut_variant {options["shortcut_variant"]!r}: model {name!r} '
+                       'is plain (no shortcuts); use ' + repr(name.replace('plain', 'resnet')))
+  if not 0 <= options.get('shortcut_dropout', 0) < 1:
+    raise ValueError(f'shortcut_dropout {options["shortcut_dropout"]} must be in [0, 1)')
+
+
 def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
                  conv_impl: str = 'auto', **overrides: Any) -> ResNet:
   """Builds a registered model.
@@ -102,16 +167,21 @@ def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     dtype: compute dtype, a jnp dtype or one of 'float32', 'bfloat16', 'float16'.
     conv_impl: cpu.conv.CONV_IMPLS: 'auto' (the dot forms on the CPU backend, where
       XLA's own convolutions are slow; XLA's elsewhere), 'xla' or 'dot'.
-    **overrides: other ResNet attributes (zero_init_residual, bn_momentum, ...).
+    **overrides: other ResNet attributes (zero_init_residual, bn_momentum, the unit
+      options of UNIT_OPTIONS, ...); 'auto' for shortcut or placement: the model's own.
 
   Returns:
     An unbound ResNet module.
   """
-  check_model_name(name)
+  check_unit_options(name, overrides)
   dtype = compute_dtype(dtype)
   variant, preact = VARIANTS[name]
   fields = dataclasses.asdict(variant) | {'preact': preact}
   fields['block_cls'] = variant.block_cls  # asdict must not copy the class
+  overrides = {key: value for key, value in overrides.items()
+               if not (key in ('shortcut', 'placement') and value == 'auto')}
+  if overrides.get('placement') == 'full_preact':
+    overrides['preact'] = True
   kernels = cpu_conv.model_kernels(conv_impl)
   return ResNet(num_classes=num_classes, dtype=dtype, **(fields | kernels | overrides))
 
@@ -134,4 +204,5 @@ def model_from_config(config: 'ml_collections.ConfigDict', num_classes: int) -> 
       config.model, num_classes=num_classes, dtype=config.dtype,
       zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum,
       bn_epsilon=config.bn_epsilon, bn_group_size=config.bn_group_size,
-      conv_impl=config.conv_impl, scan_blocks=config.scan_blocks, remat=config.remat)
+      conv_impl=config.conv_impl, scan_blocks=config.scan_blocks, remat=config.remat,
+      **unit_options(config))

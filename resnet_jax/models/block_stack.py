@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from resnet_jax.models.blocks import DIAGNOSTICS
+
 _BLOCK_NAME = re.compile(r'^stage(\d+)_block(\d+)$')
 
 
@@ -28,8 +30,9 @@ class RepeatedBlock(nn.Module):
 
 def scanned_blocks(block: Callable[..., nn.Module], length: int, name: str) -> nn.Module:
   """A module that applies `length` copies of `block` (a partial module) in sequence."""
-  stack = nn.scan(RepeatedBlock, variable_axes={'params': 0, 'batch_stats': 0},
-                  split_rngs={'params': True}, length=length)
+  stack = nn.scan(RepeatedBlock,
+                  variable_axes={'params': 0, 'batch_stats': 0, DIAGNOSTICS: 0},
+                  split_rngs={'params': True, 'dropout': True}, length=length)
   return stack(block=block, name=name)
 
 

@@ -1,7 +1,25 @@
-"""Residual blocks (basic, bottleneck; post- and pre-activation) and their convolution.
+"""Residual units (basic, bottleneck), their shortcuts and the papers' ablations of both.
+
+The defaults are the units of He et al. 2015 (post-activation, "original") and, with
+`preact`, of He et al. 2016 ("Identity Mappings", full pre-activation). The other
+options are that paper's ablations, on the same parameter names:
+
+- `placement`, where BN and ReLU sit (its Fig. 4): original, bn_after_add,
+  relu_before_add, relu_preact (ReLU-only pre-activation), full_preact.
+- `shortcut_variant`, what the shortcut of a unit whose shape does not change carries
+  (its Table 1): identity; scaling (shortcut_scale × x + residual_scale × F); exclusive
+  gating ((1 − g) x + g F) and shortcut-only gating ((1 − g) x + F), g = σ(1×1 conv(x) +
+  b) with b initialised to gate_bias_init; conv (a 1×1 conv); dropout (of the shortcut,
+  rate shortcut_dropout); none: no shortcut at all, the plain nets of He et al. 2015.
+- `shortcut`, the shortcut of a unit that changes the shape (He et al. 2015, Table 3):
+  zero_pad (option A), projection (B: 1×1 conv + BN, BN-free in full pre-activation);
+  projection_all (C: projections on every unit).
 
 Convolutions pad like torchvision (k // 2 on each side) and initialise like it, so
-weights converted from PyTorch see the same pixels.
+weights converted from PyTorch see the same pixels. With the `diagnostics` collection
+mutable, each 3×3 conv's response (its BN's output, before ReLU and addition; the conv's
+own output where no BN follows it) is sown as its standard deviation (He et al. 2015,
+Fig. 7).
 """
 
 from typing import Any, Callable, Sequence
@@ -14,6 +32,12 @@ ModuleDef = Any
 # torchvision initialises convolutions with kaiming_normal(mode='fan_out').
 conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
+PLACEMENTS = ('original', 'bn_after_add', 'relu_before_add', 'relu_preact', 'full_preact')
+SHORTCUTS = ('zero_pad', 'projection', 'projection_all')  # He et al. 2015 options A, B, C
+SHORTCUT_VARIANTS = ('identity', 'scaling', 'exclusive_gating', 'shortcut_gating', 'conv',
+                     'dropout', 'none')
+DIAGNOSTICS = 'diagnostics'  # the collection the response stds are sown into
+
 
 def _subsample_and_zero_pad(x: jnp.ndarray, filters: int, strides: int) -> jnp.ndarray:
   """Option A shortcut: identity, stride-s subsampling, zero-padded channels."""
@@ -25,81 +49,121 @@ def _subsample_and_zero_pad(x: jnp.ndarray, filters: int, strides: int) -> jnp.n
   return x
 
 
-class BasicBlock(nn.Module):
-  """Two 3×3 convolutions; post-activation (v1) or pre-activation (v2)."""
+class ResidualUnit(nn.Module):
+  """One unit; subclasses say which convolutions its branch holds (`layers`).
+
+  Parameter names: conv1..convN, bnI beside convI (after it in post-activation, before
+  it in full pre-activation; bnN after the addition with bn_after_add),
+  downsample_conv / downsample_bn on projection shortcuts, gate_conv / gate_bias for
+  the gating variants.
+  """
   filters: int
   strides: int
   conv: ModuleDef
   norm: ModuleDef
-  preact: bool = False
-  shortcut: str = 'projection'  # or 'zero_pad' (option A)
-  zero_init_residual: bool = False
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    last_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
-    needs_shortcut = self.strides != 1 or x.shape[-1] != self.filters
-    if self.preact:
-      y = nn.relu(self.norm(name='bn1')(x))
-      residual = _shortcut(self, y if needs_shortcut else x, self.filters, needs_shortcut)
-      y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(y)
-      y = nn.relu(self.norm(name='bn2')(y))
-      kernel_init = nn.initializers.zeros if self.zero_init_residual else conv_kernel_init
-      y = self.conv(self.filters, (3, 3), kernel_init=kernel_init, name='conv2')(y)
-      return y + residual
-    residual = _shortcut(self, x, self.filters, needs_shortcut)
-    y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(x)
-    y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.filters, (3, 3), name='conv2')(y)
-    y = self.norm(scale_init=last_init, name='bn2')(y)
-    return nn.relu(y + residual)
-
-
-class BottleneckBlock(nn.Module):
-  """1×1 → 3×3 (carries the stride: v1.5) → 1×1 with 4× expansion."""
-  filters: int
-  strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  preact: bool = False
+  preact: bool = False  # full pre-activation, whatever `placement` says
   shortcut: str = 'projection'
   zero_init_residual: bool = False
-  expansion: int = 4
+  placement: str = 'original'
+  shortcut_variant: str = 'identity'
+  shortcut_scale: float = 0.5
+  residual_scale: float = 1.0
+  gate_bias_init: float = -6.0
+  shortcut_dropout: float = 0.5
+  stride_in_1x1: bool = False  # bottleneck: stride on the first 1×1 conv (v1), not the 3×3
+  deterministic: bool = True  # no shortcut dropout (evaluation)
+
+  def layers(self) -> Sequence[tuple[int, int, int]]:
+    """(features, kernel size, stride) of each conv of the branch."""
+    raise NotImplementedError
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    out_filters = self.filters * self.expansion
-    needs_shortcut = self.strides != 1 or x.shape[-1] != out_filters
-    if self.preact:
+    layers = self.layers()
+    last, out_filters = len(layers), layers[-1][0]
+    placement = 'full_preact' if self.preact else self.placement
+    reshapes = self.strides != 1 or x.shape[-1] != out_filters
+    # A plain unit's branch is all there is: starting it at zero would cut the net.
+    zero_init = self.zero_init_residual and self.shortcut_variant != 'none'
+    if placement == 'full_preact':
       y = nn.relu(self.norm(name='bn1')(x))
-      residual = _shortcut(self, y if needs_shortcut else x, out_filters, needs_shortcut)
-      y = self.conv(self.filters, (1, 1), name='conv1')(y)
-      y = nn.relu(self.norm(name='bn2')(y))
-      y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
-      y = nn.relu(self.norm(name='bn3')(y))
-      kernel_init = nn.initializers.zeros if self.zero_init_residual else conv_kernel_init
-      y = self.conv(out_filters, (1, 1), kernel_init=kernel_init, name='conv3')(y)
-      return y + residual
-    last_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
-    residual = _shortcut(self, x, out_filters, needs_shortcut)
-    y = self.conv(self.filters, (1, 1), name='conv1')(x)
-    y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
-    y = nn.relu(self.norm(name='bn2')(y))
-    y = self.conv(out_filters, (1, 1), name='conv3')(y)
-    y = self.norm(scale_init=last_init, name='bn3')(y)
-    return nn.relu(y + residual)
+      shortcut_input = y if reshapes else x  # the reference code's "common BN, ReLU"
+    else:
+      y = nn.relu(x) if placement == 'relu_preact' else x
+      shortcut_input = x
+    for index, (features, kernel, stride) in enumerate(layers, start=1):
+      is_last = index == last
+      if placement == 'full_preact' and index > 1:
+        y = nn.relu(self.norm(name=f'bn{index}')(y))
+      bn_follows = placement != 'full_preact' and not (is_last and placement == 'bn_after_add')
+      zero_kernel = is_last and zero_init and not bn_follows
+      y = self.conv(features, (kernel, kernel), stride, name=f'conv{index}',
+                    kernel_init=nn.initializers.zeros if zero_kernel else conv_kernel_init)(y)
+      if bn_follows:
+        zero_scale = is_last and zero_init
+        y = self.norm(scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
+                      name=f'bn{index}')(y)
+      if kernel == 3 and self.is_mutable_collection(DIAGNOSTICS) and not self.is_initializing():
+        self.sow(DIAGNOSTICS, f'conv{index}_response_std', jnp.std(y.astype(jnp.float32)))
+      if bn_follows and (not is_last or placement == 'relu_before_add'):
+        y = nn.relu(y)
+    y = self._merge(y, x, shortcut_input, out_filters, reshapes, placement)
+    if placement == 'original':
+      return nn.relu(y)
+    if placement == 'bn_after_add':
+      return nn.relu(self.norm(name=f'bn{last}')(y))
+    return y
+
+  def _merge(self, branch: jnp.ndarray, x: jnp.ndarray, shortcut_input: jnp.ndarray,
+             out_filters: int, reshapes: bool, placement: str) -> jnp.ndarray:
+    """The unit's output before its final activation: branch and shortcut combined."""
+    variant = self.shortcut_variant
+    if variant == 'none':
+      return branch
+    if reshapes:  # Table 1's variants act on identity shortcuts; these keep option A/B/C.
+      if self.shortcut == 'zero_pad':
+        return branch + _subsample_and_zero_pad(shortcut_input, out_filters, self.strides)
+      return branch + self._projection(shortcut_input, out_filters, placement)
+    if self.shortcut == 'projection_all':
+      return branch + self._projection(shortcut_input, out_filters, placement)
+    if variant == 'conv':
+      return branch + self.conv(out_filters, (1, 1), name='downsample_conv')(shortcut_input)
+    if variant == 'scaling':
+      return self.residual_scale * branch + self.shortcut_scale * shortcut_input
+    if variant == 'dropout':
+      return branch + nn.Dropout(self.shortcut_dropout, deterministic=self.deterministic)(
+          shortcut_input)
+    if variant in ('exclusive_gating', 'shortcut_gating'):
+      bias = self.param('gate_bias', nn.initializers.constant(self.gate_bias_init),
+                        (out_filters,), jnp.float32)
+      gate = nn.sigmoid(self.conv(out_filters, (1, 1), name='gate_conv')(x) + bias)
+      gate = gate.astype(branch.dtype)
+      if variant == 'exclusive_gating':
+        return (1 - gate) * shortcut_input + gate * branch
+      return (1 - gate) * shortcut_input + branch
+    return branch + shortcut_input
+
+  def _projection(self, x: jnp.ndarray, filters: int, placement: str) -> jnp.ndarray:
+    y = self.conv(filters, (1, 1), self.strides, name='downsample_conv')(x)
+    # A pre-activation unit adds the projection as is: the next unit normalises.
+    return y if placement == 'full_preact' else self.norm(name='downsample_bn')(y)
 
 
-def _shortcut(block: nn.Module, x: jnp.ndarray, filters: int, needed: bool) -> jnp.ndarray:
-  """The residual path of `block`; must be called inside its compact __call__."""
-  if not needed:
-    return x
-  if block.shortcut == 'zero_pad':
-    return _subsample_and_zero_pad(x, filters, block.strides)
-  y = block.conv(filters, (1, 1), block.strides, name='downsample_conv')(x)
-  # A pre-activation block adds the projection as is: the next block normalises.
-  return y if block.preact else block.norm(name='downsample_bn')(y)
+class BasicBlock(ResidualUnit):
+  """Two 3×3 convolutions."""
+
+  def layers(self) -> Sequence[tuple[int, int, int]]:
+    return ((self.filters, 3, self.strides), (self.filters, 3, 1))
+
+
+class BottleneckBlock(ResidualUnit):
+  """1×1 → 3×3 (carries the stride: v1.5; the 1×1 with stride_in_1x1) → 1×1, 4× wider."""
+  expansion: int = 4
+
+  def layers(self) -> Sequence[tuple[int, int, int]]:
+    first, middle = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+    return ((self.filters, 1, first), (self.filters, 3, middle),
+            (self.filters * self.expansion, 1, 1))
 
 
 class Conv(nn.Module):

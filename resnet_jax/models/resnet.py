@@ -31,8 +31,17 @@ class ResNet(nn.Module):
     stem: 'imagenet' (7×7/2 conv + 3×3/2 max pool) or 'cifar' (3×3/1 conv).
     stage_filters: filters of each stage's blocks (before expansion).
     preact: pre-activation blocks (He et al. 2016) with a final BN-ReLU.
-    shortcut: 'projection' (1×1 conv + BN) or 'zero_pad' (option A).
-    zero_init_residual: zero-init the last BN scale (last conv if preact) of each branch.
+    shortcut: of the units that change shape: 'projection' (1×1 conv + BN, option B),
+      'zero_pad' (option A), 'projection_all' (option C: projections on every unit).
+    zero_init_residual: zero-init the last BN scale (last conv if no BN follows it) of
+      each branch; a plain net (shortcut_variant 'none') has no residual branch to start
+      at zero, so there it does nothing.
+    placement, shortcut_variant, shortcut_scale, residual_scale, gate_bias_init,
+      shortcut_dropout: the Identity Mappings paper's ablations (blocks.py); the
+      defaults are the units above. relu_preact adds a final ReLU; full_preact is
+      `preact`.
+    stride_in_1x1: bottleneck units stride in their first 1×1 conv (the CIFAR bottleneck
+      nets' reference code), not in the 3×3 (v1.5).
     bn_momentum: running-average decay of BatchNorm statistics.
     bn_epsilon: BatchNorm epsilon.
     bn_group_size: 0: BatchNorm statistics over the whole (global) batch; N: over
@@ -65,6 +74,13 @@ class ResNet(nn.Module):
   max_pool: Callable = nn.max_pool
   scan_blocks: bool = False
   remat: bool = False
+  placement: str = 'original'
+  shortcut_variant: str = 'identity'
+  shortcut_scale: float = 0.5
+  residual_scale: float = 1.0
+  gate_bias_init: float = -6.0
+  shortcut_dropout: float = 0.5
+  stride_in_1x1: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
@@ -75,22 +91,29 @@ class ResNet(nn.Module):
     norm = functools.partial(norm_cls, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                              dtype=self.dtype)
+    placement = 'full_preact' if self.preact else self.placement
     x = x.astype(self.dtype)
-    if self.stem == 'imagenet':
-      x = conv(self.stage_filters[0], (7, 7), 2, name='stem_conv')(x)
-      if not self.preact:
-        x = nn.relu(norm(name='stem_bn')(x))
+    imagenet_stem = self.stem == 'imagenet'
+    x = conv(self.stage_filters[0], (7, 7) if imagenet_stem else (3, 3), 2 if imagenet_stem else 1,
+             name='stem_conv')(x)
+    if placement != 'full_preact':
+      x = norm(name='stem_bn')(x)
+      if placement != 'relu_preact':  # there, each unit starts with its ReLU
+        x = nn.relu(x)
+    if imagenet_stem:
       x = self.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    else:
-      x = conv(self.stage_filters[0], (3, 3), name='stem_conv')(x)
-      if not self.preact:
-        x = nn.relu(norm(name='stem_bn')(x))
     block_cls = nn.remat(self.block_cls) if self.remat else self.block_cls
     for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters),
                                                   start=1):
       block = functools.partial(block_cls, filters=filters, conv=conv, norm=norm,
                                 preact=self.preact, shortcut=self.shortcut,
-                                zero_init_residual=self.zero_init_residual)
+                                zero_init_residual=self.zero_init_residual,
+                                placement=self.placement, shortcut_variant=self.shortcut_variant,
+                                shortcut_scale=self.shortcut_scale,
+                                residual_scale=self.residual_scale,
+                                gate_bias_init=self.gate_bias_init,
+                                shortcut_dropout=self.shortcut_dropout,
+                                stride_in_1x1=self.stride_in_1x1, deterministic=not train)
       x = block(strides=2 if stage > 1 else 1, name=f'stage{stage}_block1')(x)
       if self.scan_blocks and num_blocks > 2:
         x, _ = block_stack.scanned_blocks(functools.partial(block, strides=1),
@@ -98,7 +121,9 @@ class ResNet(nn.Module):
         continue
       for index in range(2, num_blocks + 1):
         x = block(strides=1, name=f'stage{stage}_block{index}')(x)
-    if self.preact:
+    if placement == 'full_preact':
       x = nn.relu(norm(name='final_bn')(x))
+    elif placement == 'relu_preact':
+      x = nn.relu(x)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='head')(x)

@@ -41,6 +41,8 @@ class ModelInfo:
     augment: the dataset.augment of training; decides the evaluation crop (see
       data.preprocess.eval_image).
     bn_epsilon: BatchNorm epsilon.
+    architecture: the unit options that differ from the model's own
+      (models.unit_options; empty for the variant table's models).
   """
   model: str
   num_classes: int
@@ -50,11 +52,12 @@ class ModelInfo:
   std: tuple[float, ...]
   augment: str
   bn_epsilon: float = 1e-5
+  architecture: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def create_model(self, **overrides: Any) -> models.ResNet:
     """The architecture, float32, unscanned (the layout load_variables returns)."""
     return models.create_model(self.model, num_classes=self.num_classes,
-                               bn_epsilon=self.bn_epsilon, **overrides)
+                               bn_epsilon=self.bn_epsilon, **(self.architecture | overrides))
 
 
 def model_info_from_config(config: ml_collections.ConfigDict, class_names: tuple[str, ...],
@@ -64,7 +67,8 @@ def model_info_from_config(config: ml_collections.ConfigDict, class_names: tuple
   return ModelInfo(model=config.model, num_classes=len(class_names),
                    class_names=tuple(class_names), image_shape=(size, size, channels),
                    mean=tuple(config.dataset.mean), std=tuple(config.dataset.std),
-                   augment=config.dataset.augment, bn_epsilon=config.bn_epsilon)
+                   augment=config.dataset.augment, bn_epsilon=config.bn_epsilon,
+                   architecture=models.unit_options(config))
 
 
 def write_model_info(directory: str | epath.Path, info: ModelInfo) -> None:

@@ -11,9 +11,13 @@ and writes into `<workdir>/report/step<N>_<weights>/`:
   and the confusion matrix (rows: true class, columns: predicted);
 - confusion_matrix.png: row-normalised colours, counts written in when there are few classes;
 - curves_loss.png, curves_top1.png, curves_learning_rate.png: train (and eval) scalars vs
-  step, read from the run's TensorBoard event files.
+  step, read from the run's TensorBoard event files;
+- with diagnostics logged (config.diagnostics_every_steps): diagnostics_grad_norm.png
+  (gradient norm against block depth, one line per logged step) and
+  diagnostics_response_std.png (each 3×3 layer's response std against its index; with
+  --compare=OTHER_WORKDIR, e.g. the plain twin, both runs side by side).
 
-The same as a function: `write_report(workdir, step=None, weights='auto')`.
+The same as a function: `write_report(workdir, step=None, weights='auto', compare=None)`.
 """
 
 import functools
@@ -33,6 +37,7 @@ from resnet_jax import sharding
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import trained
 from resnet_jax.storage import workdir as workdir_lib
+from resnet_jax.tools import diagnostics_plots
 
 REPORT_DIR = 'report'
 # Each plot and the tags it shows; eval tags are drawn with markers (they are sparse).
@@ -170,14 +175,32 @@ def class_metrics(labels: np.ndarray, predictions: np.ndarray,
   return record
 
 
-def write_report(workdir: str, *, step: int | None = None,
-                 weights: str = 'auto') -> dict[str, Any]:
+def plot_diagnostics(workdir: str, scalars: dict[str, list[tuple[int, float]]],
+                     directory: epath.Path, compare: str | None = None) -> dict[str, epath.Path]:
+  """The diagnostics figures of a run (and of `compare`'s responses); {} without data."""
+  written = {}
+  path = directory / 'diagnostics_grad_norm.png'
+  if diagnostics_plots.plot_grad_norms(scalars, path):
+    written['diagnostics_grad_norm'] = path
+  runs = {workdir_lib.read_config(workdir).model: diagnostics_plots.last_responses(scalars)}
+  if compare is not None:
+    runs[f'{workdir_lib.read_config(compare).model} ({compare})'] = (
+        diagnostics_plots.last_responses(read_scalars(compare)))
+  path = directory / 'diagnostics_response_std.png'
+  if diagnostics_plots.plot_response_stds(runs, path):
+    written['diagnostics_response_std'] = path
+  return written
+
+
+def write_report(workdir: str, *, step: int | None = None, weights: str = 'auto',
+                 compare: str | None = None) -> dict[str, Any]:
   """Evaluates a checkpoint of `workdir` and writes the report files into it.
 
   Args:
     workdir: a run's workdir (config.json, model_info.json, checkpoints/).
     step: the checkpoint; None for the newest.
     weights: 'auto' (the EMA if the run kept one), 'ema' or 'live'.
+    compare: another run's workdir whose response stds are drawn beside this one's.
 
   Returns:
     {'paths': {name: path written}, 'metrics': what metrics.json holds}.
@@ -208,7 +231,9 @@ def write_report(workdir: str, *, step: int | None = None,
   paths['metrics'].write_text(json.dumps(record, indent=2))
   plot_confusion_matrix(np.asarray(record['confusion_matrix']), class_names,
                         paths['confusion_matrix'])
-  paths |= plot_curves(read_scalars(workdir), directory)
+  scalars = read_scalars(workdir)
+  paths |= plot_curves(scalars, directory)
+  paths |= plot_diagnostics(workdir, scalars, directory, compare)
   return {'paths': {name: str(path) for name, path in paths.items()}, 'metrics': record}
 
 
@@ -217,7 +242,8 @@ def main(argv: list[str]) -> None:
   del argv
   values = flags.FLAGS
   try:
-    result = write_report(values.workdir, step=values.step, weights=values.weights)
+    result = write_report(values.workdir, step=values.step, weights=values.weights,
+                          compare=values.compare)
   except ConfigError as error:
     sys.exit(f'error: {error}')
   record = result['metrics']
@@ -232,5 +258,7 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'The run to report on (resnet_jax.main --workdir).')
   flags.DEFINE_integer('step', None, 'The checkpoint step; default: the newest.')
   flags.DEFINE_string('weights', 'auto', f'Which weights: {", ".join(trained.WEIGHTS)}.')
+  flags.DEFINE_string('compare', None, 'Another run (e.g. the plain twin) whose layer '
+                      'responses are drawn beside this one\'s.')
   flags.mark_flags_as_required(['workdir'])
   app.run(main)

@@ -1,0 +1,188 @@
+"""The degradation experiment (He et al. 2015, Fig. 1, 6 and 7) as one command.
+
+  python -m resnet_jax.degradation --workdir=DIR [--config=configs/degradation_digits.py]
+      [--depths=20,56] [--config.key=value ...]
+
+Trains plainN and resnetN for each depth N with one recipe (the config's; its `model`
+is replaced), each in DIR/<model>/ (a normal workdir: run the command again and
+finished nets are only evaluated, interrupted ones resume). Then writes
+
+- DIR/degradation.json: one object per net: model, family, depth, train_error (the
+  final weights on the whole training split, evaluation mode), test_error (the
+  config's evaluation split), num_train_steps, train_seconds (this command's time for
+  the net, training and evaluation), response_stds (as responses.png);
+- DIR/degradation.png: training error (the running training top-1, with augmentation)
+  and test error against step, plain dashed, residual solid (the paper's Fig. 6);
+- DIR/responses.png: each 3×3 layer's response std in the trained nets, evaluation mode,
+  on a batch of the evaluation split (Fig. 7; held_out_responses);
+
+and prints the table. The default, digits at 16×16 on 2 CPU cores, takes about 8
+minutes; --config=configs/cifar10_degradation.py --depths=20,32,44,56 is the paper's.
+"""
+
+import copy
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from resnet_jax import config_files
+
+FAMILIES = ('plain', 'resnet')
+RESULTS_FILE = 'degradation.json'
+FIGURE_FILE = 'degradation.png'
+RESPONSES_FILE = 'responses.png'
+RESPONSE_EXAMPLES = 1_000
+
+FLAGS = flags.FLAGS
+_DEFAULT_CONFIG = config_files.checkout_config('degradation_digits')
+
+
+def valid_depths(stem: str) -> list[int]:
+  """Depths with both a plain and a residual model of the given stem."""
+  from resnet_jax import models  # noqa: PLC0415
+  names = {name for name, (variant, preact) in models.VARIANTS.items()
+           if variant.stem == stem and not preact}
+  return sorted(int(name[5:]) for name in names
+                if name.startswith('plain') and f'resnet{name[5:]}' in names)
+
+
+def check_depths(depths: Sequence[int], model: str) -> None:
+  """ValueError naming a depth with no plainN/resnetN of the config model's kind."""
+  from resnet_jax import models  # noqa: PLC0415
+  models.check_model_name(model)
+  stem = models.VARIANTS[model][0].stem
+  valid = valid_depths(stem)
+  for depth in depths:
+    if depth not in valid:
+      raise ValueError(f'depth {depth} has no plain{depth}/resnet{depth} ({stem} nets); valid '
+                       f'depths: {", ".join(map(str, valid))}')
+  if not depths:
+    raise ValueError('--depths is empty; give at least one, e.g. --depths=20,56')
+
+
+def _errors(scalars: dict[str, list[tuple[int, float]]], tag: str) -> list[tuple[int, float]]:
+  return [(step, 1.0 - value) for step, value in scalars.get(tag, [])]
+
+
+def train_error(run_dir: str, config: Any) -> float:
+  """1 − top-1 of the run's newest checkpoint on the whole training split (no
+  augmentation: the evaluation pipeline)."""
+  from resnet_jax.storage import trained  # noqa: PLC0415
+  from resnet_jax.tools import report  # noqa: PLC0415
+  on_train = copy.deepcopy(config)
+  with on_train.unlocked():
+    on_train.dataset.eval_split = config.dataset.train_split
+  labels, predictions = report.predict_split(trained.restore(run_dir, weights='live'), on_train)
+  return float((labels != predictions).mean())
+
+
+def held_out_responses(run_dir: str, config: Any) -> list[float]:
+  """Each 3×3 layer's response std, input first, for the newest checkpoint in evaluation
+  mode (running BN statistics) on the evaluation split's first RESPONSE_EXAMPLES: the
+  paper's Fig. 7 measures the trained net. (In a training step, BN's batch statistics
+  make the std of a BN output a function of its scale and offset alone.)"""
+  import jax  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  from resnet_jax import diagnostics, steps  # noqa: PLC0415
+  from resnet_jax.data import pipeline, sources  # noqa: PLC0415
+  from resnet_jax.models.blocks import DIAGNOSTICS  # noqa: PLC0415
+  from resnet_jax.storage import trained  # noqa: PLC0415
+  from resnet_jax.tools import diagnostics_plots  # noqa: PLC0415
+  restored = trained.restore(run_dir, weights='live')
+  source = sources.create_source(config)
+  # Read to the end: a cached split read in part is discarded, with a warning.
+  batches = list(pipeline.eval_batches(source, config, sources.dataset_info(source, config),
+                                       process_index=0, process_count=1))
+  images = np.concatenate([b['image'][b['mask'].astype(bool)] for b in batches])
+  images = steps.normalize_images(images[:RESPONSE_EXAMPLES], restored.info.mean,
+                                  restored.info.std)
+  _, sown = jax.jit(functools.partial(restored.create_model().apply, train=False,
+                                      mutable=[DIAGNOSTICS]))(restored.variables, images)
+  stds = diagnostics.response_stds(sown[DIAGNOSTICS])
+  return [float(stds[name]) for name in diagnostics_plots.layer_order(stds)]
+
+
+def run_experiment(config: Any, workdir: str, depths: Sequence[int]) -> list[dict[str, Any]]:
+  """Trains and evaluates every net; writes the JSON and both figures; returns the rows."""
+  from etils import epath  # noqa: PLC0415
+
+  from resnet_jax import train  # noqa: PLC0415
+  from resnet_jax.tools import diagnostics_plots, report  # noqa: PLC0415
+  check_depths(depths, config.model)
+  root = epath.Path(workdir)
+  results, curves, responses = [], {}, {}
+  for depth in depths:
+    for family in FAMILIES:
+      model = f'{family}{depth}'
+      run_config = copy.deepcopy(config)
+      with run_config.unlocked():
+        run_config.model = model
+      run_dir = str(root / model)
+      start = time.perf_counter()
+      summary = train.train_and_evaluate(run_config, run_dir)
+      seconds = time.perf_counter() - start
+      scalars = report.read_scalars(run_dir)
+      responses[model] = held_out_responses(run_dir, run_config)
+      curves[model] = {'train': _errors(scalars, 'train/top1'),
+                       'test': _errors(scalars, 'eval/top1')}
+      results.append({'model': model, 'family': family, 'depth': depth,
+                      'train_error': train_error(run_dir, run_config),
+                      'test_error': 1.0 - summary['eval/top1'],
+                      'num_train_steps': int(scalars['train/top1'][-1][0]),
+                      'train_seconds': round(seconds, 1),
+                      'response_stds': [round(v, 4) for v in responses[model]]})
+  (root / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+  diagnostics_plots.plot_degradation(curves, root / FIGURE_FILE)
+  diagnostics_plots.plot_response_stds(
+      responses, root / RESPONSES_FILE,
+      subtitle=f'trained, evaluation mode, {config.dataset.eval_split!r} split')
+  return results
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+  """The results as a Markdown table."""
+  lines = ['| model | train error | test error | steps | seconds |', '|---|---:|---:|---:|---:|']
+  lines += [f'| {r["model"]} | {100 * r["train_error"]:.1f} % | {100 * r["test_error"]:.1f} % '
+            f'| {r["num_train_steps"]} | {r["train_seconds"]:.0f} |' for r in results]
+  return '\n'.join(lines)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  import tensorflow as tf  # noqa: PLC0415  (the input pipeline's; keep it off the GPUs)
+  tf.config.set_visible_devices([], 'GPU')
+  from resnet_jax.errors import ConfigError  # noqa: PLC0415
+  from resnet_jax.storage import checkpointing  # noqa: PLC0415
+  try:
+    depths = [int(depth) for depth in FLAGS.depths]
+  except ValueError:
+    sys.exit(f'error: --depths {",".join(FLAGS.depths)} must be integers, e.g. 20,56')
+  try:
+    start = time.perf_counter()
+    results = run_experiment(FLAGS.config, FLAGS.workdir, depths)
+  except (ConfigError, checkpointing.CheckpointError, ValueError) as error:
+    sys.exit(f'error: {error}')
+  print(format_table(results))
+  print(f'{len(results)} nets in {time.perf_counter() - start:.0f} s; wrote '
+        f'{FLAGS.workdir}/{RESULTS_FILE}, {FIGURE_FILE}, {RESPONSES_FILE}')
+
+
+if __name__ == '__main__':
+  from resnet_jax.cpu import allocator
+  allocator.reexec_with_fast_allocator()
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  flags.DEFINE_string('workdir', None, 'Directory for the runs, the JSON and the figures.')
+  config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'The recipe (its model is '
+                                  'replaced by plainN and resnetN).', lock_config=True)
+  flags.DEFINE_list('depths', ['20', '56'], 'Depths N of the plainN / resnetN pairs.')
+  flags.mark_flags_as_required(['workdir'])
+  config_files.make_importable([*sys.argv, f'--config={_DEFAULT_CONFIG}'])
+  app.run(main)
