@@ -31,7 +31,7 @@ RESUMABLE_CHANGES = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_e
                      'checkpoint_every_steps', 'max_checkpoints_to_keep', 'nonfinite_policy',
                      'checkpoint_async', 'eval_only', 'dataset.eval_split',
                      'dataset.data_dir', 'dataset.manual_dir', 'init_checkpoint',
-                     'init_weights')
+                     'init_weights', 'diagnostics_every_steps')
 
 
 def path(workdir: str) -> epath.Path:

@@ -28,9 +28,10 @@ from resnet_jax.errors import check_choice
 from resnet_jax.storage import trained
 
 SOURCES = ('torchvision', 'timm')
-# Models whose torch layout is the one above: ImageNet stems, post-activation blocks.
+# Models whose torch layout is the one above: ImageNet stems, post-activation residual blocks.
 MODELS = tuple(name for name, (variant, preact) in models.VARIANTS.items()
-               if variant.stem == 'imagenet' and not preact)
+               if variant.stem == 'imagenet' and not preact
+               and variant.shortcut_variant == 'identity')
 _MODULES = {'stem_conv': 'conv1', 'stem_bn': 'bn1', 'downsample_conv': 'downsample.0',
             'downsample_bn': 'downsample.1', 'head': 'fc'}
 _LEAVES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',

@@ -1,0 +1,86 @@
+"""What the training diagnostics cost: the trainer's step with and without them, one run.
+
+  python -m resnet_jax.tools.diagnostics_cost [--config=configs/degradation_digits.py] \
+      [--model=resnet56] [--image_size=16] [--batch_size=128] [--steps=20] [--rounds=3]
+
+Compiles train.make_train_step twice for the same config, the ordinary step and the one
+that also returns resnet_jax.diagnostics' tags (config.diagnostics_every_steps runs
+the latter every N steps), and times them in alternating rounds on one synthetic batch
+(the best round of each counts). Prints both step times, their ratio, both compile
+times, and what diagnostics every N steps add to a run's step time on average.
+"""
+
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from resnet_jax import config_files
+
+FLAGS = flags.FLAGS
+_DEFAULT_CONFIG = config_files.checkout_config('degradation_digits')
+config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'The recipe whose step is timed.')
+flags.DEFINE_string('model', 'resnet56', 'Model name.')
+flags.DEFINE_integer('image_size', 16, 'Image side.')
+flags.DEFINE_integer('channels', 1, 'Image channels.')
+flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
+flags.DEFINE_integer('steps', 20, 'Steps per timed round.')
+flags.DEFINE_integer('rounds', 3, 'Alternating rounds of each step.')
+flags.DEFINE_integer('every', 33, 'The diagnostics_every_steps to report the average cost of.')
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  import jax
+  import numpy as np
+  import optax
+
+  from resnet_jax import metrics, sharding, train
+  from resnet_jax.data import sources
+
+  config = FLAGS.config
+  with config.unlocked():
+    config.model, config.batch_size = FLAGS.model, FLAGS.batch_size
+    config.dataset.image_size = FLAGS.image_size
+  mesh = sharding.make_mesh()
+  info = sources.DatasetInfo(num_classes=10, class_names=tuple(map(str, range(10))),
+                             num_train_examples=100 * config.batch_size, num_eval_examples=1,
+                             image_shape=(FLAGS.image_size, FLAGS.image_size, FLAGS.channels))
+  learning_rate_fn = optax.constant_schedule(0.1)
+  state = train.create_state(config, info, mesh, learning_rate_fn)
+  rng = np.random.default_rng(0)
+  batch = sharding.to_global({
+      'image': rng.integers(0, 256, (config.batch_size, *info.image_shape), np.uint8),
+      'label': rng.integers(0, 10, (config.batch_size,), np.int32)}, mesh)
+  totals = metrics.empty(metrics.TrainMetrics, mesh)
+  compiled, compile_seconds = {}, {}
+  for name, diagnostics in (('ordinary', False), ('diagnostics', True)):
+    start = time.perf_counter()
+    compiled[name] = train.make_train_step(config, learning_rate_fn, mesh,
+                                           diagnostics=diagnostics).lower(
+                                               state, batch, totals).compile()
+    compile_seconds[name] = time.perf_counter() - start
+  best = {name: float('inf') for name in compiled}
+  for _ in range(FLAGS.rounds):
+    for name, step in compiled.items():
+      outputs = step(state, batch, totals)  # one untimed step: the buffers settle
+      state, totals = outputs[0], outputs[1]
+      start = time.perf_counter()
+      for _ in range(FLAGS.steps):
+        outputs = step(state, batch, totals)
+        state, totals = outputs[0], outputs[1]
+      jax.block_until_ready(outputs)
+      best[name] = min(best[name], (time.perf_counter() - start) / FLAGS.steps)
+  ratio = best['diagnostics'] / best['ordinary']
+  print(f'{config.model}, batch {config.batch_size} at {FLAGS.image_size}², '
+        f'{jax.device_count()} {jax.devices()[0].device_kind} device(s):')
+  for name in compiled:
+    print(f'  {name:11s} step {1e3 * best[name]:8.1f} ms   compile {compile_seconds[name]:5.1f} s')
+  print(f'  a diagnostics step costs {ratio:.3f}x an ordinary one; every {FLAGS.every} steps '
+        f'that adds {100 * (ratio - 1) / FLAGS.every:.2f} % to the average step time')
+
+
+if __name__ == '__main__':
+  config_files.make_importable([*sys.argv, f'--config={_DEFAULT_CONFIG}'])
+  app.run(main)
