@@ -35,6 +35,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.residual_scale = 1.0
   config.gate_bias_init = -6.0  # the gating variants' initial gate bias b_g
   config.shortcut_dropout = 0.5  # dropout's rate on the shortcut
+  # Stochastic depth (Huang et al. 2016, as timm's drop_path): in training, each example
+  # drops each unit's residual branch with probability drop_path_rate × i / (units − 1) for
+  # the i-th unit (0-based, over the whole net), and scales kept branches by 1 / (1 − p);
+  # evaluation uses every branch. 0: off.
+  config.drop_path_rate = 0.0
+  # FFCV's BlurPool: a fixed 3×3 binomial blur ([1,2,1]⊗[1,2,1]/16, zero padding) before
+  # every strided conv with at least 16 input channels (Zhang 2019, "Making CNNs
+  # shift-invariant again").
+  config.blurpool = False
   # Speed and memory; none of these changes the numbers beyond float rounding.
   config.conv_impl = 'auto'  # auto (dot on CPU), xla, dot: resnet_jax/cpu/conv.py says which convs
   config.scan_blocks = False  # nn.scan over each stage's identical blocks (GPU/TPU: faster
@@ -53,7 +62,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.manual_dir = ''  # where ImageNet's tar files lie, for preparing it
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
-  config.dataset.image_size = 224
+  config.dataset.image_size = 224  # training resolution (the largest, with a resize ramp)
+  # Evaluation: the centre crop of eval_crop_fraction × the shorter side, resized to
+  # eval_image_size (0: image_size). FixRes (Touvron et al. 2019): train smaller than you test.
+  config.dataset.eval_image_size = 0
+  config.dataset.eval_crop_fraction = 0.875
+  # Progressive resizing (FFCV): the training resolution ramps linearly from
+  # min_image_size at resize_start_epoch to image_size at resize_end_epoch, rounded to a
+  # multiple of resize_multiple, changing only at epoch boundaries; 0: off. Each
+  # resolution compiles the step once.
+  config.dataset.min_image_size = 0
+  config.dataset.resize_start_epoch = 0.0
+  config.dataset.resize_end_epoch = 0.0
+  config.dataset.resize_multiple = 32
   config.dataset.augment = 'imagenet'  # none, cifar (pad + crop), imagenet (random-resized crop)
   config.dataset.random_flip = True
   config.dataset.crop_padding = 4  # pixels each side, for augment='cifar'
@@ -62,6 +83,15 @@ def get_config() -> ml_collections.ConfigDict:
   # RandAugment (resnet_jax/data/randaugment.py) after the crop and flip; 0 layers: off.
   config.dataset.randaugment_layers = 0
   config.dataset.randaugment_magnitude = 9.0  # 0..10
+  # TrivialAugment-wide (Müller & Hutter 2021; torchvision's TrivialAugmentWide): one op
+  # per image at a uniform magnitude bin out of 31; not together with RandAugment.
+  config.dataset.trivial_augment = False
+  # Repeated augmentation (Hoffer et al. 2020; timm's and torchvision's RASampler): each
+  # image appears this many times in its global batch, on different devices, each copy
+  # with its own augmentation draws. An epoch is still as many examples as the split
+  # (steps per epoch do not change); the images come from one shuffled pass over the
+  # split after another, so every `repeated_augmentation` epochs cover the whole split.
+  config.dataset.repeated_augmentation = 1
   config.dataset.cache = False  # keep the encoded split in memory (small datasets)
   config.dataset.shuffle_buffer = 16_384  # TFDS records; image folders shuffle fully
   # global: batches independent of the process count (each process reads all records);
@@ -74,21 +104,40 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = -1  # > 0 overrides num_epochs
 
   # Optimizer and schedule.
-  config.optimizer = 'sgd'  # sgd, adamw, lars (large batches)
+  config.optimizer = 'sgd'  # sgd, adamw, lamb (timm's, as RSB trains), lars (large batches)
   config.momentum = 0.9  # sgd and lars
   config.nesterov = True
   config.adam_b1 = 0.9
   config.adam_b2 = 0.999
+  config.adam_eps = 1e-8  # adamw and lamb
+  config.grad_clip_norm = 0.0  # > 0: clip the global gradient norm to it (timm's LAMB: 1.0)
   config.base_lr = 0.1  # for a batch of 256; the trainer scales it by batch_size / 256
-  config.weight_decay = 1e-4  # conv and dense kernels only
+  config.weight_decay = 1e-4
+  # What weight decay skips: norm_and_bias (BN scales/offsets and biases: kernels only;
+  # timm, the flax example), norm (BN only; torchvision's norm_weight_decay=0),
+  # norm_except_shortcut (BN but the projection shortcut's, as NVIDIA's and FFCV's name
+  # filters do), none (every parameter; torchvision's classic reference).
+  config.weight_decay_skip = 'norm_and_bias'
   config.schedule = 'cosine'  # cosine, step, constant, polynomial (each after linear warmup)
   config.lr_poly_power = 2.0  # schedule='polynomial': peak × (1 - t)^power, t from 0 to 1
   config.lars_trust_coefficient = 0.001
   config.warmup_epochs = 5.0
+  config.warmup_start_factor = 0.0  # the warmup starts at this × the peak rate
+  config.final_lr_factor = 0.0  # cosine and polynomial end at this × the peak rate
   config.lr_boundaries_epochs = ()  # schedule='step': decay at these epochs ...
   config.lr_boundaries_steps = ()  # ... or at these steps (not both)
   config.lr_decay_factor = 0.1
   config.label_smoothing = 0.0
+  # softmax: cross-entropy over the classes; bce: per-class binary cross-entropy averaged
+  # over classes and examples (timm's BinaryCrossEntropy, "ResNet strikes back").
+  config.loss = 'softmax'
+  config.bce_target_threshold = 0.0  # bce: targets above it become 1, the rest 0; 0: off
+  # Random erasing (Zhong et al. 2020) on the device after normalisation, per example with
+  # this probability: a box of 2-33 % of the image, aspect 0.3-3.3; 0: off. Mode const
+  # fills it with 0 (the mean colour; torchvision's RandomErasing), pixel with N(0, 1)
+  # noise per pixel and channel (timm's mode 'pixel').
+  config.random_erasing = 0.0
+  config.random_erasing_mode = 'const'
   # Batch-level mixing on the device (resnet_jax/mixing.py); alpha 0: off. With both on,
   # each batch takes cutmix with probability mix_switch_prob, else mixup.
   config.mixup_alpha = 0.0
@@ -99,6 +148,12 @@ def get_config() -> ml_collections.ConfigDict:
   # of the batch mix without traffic between devices.
   config.mix_group_size = 0
   config.ema_decay = 0.0  # > 0 keeps an EMA of weights and BN statistics, evaluated too
+  config.ema_every_steps = 1  # the EMA takes a step every this many steps (torchvision: 32)
+  # During the learning-rate warmup the EMA copies the weights (torchvision's reference).
+  config.ema_copy_during_warmup = False
+  # Evaluation also averages the logits of each image and its mirror image (FFCV's
+  # test-time augmentation); metrics eval/... are then those of the averaged logits.
+  config.eval_flip = False
   # A step with a non-finite loss or gradient: skip (drop its update, count it in
   # train/skipped_steps and go on) or halt (stop with an error naming the step, before
   # that state is evaluated or saved). auto: skip with float16, halt otherwise.

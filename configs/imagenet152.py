@@ -1,16 +1,20 @@
-"""ResNet-152 v1.5 on ImageNet, 90 epochs; recipe `cosine` (default) or `step`.
+"""ResNet-152 v1.5 on ImageNet; recipe `nvidia` (default, 90 epochs), `nvidia250`, `step`
+or `flax` (configs/recipes.py: each key as its source sets it, with the source's files).
 
 Commands (prepare imagenet2012 first, see docs/data.md):
   python -m resnet_jax.main --config=configs/imagenet152.py --workdir=/tmp/imagenet152
   python -m resnet_jax.main --config=configs/imagenet152.py:step --workdir=/tmp/imagenet152_step
 
-Recipes (configs/recipes.py): `step` is He et al. 2015 as torchvision's reference trains
-it (batch 256, lr 0.1 ÷10 at epochs 30 and 60); `cosine` is NVIDIA's (batch 1024, lr 0.4,
-5 warmup epochs, cosine, label smoothing 0.1). Both bfloat16 compute.
+Recipes: `nvidia` is NVIDIA DeepLearningExamples' RN50 v1.5 (batch 2048, lr 0.256 per 256,
+momentum 0.875, weight decay 1/32768 not on BN, 8 warmup epochs, cosine, label smoothing
+0.1, BN per 256 images); `step` is torchvision's classic reference (batch 256, lr 0.1 ÷10
+at epochs 30 and 60, weight decay 1e-4 on every parameter, BN per 32 images); `flax` is
+google/flax examples/imagenet (batch 1024, lr 0.1 per 256, Nesterov, 5 warmup epochs,
+cosine, 100 epochs, BN over the whole batch).
 Expected top-1 (single 224 centre crop):
 - step: 78.31 % (torchvision's IMAGENET1K_V1 weights, trained with this recipe);
-- cosine: no published anchor at this depth; at ResNet-50 the cosine recipe gives
-  ~1 point more than the step one (77.12 vs 76.13 %).
+- nvidia, flax: the sources publish ResNet-50 only (77.12 % and 76.3-76.7 %; see
+  configs/imagenet50.py).
 Runtime: ~4.6 h on 8 A100s, an estimate (ResNet-50 at NVIDIA's 2,470 img/s per A100,
 NVIDIA DeepLearningExamples'
 RN50 v1.5 README, scaled by 11.51/4.09 GMACs), not a measurement. Not yet run with this code.
@@ -21,5 +25,5 @@ import ml_collections
 from configs import recipes
 
 
-def get_config(recipe: str = 'cosine') -> ml_collections.ConfigDict:
+def get_config(recipe: str = 'nvidia') -> ml_collections.ConfigDict:
   return recipes.imagenet('resnet152', recipe)

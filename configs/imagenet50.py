@@ -1,19 +1,33 @@
-"""ResNet-50 v1.5 on ImageNet, 90 epochs; recipe `cosine` (default) or `step`.
+"""ResNet-50 v1.5 on ImageNet; recipe `nvidia` (default, 90 epochs), `nvidia250`, `step`
+or `flax` (configs/recipes.py: each key as its source sets it, with the source's files).
 
 Commands (prepare imagenet2012 first, see docs/data.md):
   python -m resnet_jax.main --config=configs/imagenet50.py --workdir=/tmp/imagenet50
+  python -m resnet_jax.main --config=configs/imagenet50.py:nvidia250 --workdir=/tmp/r50_250
   python -m resnet_jax.main --config=configs/imagenet50.py:step --workdir=/tmp/imagenet50_step
+  python -m resnet_jax.main --config=configs/imagenet50.py:flax --workdir=/tmp/imagenet50_flax
 
-Recipes (configs/recipes.py): `step` is He et al. 2015 as torchvision's reference trains
-it (batch 256, lr 0.1 ÷10 at epochs 30 and 60); `cosine` is NVIDIA's (batch 1024, lr 0.4,
-5 warmup epochs, cosine, label smoothing 0.1). Both bfloat16 compute.
+Recipes:
+- nvidia / nvidia250: NVIDIA DeepLearningExamples' RN50 v1.5 (PyTorch/Classification/
+  ConvNets, configs.yml resnet50 DGXA100): batch 2048 (256 per GPU × 8, BN per GPU), lr
+  0.256 per 256, momentum 0.875, weight decay 1/32768 with none on BN
+  (--bn-weight-decay off), 8 warmup epochs, cosine, label smoothing 0.1, no zero-init;
+  250 epochs add mixup 0.2. NVIDIA steps warmup and cosine per epoch; here per step.
+- step: torchvision's classic reference (references/classification): batch 256 (32 per
+  GPU × 8), lr 0.1 ÷10 every 30 epochs, momentum 0.9, weight decay 1e-4 on every
+  parameter, 90 epochs, float32.
+- flax: google/flax examples/imagenet (configs/tpu.py): batch 1024, lr 0.1 per 256,
+  Nesterov 0.9, weight decay 1e-4 on kernels, 5 warmup epochs, cosine, 100 epochs,
+  zero-init of each block's last BN, bfloat16 (the flax example's images are bicubic,
+  ours bilinear).
 Expected top-1 (single 224 centre crop):
-- step: 76.13 % (torchvision's IMAGENET1K_V1 weights, trained with this recipe); the
-  ResNet-50 released with the paper (KaimingHe/deep-residual-networks) gives 75.3 %;
-- cosine: 77.12 % (NVIDIA DeepLearningExamples, RN50 v1.5, 90 epochs); the flax example
-  reaches 76.3–76.7 % in 100 epochs (google/flax examples/imagenet README).
-Runtime: ~1.6 h on 8 A100s, an estimate from NVIDIA's 2,470 img/s per A100 (NVIDIA
-DeepLearningExamples' RN50 v1.5 README), not a measurement. Not yet run with this code.
+- nvidia: 77.12 % (AMP) / 76.95 % (TF32), nvidia250: 78.43 % / 78.38 %
+  (resnet50v1.5/README.md, 8 A100s);
+- step: 76.13 % (torchvision's IMAGENET1K_V1 weights, trained with this recipe);
+- flax: 76.37-76.72 % in 100 epochs (google/flax examples/imagenet README).
+Runtime: nvidia ~3 h on 8 A100s with AMP (NVIDIA's README: 16,621 img/s; 250 epochs
+~8 h by proportion, not stated there); flax 2.1 h on a TPU v3-32 (its README). Not yet
+run with this code.
 """
 
 import ml_collections
@@ -21,5 +35,5 @@ import ml_collections
 from configs import recipes
 
 
-def get_config(recipe: str = 'cosine') -> ml_collections.ConfigDict:
+def get_config(recipe: str = 'nvidia') -> ml_collections.ConfigDict:
   return recipes.imagenet('resnet50', recipe)

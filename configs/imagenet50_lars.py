@@ -21,7 +21,7 @@ from configs import recipes
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = recipes.imagenet('resnet50', 'cosine')
+  config = recipes.imagenet('resnet50', 'flax')
   config.batch_size = 32_768
   config.num_epochs = 36.0
   config.optimizer = 'lars'

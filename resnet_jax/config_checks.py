@@ -4,9 +4,9 @@ value and its valid choices."""
 import ml_collections
 from jax.sharding import Mesh
 
-from resnet_jax import models, optim, sharding, steps
+from resnet_jax import erasing, losses, models, optim, sharding, steps
 from resnet_jax.cpu import conv
-from resnet_jax.data import pipeline, preprocess, sources
+from resnet_jax.data import pipeline, preprocess, resolution, sources
 from resnet_jax.errors import ConfigError, check_choice
 from resnet_jax.storage import trained
 
@@ -52,8 +52,33 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     if not 0 <= config.dataset.randaugment_magnitude <= 10:
       raise ValueError(f'dataset.randaugment_magnitude {config.dataset.randaugment_magnitude} '
                        'must be in [0, 10]')
+    _check_recipe_components(config)
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
       raise ValueError(f'num_train_steps {config.num_train_steps} and num_epochs '
                        f'{config.num_epochs}: one of them must be positive')
   except ValueError as error:
     raise ConfigError(str(error)) from None
+
+
+def _check_recipe_components(config: ml_collections.ConfigDict) -> None:
+  """The loss, erasing, repeats, TrivialAugment, resolution and EMA settings."""
+  check_choice('loss', config.loss, losses.LOSSES, choices_name='losses')
+  if not 0 <= config.bce_target_threshold < 1:
+    raise ValueError(f'bce_target_threshold {config.bce_target_threshold} must be in [0, 1) '
+                     '(0: off)')
+  if config.bce_target_threshold and config.loss != 'bce':
+    raise ValueError(f'bce_target_threshold {config.bce_target_threshold} needs loss=bce '
+                     f'(loss is {config.loss!r})')
+  if not 0 <= config.random_erasing <= 1:
+    raise ValueError(f'random_erasing {config.random_erasing} must be in [0, 1] (0: off)')
+  check_choice('random_erasing_mode', config.random_erasing_mode, erasing.MODES)
+  repeats = config.dataset.repeated_augmentation
+  if not 1 <= repeats <= config.batch_size:
+    raise ValueError(f'dataset.repeated_augmentation {repeats} must be in [1, batch_size '
+                     f'{config.batch_size}] (1: off)')
+  if config.dataset.trivial_augment and config.dataset.randaugment_layers:
+    raise ValueError('dataset.trivial_augment and dataset.randaugment_layers '
+                     f'{config.dataset.randaugment_layers}: pick one (randaugment_layers=0)')
+  resolution.check(config)
+  if config.ema_every_steps < 1:
+    raise ValueError(f'ema_every_steps {config.ema_every_steps} must be >= 1')

@@ -145,8 +145,3 @@ def mix_batch(rng: jax.Array, images: jnp.ndarray, labels: jnp.ndarray, num_clas
   lam = lam.astype(jnp.float32)
   return mixed, lam * targets + (1.0 - lam) * partners(targets, group_size)
 
-
-def mixed_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
-  """Per-example softmax cross-entropy against soft targets, in float32."""
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32),
-                                     targets.astype(jnp.float32))

@@ -1,6 +1,8 @@
 """Learning-rate schedules, the optax optimizer chain and its weight-decay mask."""
 
-from typing import TYPE_CHECKING, Any
+import functools
+import re
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +14,21 @@ if TYPE_CHECKING:
   import ml_collections
 
 SCHEDULES = ('cosine', 'step', 'constant', 'polynomial')
-OPTIMIZERS = ('sgd', 'adamw', 'lars')
+OPTIMIZERS = ('sgd', 'adamw', 'lamb', 'lars')
+# What weight decay leaves alone (config.weight_decay_skip).
+WEIGHT_DECAY_SKIPS = ('norm_and_bias', 'norm', 'norm_except_shortcut', 'none')
 
 
 def check_choices(config: 'ml_collections.ConfigDict') -> None:
   """Raises ValueError naming a bad optimizer or schedule and the valid choices."""
   check_choice('optimizer', config.optimizer, OPTIMIZERS, choices_name='optimizers')
   check_choice('schedule', config.schedule, SCHEDULES, choices_name='schedules')
+  check_choice('weight_decay_skip', config.weight_decay_skip, WEIGHT_DECAY_SKIPS)
+  for name in ('warmup_start_factor', 'final_lr_factor'):
+    if not 0 <= config[name] <= 1:
+      raise ValueError(f'{name} {config[name]} must be in [0, 1]')
+  if config.grad_clip_norm < 0:
+    raise ValueError(f'grad_clip_norm {config.grad_clip_norm} must be >= 0 (0: off)')
   if config.backbone_lr_multiplier < 0:
     raise ValueError(f'backbone_lr_multiplier {config.backbone_lr_multiplier} must be >= 0 '
                      '(freeze_backbone=True freezes it)')
@@ -37,8 +47,8 @@ def create_learning_rate_fn(config: 'ml_collections.ConfigDict', *, steps_per_ep
   """Linear warmup from 0, then `config.schedule`, all in optimizer steps.
 
   Args:
-    config: reads base_lr, batch_size, schedule, warmup_epochs, lr_boundaries_epochs,
-      lr_boundaries_steps, lr_decay_factor.
+    config: reads base_lr, batch_size, schedule, warmup_epochs, warmup_start_factor,
+      final_lr_factor, lr_boundaries_epochs, lr_boundaries_steps, lr_decay_factor.
     steps_per_epoch: optimizer steps in one pass over the training split.
     num_train_steps: total optimizer steps of the run.
 
@@ -47,12 +57,13 @@ def create_learning_rate_fn(config: 'ml_collections.ConfigDict', *, steps_per_ep
   """
   peak = scaled_learning_rate(config.base_lr, config.batch_size)
   warmup_steps = min(int(round(config.warmup_epochs * steps_per_epoch)), num_train_steps)
+  final = config.final_lr_factor
   if config.schedule == 'cosine':
-    main = optax.cosine_decay_schedule(peak, max(num_train_steps - warmup_steps, 1))
+    main = optax.cosine_decay_schedule(peak, max(num_train_steps - warmup_steps, 1), alpha=final)
   elif config.schedule == 'constant':
     main = optax.constant_schedule(peak)
   elif config.schedule == 'polynomial':  # MLPerf's LARS recipes: (1 - t)^power down to 0
-    main = optax.polynomial_schedule(peak, 0.0, config.lr_poly_power,
+    main = optax.polynomial_schedule(peak, final * peak, config.lr_poly_power,
                                      max(num_train_steps - warmup_steps, 1))
   elif config.schedule == 'step':
     boundaries = (list(config.lr_boundaries_steps) or
@@ -65,7 +76,7 @@ def create_learning_rate_fn(config: 'ml_collections.ConfigDict', *, steps_per_ep
     check_choices(config)
   if not warmup_steps:
     return main
-  warmup = optax.linear_schedule(0.0, peak, warmup_steps)
+  warmup = optax.linear_schedule(config.warmup_start_factor * peak, peak, warmup_steps)
   return optax.join_schedules([warmup, main], [warmup_steps])
 
 
@@ -87,6 +98,30 @@ def weight_decay_mask(params: Any) -> Any:
   """True for convolution and dense kernels; BN scales/biases and dense biases decay not."""
   return jax.tree_util.tree_map_with_path(
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+_NORM_MODULE = re.compile(r'(^|_)bn\d*$')  # bn1, stem_bn, downsample_bn, final_bn, ...
+
+
+def norm_mask(params: Any, *, decay_shortcut_norm: bool = False) -> Any:
+  """True for every parameter outside a BatchNorm module (biases included); with
+  decay_shortcut_norm, the projection shortcut's BN (downsample_bn) decays too."""
+  def decays(path, _) -> bool:
+    names = [str(getattr(key, 'key', '')) for key in path[:-1]]
+    if decay_shortcut_norm:
+      names = [name for name in names if name != 'downsample_bn']
+    return not any(_NORM_MODULE.search(name) for name in names)
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def decay_mask(skip: str) -> Callable[[Any], Any] | None:
+  """The mask function of config.weight_decay_skip (WEIGHT_DECAY_SKIPS); None where
+  everything decays. 'norm_except_shortcut' is what NVIDIA's and FFCV's filters do: they
+  skip parameters whose torchvision name contains 'bn', and the shortcut's BN is named
+  downsample.1."""
+  return {'norm_and_bias': weight_decay_mask, 'norm': norm_mask,
+          'norm_except_shortcut': functools.partial(norm_mask, decay_shortcut_norm=True),
+          'none': None}[skip]
 
 
 HEAD = 'head'  # the classifier's parameters; everything else is the backbone
@@ -113,28 +148,54 @@ def create_optimizer(config: 'ml_collections.ConfigDict',
 
 
 def sgd(learning_rate_fn: optax.Schedule, *, momentum: float, nesterov: bool,
-        weight_decay: float) -> optax.GradientTransformation:
-  """SGD with (Nesterov) momentum; L2 on kernels added to the gradient before momentum,
-  as torch.optim.SGD's weight_decay."""
-  return optax.chain(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
+        weight_decay: float, mask: Any = weight_decay_mask) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum; L2 on the `mask`ed parameters (default: kernels) added
+  to the gradient before momentum, as torch.optim.SGD's weight_decay."""
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask=mask),
                      optax.sgd(learning_rate_fn, momentum=momentum, nesterov=nesterov))
+
+
+def lamb(learning_rate_fn: optax.Schedule, *, b1: float, b2: float, eps: float,
+         weight_decay: float, mask: Any = weight_decay_mask) -> optax.GradientTransformation:
+  """LAMB (You et al. 2020) as timm's Lamb trains RSB: Adam's bias-corrected step plus
+  decoupled weight decay, scaled by the layer's trust ratio ‖w‖ / ‖step‖ (1 where either
+  is 0). Built from optax's parts rather than optax.lamb because timm, like MLPerf, skips
+  the trust ratio where it skips weight decay (its always_adapt=False), and optax.lamb
+  applies it everywhere."""
+  return optax.chain(
+      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+      optax.add_decayed_weights(weight_decay, mask=mask),
+      optax.masked(optax.scale_by_trust_ratio(), mask) if mask is not None
+      else optax.scale_by_trust_ratio(),
+      optax.scale_by_learning_rate(learning_rate_fn))
 
 
 def _base_optimizer(config: 'ml_collections.ConfigDict',
                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-  """SGD with (Nesterov) momentum and L2 on kernels, AdamW with decoupled decay, or LARS."""
+  """SGD, AdamW, LAMB or LARS, after optional global-norm clipping."""
+  optimizer = _unclipped_optimizer(config, learning_rate_fn)
+  if config.grad_clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
+  return optimizer
+
+
+def _unclipped_optimizer(config: 'ml_collections.ConfigDict',
+                         learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum and L2, AdamW or LAMB with decoupled decay, or LARS."""
+  check_choices(config)
+  mask = decay_mask(config.weight_decay_skip)
   if config.optimizer == 'sgd':
     return sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov,
-               weight_decay=config.weight_decay)
+               weight_decay=config.weight_decay, mask=mask)
   if config.optimizer == 'adamw':
     return optax.adamw(learning_rate_fn, b1=config.adam_b1, b2=config.adam_b2,
-                       weight_decay=config.weight_decay, mask=weight_decay_mask)
-  if config.optimizer == 'lars':
-    # You et al. 2017 as MLPerf uses it: BN parameters and biases get neither weight decay
-    # nor the layer-wise trust ratio.
-    return optax.lars(learning_rate_fn, weight_decay=config.weight_decay,
-                      weight_decay_mask=weight_decay_mask, trust_ratio_mask=weight_decay_mask,
-                      trust_coefficient=config.lars_trust_coefficient,
-                      momentum=config.momentum, nesterov=config.nesterov)
-  check_choices(config)
-  raise AssertionError('unreachable')
+                       eps=config.adam_eps, weight_decay=config.weight_decay, mask=mask)
+  if config.optimizer == 'lamb':
+    return lamb(learning_rate_fn, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
+                weight_decay=config.weight_decay, mask=mask)
+  # You et al. 2017 as MLPerf uses it: BN parameters and biases get neither weight decay
+  # nor the layer-wise trust ratio.
+  return optax.lars(learning_rate_fn, weight_decay=config.weight_decay,
+                    weight_decay_mask=mask or True, trust_ratio_mask=mask or True,
+                    trust_coefficient=config.lars_trust_coefficient,
+                    momentum=config.momentum, nesterov=config.nesterov)

@@ -16,7 +16,7 @@ from flax.training import train_state
 from jax.sharding import Mesh
 
 from resnet_jax import diagnostics as diagnostics_lib
-from resnet_jax import mixing, models, optim, sharding
+from resnet_jax import erasing, losses, mixing, models, optim, sharding
 from resnet_jax.models.blocks import DIAGNOSTICS
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def all_finite(tree: Any) -> jnp.ndarray:
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
                   label_smoothing: float = 0.0) -> jnp.ndarray:
   """Per-example softmax cross-entropy in float32, with optional label smoothing."""
-  return mixing.mixed_cross_entropy(
+  return losses.softmax_cross_entropy(
       logits, mixing.soft_targets(labels, logits.shape[-1], label_smoothing))
 
 
@@ -132,6 +132,9 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
                mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                mix_switch_prob: float = 0.5, mix_group_size: int = 0,
                mix_seed: int = 0, dropout_seed: int | None = None,
+               loss: str = 'softmax', bce_target_threshold: float = 0.0,
+               random_erasing: float = 0.0, random_erasing_mode: str = 'const',
+               ema_every_steps: int = 1, ema_copy_steps: int = 0,
                diagnostics: bool = False) -> tuple[TrainState, dict[str, Any]]:
   """One optimizer step on a global batch; BatchNorm statistics span all of it.
 
@@ -149,6 +152,9 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
       non-finite step anyway (nonfinite_policy 'halt'), where nothing needs dropping.
     label_smoothing: weight of the uniform target.
     ema_decay: decay of the weight EMA (used when state.ema is not None).
+    ema_every_steps: the EMA takes a step on steps divisible by it, and holds otherwise.
+    ema_copy_steps: an EMA step whose previous EMA step came before this step copies the
+      weights instead of averaging them (torchvision's EMA restarts during the warmup).
     image_mean: per-channel mean subtracted from the images.
     image_std: per-channel standard deviation the images are divided by.
     freeze_batch_stats: BatchNorm normalises with the running statistics and leaves them
@@ -157,9 +163,14 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
       (mixing.mix_batch); off when both alphas are 0. Its draws depend on
       (mix_seed, step) only, so a resumed run mixes as an uninterrupted one. top1
       counts the unmixed labels.
-    mix_seed: the seed of those draws.
-    dropout_seed: None for models without dropout; else the seed of the model's
-      'dropout' RNG, folded with the step like mix_seed.
+    mix_seed: the seed of those draws; random erasing draws from mix_seed + 2.
+    dropout_seed: None for models without dropout or stochastic depth; else the seed of
+      the model's 'dropout' RNG, folded with the step like mix_seed.
+    loss: losses.LOSSES: 'softmax' cross-entropy or timm's 'bce'.
+    bce_target_threshold: binarises the bce targets above it (0: off).
+    random_erasing: per-example probability of erasing a box (erasing.random_erasing),
+      applied to the normalised images before mixing, as the sources do it per image.
+    random_erasing_mode: its fill, erasing.MODES.
     diagnostics: also return resnet_jax.diagnostics.compute's tags, from this step's
       own forward and backward pass (the model sows its responses into the
       `diagnostics` collection). False traces exactly the step without them.
@@ -172,6 +183,10 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
   """
   images = normalize_images(batch['image'], image_mean, image_std)
   num_classes = state.params['head']['bias'].shape[-1]
+  if random_erasing:
+    images = erasing.random_erasing(
+        jax.random.fold_in(jax.random.key(mix_seed + 2), state.step), images,
+        probability=random_erasing, mode=random_erasing_mode)
   if mixup_alpha or cutmix_alpha:
     images, targets = mixing.mix_batch(
         jax.random.fold_in(jax.random.key(mix_seed), state.step), images, batch['label'],
@@ -197,19 +212,25 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     else:
       logits, updates = state.apply_fn(variables, images, train=False, **apply_kwargs), {}
     batch_stats = state.batch_stats if freeze_batch_stats else updates['batch_stats']
-    loss = mixing.mixed_cross_entropy(logits, targets).mean()
-    scaled = loss if loss_scale is None else loss_scale.scale(loss)
-    return scaled, (loss, logits, batch_stats, updates.get(DIAGNOSTICS, {}))
+    mean_loss = losses.per_example_loss(logits, targets, loss=loss,
+                                        bce_target_threshold=bce_target_threshold).mean()
+    scaled = mean_loss if loss_scale is None else loss_scale.scale(mean_loss)
+    return scaled, (mean_loss, logits, batch_stats, updates.get(DIAGNOSTICS, {}))
 
-  (_, (loss, logits, batch_stats, sown)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (_, (mean_loss, logits, batch_stats, sown)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   if loss_scale is not None:
     grads = loss_scale.unscale(grads)
-  finite = jnp.isfinite(loss) & all_finite(grads)
+  finite = jnp.isfinite(mean_loss) & all_finite(grads)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if state.ema is not None:
+    decay = jnp.asarray(ema_decay, jnp.float32)
+    if ema_copy_steps:
+      decay = jnp.where(new_state.step - ema_every_steps < ema_copy_steps, 0.0, decay)
+    if ema_every_steps > 1:  # a select, not a conditional (see above)
+      decay = jnp.where(new_state.step % ema_every_steps == 0, decay, 1.0)
     new_state = new_state.replace(ema=jax.tree.map(
-        lambda avg, new: ema_decay * avg + (1.0 - ema_decay) * new, state.ema,
+        lambda avg, new: decay * avg + (1.0 - decay) * new, state.ema,
         {'params': new_state.params, 'batch_stats': batch_stats}))
   if drop_nonfinite:
     # The step still counts, so the data stream stays in step; the optimizer's own
@@ -224,7 +245,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
                                    state.first_skipped_step, new_state.step).astype(jnp.int32),
       loss_scale=None if loss_scale is None else loss_scale.adjust(finite))
   step_metrics = {
-      'loss': loss, 'finite': finite, 'top1': top_k_correct(logits, batch['label'], 1),
+      'loss': mean_loss, 'finite': finite, 'top1': top_k_correct(logits, batch['label'], 1),
       'learning_rate': jnp.asarray(
           learning_rate_fn(optim.applied_updates(state.opt_state, state.step)), jnp.float32),
       'skipped_steps': skipped.astype(jnp.float32),
@@ -237,8 +258,8 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
 
 
 def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *, use_ema: bool = False,
-              image_mean: Sequence[float] = (0.0,),
-              image_std: Sequence[float] = (1.0,)) -> dict[str, jnp.ndarray]:
+              image_mean: Sequence[float] = (0.0,), image_std: Sequence[float] = (1.0,),
+              flip: bool = False) -> dict[str, jnp.ndarray]:
   """Per-example metrics of one padded evaluation batch, with its mask.
 
   Args:
@@ -247,6 +268,8 @@ def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *, use_ema: bool
     use_ema: evaluate the EMA weights instead of the live ones.
     image_mean: as in train_step.
     image_std: as in train_step.
+    flip: average the logits of each image and its mirror image (FFCV's test-time
+      augmentation; FFCV sums them, which changes no prediction).
 
   Returns:
     {'loss', 'top1', 'top5', 'mask'}, each [B]: examples with mask 0 must count for
@@ -256,6 +279,8 @@ def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *, use_ema: bool
                {'params': state.params, 'batch_stats': state.batch_stats})
   images = normalize_images(batch['image'], image_mean, image_std)
   logits = state.apply_fn(variables, images, train=False)
+  if flip:
+    logits = 0.5 * (logits + state.apply_fn(variables, images[:, :, ::-1], train=False))
   labels = batch['label']
   return {'loss': cross_entropy(logits, labels), 'top1': top_k_correct(logits, labels, 1),
           'top5': top_k_correct(logits, labels, 5), 'mask': batch['mask']}

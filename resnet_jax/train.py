@@ -44,7 +44,7 @@ def _eval_and_accumulate(state: steps.TrainState, batch: dict[str, Any],
 
 
 _eval_step = jax.jit(_eval_and_accumulate, donate_argnums=2,
-                     static_argnames=('use_ema', 'image_mean', 'image_std'))
+                     static_argnames=('use_ema', 'image_mean', 'image_std', 'flip'))
 
 
 def evaluate(state: steps.TrainState, source: Any, config: ml_collections.ConfigDict,
@@ -55,7 +55,7 @@ def evaluate(state: steps.TrainState, source: Any, config: ml_collections.Config
   for batch in pipeline.eval_batches(source, config, info):
     totals = _eval_step(state, sharding.to_global(batch, mesh), totals, use_ema=use_ema,
                         image_mean=tuple(config.dataset.mean),
-                        image_std=tuple(config.dataset.std))
+                        image_std=tuple(config.dataset.std), flip=config.eval_flip)
   return metrics.to_host(totals, prefix)
 
 
@@ -110,10 +110,12 @@ def create_state(config: ml_collections.ConfigDict, info: sources.DatasetInfo, m
 
 
 def bound_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule, *,
-                     diagnostics: bool = False) -> Callable[..., Any]:
+                     diagnostics: bool = False, steps_per_epoch: int = 0) -> Callable[..., Any]:
   """steps.train_step with the config's keyword arguments bound: (state, batch) ->
-  (state, per-step metrics)."""
-  uses_dropout = models.unit_options(config).get('shortcut_variant') == 'dropout'
+  (state, per-step metrics). `steps_per_epoch` places ema_copy_during_warmup's end."""
+  uses_dropout = models.uses_dropout_rng(config)
+  ema_copy_steps = (int(round(config.warmup_epochs * steps_per_epoch))
+                    if config.ema_copy_during_warmup else 0)
   return functools.partial(
       steps.train_step, learning_rate_fn=learning_rate_fn,
       drop_nonfinite=config_checks.nonfinite_policy(config) == 'skip',
@@ -122,16 +124,22 @@ def bound_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.
       freeze_batch_stats=config.freeze_batch_stats, mixup_alpha=config.mixup_alpha,
       cutmix_alpha=config.cutmix_alpha, mix_switch_prob=config.mix_switch_prob,
       mix_group_size=config.mix_group_size or config.bn_group_size, mix_seed=config.seed,
-      dropout_seed=config.seed + 1 if uses_dropout else None, diagnostics=diagnostics)
+      dropout_seed=config.seed + 1 if uses_dropout else None, loss=config.loss,
+      bce_target_threshold=config.bce_target_threshold,
+      random_erasing=config.random_erasing, random_erasing_mode=config.random_erasing_mode,
+      ema_every_steps=config.ema_every_steps, ema_copy_steps=ema_copy_steps,
+      diagnostics=diagnostics)
 
 
 def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
-                    mesh: Mesh, *, diagnostics: bool = False
+                    mesh: Mesh, *, diagnostics: bool = False, steps_per_epoch: int = 0
                     ) -> Callable[..., tuple[steps.TrainState, metrics.TrainMetrics]]:
   """The bound train step, accumulating its metrics on the device, jitted over `mesh`:
   (state, batch, totals) -> (state, totals); state and totals are donated. With
-  `diagnostics`: (state, totals, {tag: scalar}), the step's diagnostics.py tags."""
-  step = bound_train_step(config, learning_rate_fn, diagnostics=diagnostics)
+  `diagnostics`: (state, totals, {tag: scalar}), the step's diagnostics.py tags. Each new
+  batch shape (a progressive-resizing resolution) compiles it once more."""
+  step = bound_train_step(config, learning_rate_fn, diagnostics=diagnostics,
+                          steps_per_epoch=steps_per_epoch)
 
   def step_and_accumulate(state: steps.TrainState, batch: dict[str, Any],
                           totals: metrics.TrainMetrics):
@@ -216,11 +224,12 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   trained.write_model_info(workdir, trained.model_info_from_config(
       config, info.class_names, info.image_shape[-1]))
 
-  train_step = make_train_step(config, learning_rate_fn, mesh)
+  train_step = make_train_step(config, learning_rate_fn, mesh, steps_per_epoch=steps_per_epoch)
   diagnostics_every = config.diagnostics_every_steps
   # A second compile of the same step with the diagnostics as extra outputs, run every
   # diagnostics_every steps: the other steps stay exactly the step without them.
-  diagnostics_step = (make_train_step(config, learning_rate_fn, mesh, diagnostics=True)
+  diagnostics_step = (make_train_step(config, learning_rate_fn, mesh, diagnostics=True,
+                                      steps_per_epoch=steps_per_epoch)
                       if diagnostics_every > 0 else None)
   batches = sharding.prefetch_to_mesh(
       pipeline.train_batches(source, config, info, start_step=start_step,

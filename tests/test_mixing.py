@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from resnet_jax import mixing
+from resnet_jax import losses, mixing
 
 NUM_CLASSES = 5
 LABELS = np.array([0, 1, 2, 3], np.int32)  # distinct from their reversed partners
@@ -128,7 +128,7 @@ def test_bfloat16_odd_batch_and_channels():
 def test_mixed_cross_entropy_matches_optax():
   logits = jax.random.normal(jax.random.key(1), (4, NUM_CLASSES), jnp.bfloat16)
   _, _, targets = _run(2, mixup_alpha=1.0)
-  loss = mixing.mixed_cross_entropy(logits, jnp.asarray(targets))
+  loss = losses.softmax_cross_entropy(logits, jnp.asarray(targets))
   assert loss.dtype == jnp.float32 and loss.shape == (4,)
   np.testing.assert_allclose(
       loss, optax.softmax_cross_entropy(logits.astype(jnp.float32), targets), rtol=1e-6)

@@ -23,6 +23,7 @@ With one process the two are the same. Evaluation always reads per process, pads
 last batch and masks the padding, so every example counts exactly once.
 """
 
+import functools
 import math
 import os
 from typing import Iterator
@@ -35,7 +36,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from clu import deterministic_data
 
-from resnet_jax.data import preprocess, randaugment, sources
+from resnet_jax.data import preprocess, randaugment, resolution, sources, trivialaugment
 
 # (epoch < 2**15, process < 2**16, position < 2**32) packs into one int64 seed.
 _MAX_EPOCHS = 1 << 15
@@ -150,9 +151,20 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
   local_batch = config.batch_size // count
   shared_stream = config.dataset.order == 'global'
   part = (0, 1) if shared_stream else (index, count)
+  # Repeated augmentation: each group (a global batch, or this process's share of it with
+  # per_process reading) holds `repeats` copies of ceil(group / repeats) images drawn from
+  # the stream, copy after copy (the last copy cut short where repeats does not divide the
+  # group, as timm's RepeatAugSampler pads), so the copies of an image lie
+  # ceil(group / repeats) apart: on different devices as long as repeats <= the devices
+  # the group spans.
+  repeats = config.dataset.repeated_augmentation
+  group = config.batch_size if shared_stream else local_batch
+  per_group = -(-group // repeats)
   epoch_length = source.part_size(config.dataset.train_split, *part)
   consumed = start_step * config.batch_size if examples_before is None else examples_before
-  start_epoch, skip = divmod(consumed if shared_stream else consumed // count, epoch_length)
+  # The stream's own position: every example counted once, however many copies it gets.
+  start_epoch, skip = divmod((consumed if shared_stream else consumed // count) * per_group
+                             // group, epoch_length)
   seed_base = int(config.seed) * 1_000_003
   pieces = (source.file_pieces(config.dataset.train_split, *part)
             if isinstance(source, sources.TfdsSource) and not config.dataset.cache else None)
@@ -168,32 +180,64 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
     stream = _fully_shuffled(records, start_epoch, skip, seed_base,
                              epoch_length if whole else config.dataset.shuffle_buffer)
   read_after_shuffle = not config.dataset.cache
-  # Augmentation seeds: unique per (epoch, stream, position); the same for every process
-  # when they share the stream.
+  # Augmentation seeds: unique per (epoch, stream, position, copy); the same for every
+  # process when they share the stream.
   first_position = np.int64(0 if shared_stream else index) * (1 << 32)
+  # Batch b of this iterator trains step start_step + b + 1; its resolution is fixed.
+  changes = resolution.schedule(config, info.num_train_examples // config.batch_size)
+  first_batches = tf.constant([first for first, _ in changes], tf.int64)
+  sizes = [size for _, size in changes]
 
-  def with_seed(record, epoch, position):
+  if repeats > 1:
+    def copies(record, epoch, position):
+      window = tf.data.Dataset.zip((record, epoch, position))
+      copy = tf.data.Dataset.range(group).map(lambda i: i // per_group)
+      return tf.data.Dataset.zip((window.repeat(repeats).take(group), copy))
+
+    stream = stream.window(per_group, drop_remainder=True).flat_map(copies)
+  else:
+    stream = stream.map(lambda record, epoch, position: ((record, epoch, position),
+                                                         tf.constant(0, tf.int64)))
+  stream = stream.enumerate()  # the n-th example this iterator yields, over all processes
+
+  def with_seed(n, element):
+    (record, epoch, position), copy = element
     seed = tf.stack([np.int64(config.seed), epoch * (1 << 48) + first_position + position])
-    return record, seed, epoch * epoch_length + position
+    # Copy 0 keeps the seed of a run without repeats; the others draw their own crops.
+    seed = tf.where(copy > 0, tf.random.experimental.stateless_fold_in(seed, 1000 + copy), seed)
+    batch = start_step + n // group
+    size_index = tf.searchsorted(first_batches, batch[None], side='right')[0] - 1
+    return record, seed, n, size_index
 
-  def mine(record, seed, stream_index):
-    del record, seed
-    return (stream_index % config.batch_size) // local_batch == index
+  def mine(record, seed, n, size_index):
+    del record, seed, size_index
+    return (n % config.batch_size) // local_batch == index
 
-  def preprocess_one(record, seed, stream_index):
-    del stream_index
-    if read_after_shuffle:
-      record = source.read(record)
+  def augment(record, seed, image_size):
     image = preprocess.train_image(
-        record['image'], seed, augment=config.dataset.augment,
-        image_size=config.dataset.image_size, channels=info.image_shape[-1],
-        random_flip=config.dataset.random_flip, crop_padding=config.dataset.crop_padding)
+        record['image'], seed, augment=config.dataset.augment, image_size=image_size,
+        channels=info.image_shape[-1], random_flip=config.dataset.random_flip,
+        crop_padding=config.dataset.crop_padding)
     if config.dataset.randaugment_layers:
       # A seed of its own, so the crops and flips stay those of a run without RandAugment.
       image = randaugment.randaugment(
           image, tf.random.experimental.stateless_fold_in(seed, 1),
           num_layers=config.dataset.randaugment_layers,
           magnitude=config.dataset.randaugment_magnitude)
+    if config.dataset.trivial_augment:
+      image = trivialaugment.trivial_augment_wide(
+          image, tf.random.experimental.stateless_fold_in(seed, 2))
+    return image
+
+  def preprocess_one(record, seed, n, size_index):
+    del n
+    if read_after_shuffle:
+      record = source.read(record)
+    if len(sizes) == 1:
+      image = augment(record, seed, sizes[0])
+    else:  # Each branch has its static size; a batch never mixes two (see with_seed).
+      image = tf.switch_case(tf.cast(size_index, tf.int32),
+                             [functools.partial(augment, record, seed, size) for size in sizes])
     return {'image': image, 'label': record['label'], 'id': record['id']}
 
   stream = stream.map(with_seed)
@@ -232,8 +276,9 @@ def eval_batches(source: sources.TfdsSource | sources.FolderSource,
   def preprocess_one(record):
     record = source.read(record)
     image = preprocess.eval_image(record['image'], augment=config.dataset.augment,
-                                  image_size=config.dataset.image_size,
-                                  channels=info.image_shape[-1])
+                                  image_size=resolution.eval_image_size(config),
+                                  channels=info.image_shape[-1],
+                                  crop_fraction=config.dataset.eval_crop_fraction)
     return {'image': image, 'label': record['label'], 'id': record['id']}
 
   dataset = records.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)

@@ -44,9 +44,9 @@ def _image_shape(encoded: tf.Tensor, channels: int) -> tf.Tensor:
                  lambda: tf.shape(_decode(encoded, channels)))
 
 
-def _center_window(shape: tf.Tensor) -> tf.Tensor:
-  """[top, left, height, width] of the centred square of side CROP_FRACTION × shorter side."""
-  side = tf.cast(CROP_FRACTION * tf.cast(tf.minimum(shape[0], shape[1]), tf.float32), tf.int32)
+def _center_window(shape: tf.Tensor, crop_fraction: float = CROP_FRACTION) -> tf.Tensor:
+  """[top, left, height, width] of the centred square of side crop_fraction × shorter side."""
+  side = tf.cast(crop_fraction * tf.cast(tf.minimum(shape[0], shape[1]), tf.float32), tf.int32)
   return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
 
 
@@ -104,15 +104,16 @@ def train_image(encoded: tf.Tensor, seed: tf.Tensor, *, augment: str, image_size
   return _to_uint8(image, image_size, channels)
 
 
-def eval_image(encoded: tf.Tensor, *, augment: str, image_size: int,
-               channels: int) -> tf.Tensor:
+def eval_image(encoded: tf.Tensor, *, augment: str, image_size: int, channels: int,
+               crop_fraction: float = CROP_FRACTION) -> tf.Tensor:
   """One evaluation image, uint8: the centre crop for 'imagenet', a plain resize otherwise."""
   if augment == 'imagenet':
     shape = _image_shape(encoded, channels)
-    # Shorter side to image_size / CROP_FRACTION, then the central image_size square:
-    # the same as cropping the centre CROP_FRACTION square, then resizing it.
-    image = _resize(_decode_window(encoded, _center_window(shape), channels), image_size,
-                    antialias=True)
+    # Shorter side to image_size / crop_fraction, then the central image_size square
+    # (torchvision's Resize + CenterCrop): the same as cropping the centre crop_fraction
+    # square, then resizing it.
+    image = _resize(_decode_window(encoded, _center_window(shape, crop_fraction), channels),
+                    image_size, antialias=True)
   else:
     image = _resize_if_needed(_decode(encoded, channels), image_size, antialias=True)
   return _to_uint8(image, image_size, channels)

@@ -83,10 +83,11 @@ VARIANTS: dict[str, tuple[Variant, bool]] = {
 }
 """Model name → (shape, pre-activation)."""
 
-# The ablation options of the residual units (blocks.py), with their defaults.
+# The ablation options of the residual units (blocks.py) and the regularisers drop path
+# and BlurPool, with their defaults.
 UNIT_OPTIONS = {'shortcut': 'auto', 'placement': 'auto', 'shortcut_variant': 'identity',
                 'shortcut_scale': 0.5, 'residual_scale': 1.0, 'gate_bias_init': -6.0,
-                'shortcut_dropout': 0.5}
+                'shortcut_dropout': 0.5, 'drop_path_rate': 0.0, 'blurpool': False}
 _VARIANT_OPTIONS = {'scaling': ('shortcut_scale', 'residual_scale'),
                     'exclusive_gating': ('gate_bias_init',),
                     'shortcut_gating': ('gate_bias_init',), 'dropout': ('shortcut_dropout',)}
@@ -125,9 +126,10 @@ def unit_options(config: 'ml_collections.ConfigDict') -> dict[str, Any]:
   """The config's unit options that differ from the model's own: {} for today's models.
 
   Only the scales of the chosen shortcut_variant are kept, so a model's recorded
-  architecture (storage.trained.ModelInfo) names what it uses and nothing else.
+  architecture (storage.trained.ModelInfo) names what it uses and nothing else;
+  drop_path_rate and blurpool appear when they are on.
   """
-  options = {key: config[key] for key in ('shortcut', 'placement')
+  options = {key: config[key] for key in ('shortcut', 'placement', 'drop_path_rate', 'blurpool')
              if config[key] != UNIT_OPTIONS[key]}
   variant = config.shortcut_variant
   if variant != UNIT_OPTIONS['shortcut_variant']:
@@ -155,6 +157,19 @@ def check_unit_options(name: str, options: dict[str, Any]) -> None:
                        'is plain (no shortcuts); use ' + repr(name.replace('plain', 'resnet')))
   if not 0 <= options.get('shortcut_dropout', 0) < 1:
     raise ValueError(f'shortcut_dropout {options["shortcut_dropout"]} must be in [0, 1)')
+  rate = options.get('drop_path_rate', 0)
+  if not 0 <= rate < 1:
+    raise ValueError(f'drop_path_rate {rate} must be in [0, 1)')
+  if rate and variant.shortcut_variant == 'none':
+    raise ValueError(f'drop_path_rate {rate}: model {name!r} is plain (no residual branch '
+                     'to drop); use ' + repr(name.replace('plain', 'resnet')))
+
+
+def uses_dropout_rng(config: 'ml_collections.ConfigDict') -> bool:
+  """Whether the config's model draws from the 'dropout' RNG stream in training (the
+  dropout shortcut variant, drop path): the train step must then pass rngs={'dropout': ...}."""
+  options = unit_options(config)
+  return options.get('shortcut_variant') == 'dropout' or options.get('drop_path_rate', 0) > 0
 
 
 def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,

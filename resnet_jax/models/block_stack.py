@@ -20,16 +20,28 @@ _BLOCK_NAME = re.compile(r'^stage(\d+)_block(\d+)$')
 
 
 class RepeatedBlock(nn.Module):
-  """One block as a scan body: (carry, unused) -> (block(carry), None)."""
+  """One block as a scan body: (carry, unit) -> (block(carry), None).
+
+  `unit` is None, or this block's (drop path rate, drop key): the rates differ along the
+  stage, so they are scanned inputs, and so are the keys, the unscanned blocks' own.
+  """
   block: Callable[..., nn.Module]
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, _: Any) -> tuple[jnp.ndarray, None]:
-    return self.block(name='block')(x), None
+  def __call__(self, x: jnp.ndarray,
+               unit: tuple[jax.Array, jax.Array] | None) -> tuple[jnp.ndarray, None]:
+    if unit is None:
+      return self.block(name='block')(x), None
+    rate, key = unit
+    return self.block(drop_path_rate=rate, name='block')(x, key), None
 
 
 def scanned_blocks(block: Callable[..., nn.Module], length: int, name: str) -> nn.Module:
-  """A module that applies `length` copies of `block` (a partial module) in sequence."""
+  """A module that applies `length` copies of `block` (a partial module) in sequence.
+
+  Call it as (x, None), or (x, (rates, keys)) with each block's drop path rate and key
+  stacked along a leading axis of `length`.
+  """
   stack = nn.scan(RepeatedBlock,
                   variable_axes={'params': 0, 'batch_stats': 0, DIAGNOSTICS: 0},
                   split_rngs={'params': True, 'dropout': True}, length=length)

@@ -15,6 +15,11 @@ options are that paper's ablations, on the same parameter names:
   zero_pad (option A), projection (B: 1×1 conv + BN, BN-free in full pre-activation);
   projection_all (C: projections on every unit).
 
+Two regularisers, off by default: `drop_path_rate`, stochastic depth as timm's ResNet
+applies it (the branch F(x), per example, times Bernoulli(1 − p) / (1 − p) in training,
+just before the addition), and Conv's `blurpool`, FFCV's blur before strided
+convolutions.
+
 Convolutions pad like torchvision (k // 2 on each side) and initialise like it, so
 weights converted from PyTorch see the same pixels. With the `diagnostics` collection
 mutable, each 3×3 conv's response (its BN's output, before ReLU and addition; the conv's
@@ -25,6 +30,7 @@ Fig. 7).
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ModuleDef = Any
@@ -37,6 +43,27 @@ SHORTCUTS = ('zero_pad', 'projection', 'projection_all')  # He et al. 2015 optio
 SHORTCUT_VARIANTS = ('identity', 'scaling', 'exclusive_gating', 'shortcut_gating', 'conv',
                      'dropout', 'none')
 DIAGNOSTICS = 'diagnostics'  # the collection the response stds are sown into
+BLUR_MIN_CHANNELS = 16  # FFCV blurs strided convs with at least this many input channels
+
+
+def drop_path(x: jnp.ndarray, rate: float | jax.Array, key: jax.Array) -> jnp.ndarray:
+  """timm's drop_path(scale_by_keep=True) in training: each example of `x` is zeroed with
+  probability `rate` (a Bernoulli(1 − rate) draw from `key`, shape [B, 1, 1, 1]) and
+  kept ones are scaled by 1 / (1 − rate). `rate` < 1; it may be traced."""
+  # float32 whether `rate` is a Python float or a scanned array: the same draws either way.
+  keep_prob = 1 - jnp.asarray(rate, jnp.float32)
+  keep = jax.random.bernoulli(key, keep_prob, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return x * jnp.where(keep, 1 / keep_prob, 0).astype(x.dtype)
+
+
+def blur(x: jnp.ndarray) -> jnp.ndarray:
+  """FFCV's BlurPool filter on NHWC: each channel convolved with [[1,2,1],[2,4,2],[1,2,1]]
+  / 16, stride 1, zero padding 1."""
+  # The filter is separable: two [1, 2, 1] / 4 passes of shifted sums, cheaper than a
+  # depthwise convolution (and its gradient) on every backend.
+  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  x = (x[:, :-2] + 2 * x[:, 1:-1] + x[:, 2:]) * 0.25
+  return (x[:, :, :-2] + 2 * x[:, :, 1:-1] + x[:, :, 2:]) * 0.25
 
 
 def _subsample_and_zero_pad(x: jnp.ndarray, filters: int, strides: int) -> jnp.ndarray:
@@ -56,6 +83,9 @@ class ResidualUnit(nn.Module):
   it in full pre-activation; bnN after the addition with bn_after_add),
   downsample_conv / downsample_bn on projection shortcuts, gate_conv / gate_bias for
   the gating variants.
+
+  `drop_path_rate` is this unit's stochastic-depth rate (a traced scalar inside a scanned
+  stage); the call's `drop_key` draws its masks (None: the 'dropout' RNG stream).
   """
   filters: int
   strides: int
@@ -71,14 +101,15 @@ class ResidualUnit(nn.Module):
   gate_bias_init: float = -6.0
   shortcut_dropout: float = 0.5
   stride_in_1x1: bool = False  # bottleneck: stride on the first 1×1 conv (v1), not the 3×3
-  deterministic: bool = True  # no shortcut dropout (evaluation)
+  deterministic: bool = True  # no shortcut dropout and no drop path (evaluation)
+  drop_path_rate: float | jax.Array = 0.0
 
   def layers(self) -> Sequence[tuple[int, int, int]]:
     """(features, kernel size, stride) of each conv of the branch."""
     raise NotImplementedError
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, drop_key: jax.Array | None = None) -> jnp.ndarray:
     layers = self.layers()
     last, out_filters = len(layers), layers[-1][0]
     placement = 'full_preact' if self.preact else self.placement
@@ -107,7 +138,7 @@ class ResidualUnit(nn.Module):
         self.sow(DIAGNOSTICS, f'conv{index}_response_std', jnp.std(y.astype(jnp.float32)))
       if bn_follows and (not is_last or placement == 'relu_before_add'):
         y = nn.relu(y)
-    y = self._merge(y, x, shortcut_input, out_filters, reshapes, placement)
+    y = self._merge(y, x, shortcut_input, out_filters, reshapes, placement, drop_key)
     if placement == 'original':
       return nn.relu(y)
     if placement == 'bn_after_add':
@@ -115,11 +146,15 @@ class ResidualUnit(nn.Module):
     return y
 
   def _merge(self, branch: jnp.ndarray, x: jnp.ndarray, shortcut_input: jnp.ndarray,
-             out_filters: int, reshapes: bool, placement: str) -> jnp.ndarray:
+             out_filters: int, reshapes: bool, placement: str,
+             drop_key: jax.Array | None) -> jnp.ndarray:
     """The unit's output before its final activation: branch and shortcut combined."""
     variant = self.shortcut_variant
     if variant == 'none':
       return branch
+    # timm's place: after the branch's last BN (its last conv, or ReLU, where the placement
+    # ends it so), before anything meets the shortcut.
+    branch = self._drop_path(branch, drop_key)
     if reshapes:  # Table 1's variants act on identity shortcuts; these keep option A/B/C.
       if self.shortcut == 'zero_pad':
         return branch + _subsample_and_zero_pad(shortcut_input, out_filters, self.strides)
@@ -142,6 +177,12 @@ class ResidualUnit(nn.Module):
         return (1 - gate) * shortcut_input + gate * branch
       return (1 - gate) * shortcut_input + branch
     return branch + shortcut_input
+
+  def _drop_path(self, branch: jnp.ndarray, key: jax.Array | None) -> jnp.ndarray:
+    rate = self.drop_path_rate
+    if self.deterministic or (isinstance(rate, (int, float)) and rate == 0):
+      return branch
+    return drop_path(branch, rate, self.make_rng('dropout') if key is None else key)
 
   def _projection(self, x: jnp.ndarray, filters: int, placement: str) -> jnp.ndarray:
     y = self.conv(filters, (1, 1), self.strides, name='downsample_conv')(x)
@@ -167,16 +208,24 @@ class BottleneckBlock(ResidualUnit):
 
 
 class Conv(nn.Module):
-  """Bias-free convolution with torchvision's symmetric padding and init."""
+  """Bias-free convolution with torchvision's symmetric padding and init.
+
+  With `blurpool`, FFCV's BlurPoolConv2d where FFCV's apply_blurpool puts it (stride > 1,
+  at least BLUR_MIN_CHANNELS input channels): `blur` first, then the same convolution.
+  The filter is a constant: the parameters are the same either way.
+  """
   features: int
   kernel_size: Sequence[int]
   strides: int = 1
   kernel_init: Callable = conv_kernel_init
   dtype: Any = jnp.float32
   conv_general_dilated: Callable | None = None  # None: lax's
+  blurpool: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    if self.blurpool and self.strides > 1 and x.shape[-1] >= BLUR_MIN_CHANNELS:
+      x = blur(x)
     padding = [(k // 2, k // 2) for k in self.kernel_size]
     return nn.Conv(self.features, tuple(self.kernel_size), (self.strides, self.strides),
                    padding=padding, use_bias=False, kernel_init=self.kernel_init,

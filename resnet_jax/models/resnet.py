@@ -12,6 +12,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from resnet_jax.models import block_stack
@@ -19,6 +20,13 @@ from resnet_jax.models.blocks import Conv
 from resnet_jax.models.norm import GroupBatchNorm
 
 ModuleDef = Any
+
+
+def drop_path_rates(stage_sizes: Sequence[int], drop_path_rate: float) -> tuple[float, ...]:
+  """Each residual unit's stochastic-depth rate, in order over all stages: timm's linear
+  rule, drop_path_rate × i / (units − 1) for the i-th unit (0-based)."""
+  units = sum(stage_sizes)
+  return tuple(drop_path_rate * index / max(units - 1, 1) for index in range(units))
 
 
 class ResNet(nn.Module):
@@ -57,6 +65,11 @@ class ResNet(nn.Module):
       the scanned loop 6–17× slower per step: meant for GPU and TPU.
     remat: recompute each block's activations in the backward pass instead of keeping
       them (less memory, more compute).
+    drop_path_rate: stochastic depth (timm's ResNet): in training, unit i's residual
+      branch is dropped per example with rate drop_path_rates(...)[i] and kept ones are
+      scaled by 1 / (1 − rate); needs the 'dropout' RNG. 0: off.
+    blurpool: FFCV's blur before every strided conv with >= 16 input channels
+      (blocks.Conv); no parameters of its own.
   """
   stage_sizes: Sequence[int]
   block_cls: ModuleDef
@@ -81,11 +94,14 @@ class ResNet(nn.Module):
   gate_bias_init: float = -6.0
   shortcut_dropout: float = 0.5
   stride_in_1x1: bool = False
+  drop_path_rate: float = 0.0
+  blurpool: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
     conv = functools.partial(Conv, dtype=self.dtype,
-                             conv_general_dilated=self.conv_general_dilated)
+                             conv_general_dilated=self.conv_general_dilated,
+                             blurpool=self.blurpool)
     norm_cls = (functools.partial(GroupBatchNorm, group_size=self.bn_group_size)
                 if self.bn_group_size else nn.BatchNorm)
     norm = functools.partial(norm_cls, use_running_average=not train,
@@ -103,6 +119,11 @@ class ResNet(nn.Module):
     if imagenet_stem:
       x = self.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     block_cls = nn.remat(self.block_cls) if self.remat else self.block_cls
+    rates = drop_path_rates(self.stage_sizes, self.drop_path_rate)
+    # One key per unit, drawn here: scanned and unrolled stages drop the same examples.
+    keys = (jax.random.split(self.make_rng('dropout'), len(rates))
+            if train and self.drop_path_rate > 0 else None)
+    unit = 0
     for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters),
                                                   start=1):
       block = functools.partial(block_cls, filters=filters, conv=conv, norm=norm,
@@ -114,16 +135,29 @@ class ResNet(nn.Module):
                                 gate_bias_init=self.gate_bias_init,
                                 shortcut_dropout=self.shortcut_dropout,
                                 stride_in_1x1=self.stride_in_1x1, deterministic=not train)
-      x = block(strides=2 if stage > 1 else 1, name=f'stage{stage}_block1')(x)
+      x = block(strides=2 if stage > 1 else 1, drop_path_rate=rates[unit],
+                name=f'stage{stage}_block1')(x, *_key(keys, unit))
+      unit += 1
       if self.scan_blocks and num_blocks > 2:
+        stop = unit + num_blocks - 1
+        units = None if keys is None else (jnp.asarray(rates[unit:stop], jnp.float32),
+                                           keys[unit:stop])
         x, _ = block_stack.scanned_blocks(functools.partial(block, strides=1),
-                                          num_blocks - 1, block_stack.stack_name(stage))(x, None)
+                                          num_blocks - 1, block_stack.stack_name(stage))(x, units)
+        unit = stop
         continue
       for index in range(2, num_blocks + 1):
-        x = block(strides=1, name=f'stage{stage}_block{index}')(x)
+        x = block(strides=1, drop_path_rate=rates[unit],
+                  name=f'stage{stage}_block{index}')(x, *_key(keys, unit))
+        unit += 1
     if placement == 'full_preact':
       x = nn.relu(norm(name='final_bn')(x))
     elif placement == 'relu_preact':
       x = nn.relu(x)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='head')(x)
+
+
+def _key(keys: jax.Array | None, unit: int) -> tuple[jax.Array, ...]:
+  """The call arguments that give unit `unit` its drop key: none without drop path."""
+  return () if keys is None else (keys[unit],)

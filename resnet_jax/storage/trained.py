@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from resnet_jax import models, steps
+from resnet_jax.data import resolution
 from resnet_jax.errors import ConfigError, check_choice
 from resnet_jax.models import block_stack
 from resnet_jax.storage import checkpointing
@@ -63,7 +64,7 @@ class ModelInfo:
 def model_info_from_config(config: ml_collections.ConfigDict, class_names: tuple[str, ...],
                            channels: int) -> ModelInfo:
   """The ModelInfo of a training run."""
-  size = config.dataset.image_size
+  size = resolution.eval_image_size(config)  # what it was tested at (FixRes)
   return ModelInfo(model=config.model, num_classes=len(class_names),
                    class_names=tuple(class_names), image_shape=(size, size, channels),
                    mean=tuple(config.dataset.mean), std=tuple(config.dataset.std),

@@ -31,7 +31,8 @@ RESUMABLE_CHANGES = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_e
                      'checkpoint_every_steps', 'max_checkpoints_to_keep', 'nonfinite_policy',
                      'checkpoint_async', 'eval_only', 'dataset.eval_split',
                      'dataset.data_dir', 'dataset.manual_dir', 'init_checkpoint',
-                     'init_weights', 'diagnostics_every_steps')
+                     'init_weights', 'diagnostics_every_steps', 'eval_flip',
+                     'dataset.eval_image_size', 'dataset.eval_crop_fraction')
 
 
 def path(workdir: str) -> epath.Path:

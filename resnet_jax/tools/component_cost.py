@@ -1,0 +1,127 @@
+"""What each recipe component costs on this machine: the trainer's step, and the input
+pipeline, with and without it, in one run.
+
+  python -m resnet_jax.tools.component_cost [--model=resnet20] [--image_size=32] \
+      [--batch_size=128] [--steps=10] [--rounds=3] [--input_batches=40]
+
+Device side: train.make_train_step compiled for the digits config plus one component at
+a time (stochastic depth, BlurPool, BCE, LAMB, random erasing, mixup/cutmix, a periodic
+EMA), timed in alternating rounds on one synthetic batch, best round each; prints each
+step time, its ratio to the plain step and its compile time. Host side: the tf.data
+pipeline on the embedded digits with TrivialAugment-wide, repeated augmentation or a
+resize ramp, images per second over --input_batches batches each.
+"""
+
+import sys
+import time
+
+from absl import app, flags
+
+from resnet_jax import config_files
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model', 'resnet20', 'Model name.')
+flags.DEFINE_integer('image_size', 32, 'Image side.')
+flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
+flags.DEFINE_integer('steps', 10, 'Steps per timed round.')
+flags.DEFINE_integer('rounds', 3, 'Alternating rounds of each step.')
+flags.DEFINE_integer('input_batches', 40, 'Batches read per input-pipeline variant.')
+
+STEP_VARIANTS = {
+    'plain': {},
+    'drop_path 0.05': {'drop_path_rate': 0.05},
+    'blurpool': {'blurpool': True},
+    'bce (threshold 0.2)': {'loss': 'bce', 'bce_target_threshold': 0.2},
+    'lamb + clip 1.0': {'optimizer': 'lamb', 'grad_clip_norm': 1.0},
+    'random erasing const': {'random_erasing': 0.25},
+    'random erasing pixel': {'random_erasing': 0.25, 'random_erasing_mode': 'pixel'},
+    'mixup 0.2 + cutmix 1.0': {'mixup_alpha': 0.2, 'cutmix_alpha': 1.0},
+    'ema every 32': {'ema_decay': 0.999, 'ema_every_steps': 32},
+}
+INPUT_VARIANTS = {
+    'plain': {},
+    'trivial_augment': {'dataset.trivial_augment': True},
+    'repeated_augmentation 4': {'dataset.repeated_augmentation': 4},
+    'resize ramp': {'dataset.min_image_size': 16, 'dataset.resize_end_epoch': 1.0,
+                    'dataset.resize_multiple': 8},
+}
+
+
+def _with(config, overrides):
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  import jax
+  import numpy as np
+  import optax
+
+  from configs import digits
+  from resnet_jax import metrics, sharding, train
+  from resnet_jax.data import pipeline, sources
+
+  base = digits.get_config()
+  base.model, base.batch_size = FLAGS.model, FLAGS.batch_size
+  base.dataset.image_size = FLAGS.image_size
+  mesh = sharding.make_mesh()
+  shape = (FLAGS.image_size, FLAGS.image_size, 1)
+  info = sources.DatasetInfo(num_classes=10, class_names=tuple(map(str, range(10))),
+                             num_train_examples=100 * base.batch_size, num_eval_examples=1,
+                             image_shape=shape)
+  learning_rate_fn = optax.constant_schedule(0.01)
+  rng = np.random.default_rng(0)
+  batch = sharding.to_global({
+      'image': rng.integers(0, 256, (base.batch_size, *shape), np.uint8),
+      'label': rng.integers(0, 10, (base.batch_size,), np.int32)}, mesh)
+  compiled, compile_seconds, states = {}, {}, {}
+  for name, overrides in STEP_VARIANTS.items():
+    config = _with(base, overrides)
+    states[name] = train.create_state(config, info, mesh, learning_rate_fn)
+    totals = metrics.empty(metrics.TrainMetrics, mesh)
+    start = time.perf_counter()
+    compiled[name] = train.make_train_step(config, learning_rate_fn, mesh).lower(
+        states[name], batch, totals).compile()
+    compile_seconds[name] = time.perf_counter() - start
+  best = {name: float('inf') for name in compiled}
+  for _ in range(FLAGS.rounds):
+    for name, step in compiled.items():
+      totals = metrics.empty(metrics.TrainMetrics, mesh)
+      state, totals = step(states[name], batch, totals)  # untimed: the buffers settle
+      start = time.perf_counter()
+      for _ in range(FLAGS.steps):
+        state, totals = step(state, batch, totals)
+      jax.block_until_ready(state)
+      states[name] = state
+      best[name] = min(best[name], (time.perf_counter() - start) / FLAGS.steps)
+  print(f'{base.model}, batch {base.batch_size} at {FLAGS.image_size}², '
+        f'{jax.device_count()} {jax.devices()[0].device_kind} device(s); train step:')
+  for name in compiled:
+    print(f'  {name:24s} {1e3 * best[name]:8.1f} ms  {best[name] / best["plain"]:5.2f}x   '
+          f'compile {compile_seconds[name]:5.1f} s')
+
+  print(f'input pipeline, embedded digits at {FLAGS.image_size}², batch {base.batch_size}:')
+  data_config = base.copy_and_resolve_references()
+  source = sources.create_source(data_config)
+  data_info = sources.dataset_info(source, data_config)
+  for name, overrides in INPUT_VARIANTS.items():
+    config = _with(data_config, overrides)
+    batches = pipeline.train_batches(source, config, data_info, start_step=0,
+                                     process_index=0, process_count=1)
+    next(batches)
+    start = time.perf_counter()
+    sizes = {next(batches)['image'].shape[1] for _ in range(FLAGS.input_batches)}
+    rate = FLAGS.input_batches * config.batch_size / (time.perf_counter() - start)
+    print(f'  {name:24s} {rate:8.0f} img/s   sizes {sorted(sizes)}')
+
+
+if __name__ == '__main__':
+  config_files.make_importable([*sys.argv, f'--config={config_files.checkout_config("digits")}'])
+  app.run(main)
