@@ -1,7 +1,8 @@
 """What each recipe component costs on this machine: the trainer's step, and the input
 pipeline, with and without it, in one run.
 
-  python -m resnet_jax.tools.component_cost [--model=resnet20] [--image_size=32] \
+  python -m resnet_jax.tools.component_cost [--config=configs/digits.py] [--model=resnet20] \
+      [--image_size=32] \
       [--batch_size=128] [--steps=10] [--rounds=3] [--input_batches=40]
 
 Device side: train.make_train_step compiled for the digits config plus one component at
@@ -16,10 +17,13 @@ import sys
 import time
 
 from absl import app, flags
+from ml_collections import config_flags
 
 from resnet_jax import config_files
 
 FLAGS = flags.FLAGS
+_DEFAULT_CONFIG = config_files.checkout_config('digits')
+config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'The recipe the components join.')
 flags.DEFINE_string('model', 'resnet20', 'Model name.')
 flags.DEFINE_integer('image_size', 32, 'Image side.')
 flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
@@ -64,11 +68,10 @@ def main(argv: list[str]) -> None:
   import numpy as np
   import optax
 
-  from configs import digits
   from resnet_jax import metrics, sharding, train
   from resnet_jax.data import pipeline, sources
 
-  base = digits.get_config()
+  base = FLAGS.config
   base.model, base.batch_size = FLAGS.model, FLAGS.batch_size
   base.dataset.image_size = FLAGS.image_size
   mesh = sharding.make_mesh()
@@ -123,5 +126,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  config_files.make_importable([*sys.argv, f'--config={config_files.checkout_config("digits")}'])
+  config_files.make_importable([*sys.argv, f'--config={_DEFAULT_CONFIG}'])
   app.run(main)
