@@ -47,6 +47,9 @@ flags.DEFINE_string('dtype', 'float32', 'train/eval: float32, bfloat16 or float1
 flags.DEFINE_string('conv_impl', None, 'train/eval: auto, xla or dot.')
 flags.DEFINE_bool('scan_blocks', None, 'train/eval: nn.scan over identical blocks.')
 flags.DEFINE_bool('remat', None, 'train/eval: rematerialise each block.')
+flags.DEFINE_integer('bn_group_size', 0, 'train/eval: BatchNorm statistics over groups of N '
+                     'examples (0: the whole batch; a recipe\'s per-GPU groups would not fit '
+                     'the small default batch).')
 flags.DEFINE_integer('num_classes', 1000, 'train/eval: classifier width.')
 flags.DEFINE_integer('warmup_steps', 2, 'train/eval: untimed steps after the first.')
 flags.DEFINE_integer('timed_steps', 10, 'train/eval: timed steps (median reported).')
@@ -66,7 +69,8 @@ def _step_benchmark() -> dict:
   from resnet_jax.tools import step_benchmark, torch_reference
   config = FLAGS.config
   overrides = {'model': FLAGS.model, 'dtype': FLAGS.dtype, 'conv_impl': FLAGS.conv_impl,
-               'scan_blocks': FLAGS.scan_blocks, 'remat': FLAGS.remat}
+               'scan_blocks': FLAGS.scan_blocks, 'remat': FLAGS.remat,
+               'bn_group_size': FLAGS.bn_group_size}
   for key, value in overrides.items():
     if value is not None:
       config[key] = value
