@@ -20,15 +20,12 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_jax import config_files
+from resnet_jax.tools import timing_inputs
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = config_files.checkout_config('digits')
 config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'The recipe the components join.')
-flags.DEFINE_string('model', 'resnet20', 'Model name.')
-flags.DEFINE_integer('image_size', 32, 'Image side.')
-flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
-flags.DEFINE_integer('steps', 10, 'Steps per timed round.')
-flags.DEFINE_integer('rounds', 3, 'Alternating rounds of each step.')
+timing_inputs.define_flags(model='resnet20', image_size=32, batch_size=128, steps=10, rounds=3)
 flags.DEFINE_integer('input_batches', 40, 'Batches read per input-pipeline variant.')
 
 STEP_VARIANTS = {
@@ -65,7 +62,6 @@ def _with(config, overrides):
 def main(argv: list[str]) -> None:
   del argv
   import jax
-  import numpy as np
   import optax
 
   from resnet_jax import metrics, sharding, train
@@ -75,15 +71,8 @@ def main(argv: list[str]) -> None:
   base.model, base.batch_size = FLAGS.model, FLAGS.batch_size
   base.dataset.image_size = FLAGS.image_size
   mesh = sharding.make_mesh()
-  shape = (FLAGS.image_size, FLAGS.image_size, 1)
-  info = sources.DatasetInfo(num_classes=10, class_names=tuple(map(str, range(10))),
-                             num_train_examples=100 * base.batch_size, num_eval_examples=1,
-                             image_shape=shape)
+  info, batch = timing_inputs.synthetic_batch(base.batch_size, FLAGS.image_size, 1, mesh)
   learning_rate_fn = optax.constant_schedule(0.01)
-  rng = np.random.default_rng(0)
-  batch = sharding.to_global({
-      'image': rng.integers(0, 256, (base.batch_size, *shape), np.uint8),
-      'label': rng.integers(0, 10, (base.batch_size,), np.int32)}, mesh)
   compiled, compile_seconds, states = {}, {}, {}
   for name, overrides in STEP_VARIANTS.items():
     config = _with(base, overrides)

@@ -17,42 +17,32 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_jax import config_files
+from resnet_jax.tools import timing_inputs
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = config_files.checkout_config('degradation_digits')
 config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'The recipe whose step is timed.')
-flags.DEFINE_string('model', 'resnet56', 'Model name.')
-flags.DEFINE_integer('image_size', 16, 'Image side.')
+timing_inputs.define_flags(model='resnet56', image_size=16, batch_size=128, steps=20, rounds=3)
 flags.DEFINE_integer('channels', 1, 'Image channels.')
-flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
-flags.DEFINE_integer('steps', 20, 'Steps per timed round.')
-flags.DEFINE_integer('rounds', 3, 'Alternating rounds of each step.')
 flags.DEFINE_integer('every', 33, 'The diagnostics_every_steps to report the average cost of.')
 
 
 def main(argv: list[str]) -> None:
   del argv
   import jax
-  import numpy as np
   import optax
 
   from resnet_jax import metrics, sharding, train
-  from resnet_jax.data import sources
 
   config = FLAGS.config
   with config.unlocked():
     config.model, config.batch_size = FLAGS.model, FLAGS.batch_size
     config.dataset.image_size = FLAGS.image_size
   mesh = sharding.make_mesh()
-  info = sources.DatasetInfo(num_classes=10, class_names=tuple(map(str, range(10))),
-                             num_train_examples=100 * config.batch_size, num_eval_examples=1,
-                             image_shape=(FLAGS.image_size, FLAGS.image_size, FLAGS.channels))
+  info, batch = timing_inputs.synthetic_batch(config.batch_size, FLAGS.image_size,
+                                              FLAGS.channels, mesh)
   learning_rate_fn = optax.constant_schedule(0.1)
   state = train.create_state(config, info, mesh, learning_rate_fn)
-  rng = np.random.default_rng(0)
-  batch = sharding.to_global({
-      'image': rng.integers(0, 256, (config.batch_size, *info.image_shape), np.uint8),
-      'label': rng.integers(0, 10, (config.batch_size,), np.int32)}, mesh)
   totals = metrics.empty(metrics.TrainMetrics, mesh)
   compiled, compile_seconds = {}, {}
   for name, diagnostics in (('ordinary', False), ('diagnostics', True)):

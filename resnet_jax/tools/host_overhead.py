@@ -20,16 +20,13 @@ from ml_collections import config_flags
 
 from resnet_jax import config_files
 from resnet_jax.cpu import allocator
+from resnet_jax.tools import timing_inputs
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = config_files.checkout_config('digits')
 config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG,
                                 'The config whose optimizer and loss the step uses.')
-flags.DEFINE_string('model', 'resnet20', 'Model name.')
-flags.DEFINE_integer('image_size', 8, 'Image side.')
-flags.DEFINE_integer('batch_size', 16, 'Global batch size.')
-flags.DEFINE_integer('steps', 200, 'Steps per timed round.')
-flags.DEFINE_integer('rounds', 3, 'Alternating rounds of each way.')
+timing_inputs.define_flags(model='resnet20', image_size=8, batch_size=16, steps=200, rounds=3)
 
 
 def main(argv: list[str]) -> None:
