@@ -92,8 +92,13 @@ def get_config() -> ml_collections.ConfigDict:
   # (steps per epoch do not change); the images come from one shuffled pass over the
   # split after another, so every `repeated_augmentation` epochs cover the whole split.
   config.dataset.repeated_augmentation = 1
-  config.dataset.cache = False  # keep the encoded split in memory (small datasets)
+  config.dataset.cache = False  # keep a TFDS split's encoded images in memory (small sets)
   config.dataset.shuffle_buffer = 16_384  # TFDS records; image folders shuffle fully
+  # TFRecord files read at once, interleaved record by record (each shuffled within
+  # itself): part of the data order, so fixed here rather than measured from the
+  # machine. 16 (TFDS's default) keeps 16 reader threads busy, ~6× what 8 GPUs at ~7,000
+  # img/s need; memory ~ cycle_length × min(file, shuffle_buffer) records (docs/data.md).
+  config.dataset.cycle_length = 16
   # global: batches independent of the process count (each process reads all records);
   # per_process: process p reads only part p of the split (big TFDS data on many hosts).
   config.dataset.order = 'global'

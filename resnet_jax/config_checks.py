@@ -80,5 +80,8 @@ def _check_recipe_components(config: ml_collections.ConfigDict) -> None:
     raise ValueError('dataset.trivial_augment and dataset.randaugment_layers '
                      f'{config.dataset.randaugment_layers}: pick one (randaugment_layers=0)')
   resolution.check(config)
+  for name in ('cycle_length', 'shuffle_buffer'):
+    if config.dataset[name] < 1:
+      raise ValueError(f'dataset.{name} {config.dataset[name]} must be >= 1')
   if config.ema_every_steps < 1:
     raise ValueError(f'ema_every_steps {config.ema_every_steps} must be >= 1')

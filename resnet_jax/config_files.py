@@ -38,7 +38,10 @@ def make_importable(argv: list[str], flag: str = 'config') -> None:
 
 def checkout_config(name: str) -> str:
   """configs/NAME.py of the source checkout this package runs from (a tool's default
-  --config), or the path relative to the working directory when installed elsewhere."""
-  checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  --config), or the path relative to the working directory when installed elsewhere;
+  made importable, since a tool's default config is loaded when its flag is defined."""
+  checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   path = os.path.join(checkout, 'configs', f'{name}.py')
-  return path if os.path.isfile(path) else os.path.join('configs', f'{name}.py')
+  path = path if os.path.isfile(path) else os.path.join('configs', f'{name}.py')
+  make_importable([f'--config={path}'])
+  return path

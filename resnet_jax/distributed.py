@@ -1,5 +1,5 @@
-"""Multi-process JAX: start-up, barriers, a shared-workdir check, preemption, and one
-process's failure ending the whole run.
+"""Multi-process JAX: start-up, barriers, results computed once and shared, a
+shared-workdir check, preemption, and one process's failure ending the whole run.
 
 Each host runs the same command; `jax.distributed` wires the processes together. On TPU
 VMs, SLURM and Open MPI, `jax.distributed.initialize()` finds the coordinator itself;
@@ -13,6 +13,7 @@ without a word (kill -9, out of memory) misses its heartbeats, and the coordinat
 service aborts the others after `heartbeat_timeout` seconds.
 """
 
+import json
 import os
 import signal
 import sys
@@ -20,7 +21,8 @@ import threading
 import time
 import traceback
 import uuid
-from typing import Callable, NoReturn
+import zlib
+from typing import Any, Callable, NoReturn
 
 import jax
 import numpy as np
@@ -87,6 +89,32 @@ def barrier(name: str) -> None:
   """Waits until every process gets here (no-op with one process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def computed_once(compute: Callable[[], Any], what: str) -> Any:
+  """compute() run by process 0 alone, its result (JSON data) given to every process.
+
+  A ConfigError on process 0 is raised on every process, so none waits for a result that
+  never comes. The result travels compressed through one broadcast: no shared filesystem
+  is needed, and nothing is written.
+  """
+  if jax.process_count() == 1:
+    return compute()
+  payload = b''
+  if jax.process_index() == 0:
+    try:
+      message = {'result': compute()}
+    except ConfigError as error:
+      message = {'error': str(error)}
+    payload = zlib.compress(json.dumps(message).encode(), 1)
+  size = int(multihost_utils.broadcast_one_to_all(np.array([len(payload)], np.int64))[0])
+  data = np.zeros(size, np.uint8)
+  data[:len(payload)] = np.frombuffer(payload, np.uint8)
+  message = json.loads(zlib.decompress(multihost_utils.broadcast_one_to_all(data).tobytes()))
+  logging.info('%s: %d bytes from process 0', what, size)
+  if 'error' in message:
+    raise ConfigError(message['error'])
+  return message['result']
 
 
 def check_shared_workdir(workdir: epath.Path) -> None:

@@ -41,12 +41,25 @@ def _finite_loss(loss: jnp.ndarray, finite: jnp.ndarray, **_) -> dict[str, jnp.n
 
 
 @flax.struct.dataclass
+class UnreadableCount(Count):
+  """Image-folder files that could not be read (data/pipeline.py gives their rows the
+  next readable image of the batch); 0 for other sources."""
+
+  @classmethod
+  def from_model_output(cls, *, unreadable: jnp.ndarray | None = None,
+                        **_) -> 'UnreadableCount':
+    return cls(count=jnp.zeros((), jnp.int32) if unreadable is None else
+               unreadable.sum().astype(jnp.int32))
+
+
+@flax.struct.dataclass
 class TrainMetrics(metrics.Collection):
   loss: metrics.Average.from_fun(_finite_loss)  # over the steps whose loss was finite
   top1: metrics.Average.from_output('top1')
   learning_rate: metrics.LastValue.from_output('learning_rate')
   skipped_steps: metrics.LastValue.from_output('skipped_steps')
   loss_scale: metrics.LastValue.from_output('loss_scale')  # 1 without loss scaling
+  unreadable_images: UnreadableCount  # since the last log
 
 
 @flax.struct.dataclass

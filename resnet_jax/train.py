@@ -143,7 +143,12 @@ def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.S
 
   def step_and_accumulate(state: steps.TrainState, batch: dict[str, Any],
                           totals: metrics.TrainMetrics):
+    batch = dict(batch)
+    # Image folders: 1 where an unreadable file's row holds the next readable image.
+    unreadable = batch.pop('unreadable', None)
     state, step_metrics = step(state, batch)
+    if unreadable is not None:
+      step_metrics['unreadable'] = unreadable
     tags = step_metrics.pop('diagnostics', None)
     totals = metrics.accumulate(totals, step_metrics)
     return (state, totals) if tags is None else (state, totals, tags)

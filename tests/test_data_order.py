@@ -1,107 +1,212 @@
-"""Data order at scale: a TFDS split in several TFRecord files is read file by file, in a
-new order each epoch; resuming skips whole files unread and reads at most one."""
+"""Data order at scale: a TFDS split in several TFRecord files is read `cycle_length` files
+at a time, interleaved, in a new order each epoch; a resume computes where the interleave
+stood, skips whole files unread and yields bitwise what an uninterrupted run yields."""
 
 import itertools
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from conftest import small_config
-from resnet_jax.data import pipeline, sources
+from resnet_jax.data import order, pipeline, sources
+from resnet_jax.tools import synthetic_data
 
-NUM_FILES = 6
+NUM_FILES = 7  # train: 7 files of 9 (one of 8, one of 10); validation: 7 of 3 or 4
 
 
 @pytest.fixture(scope='module')
 def sharded_dir(tmp_path_factory):
-  """The embedded digits prepared into 6 TFRecord files per split (~240 records each)."""
+  """synthetic_jpegs: 62 tiny JPEG records in 7 TFRecord files, 24 for validation."""
   data_dir = str(tmp_path_factory.mktemp('sharded'))
-  builder = tfds.builder('sklearn_digits', data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      num_shards=NUM_FILES))
-  assert len(builder.info.splits['train'].shard_lengths) == NUM_FILES
+  synthetic_data.write_tfds(data_dir, num_files=NUM_FILES, per_file=9, eval_examples=24,
+                            height=12, width=12, pool_size=8)
+  source = sources.create_source(_config(data_dir))
+  # Files of unequal length, as TFDS writes them, exercise the interleave's refills.
+  assert len(source.file_pieces('train')) == NUM_FILES
   return data_dir
 
 
+def _config(data_dir, **overrides):
+  return small_config(**{'dataset.name': synthetic_data.TFDS_NAME, 'dataset.data_dir': data_dir,
+                         'dataset.eval_split': 'validation', 'dataset.augment': 'imagenet',
+                         'dataset.image_size': 8, 'dataset.mean': (127.0,) * 3,
+                         'dataset.std': (64.0,) * 3, 'batch_size': 8, 'dataset.cycle_length': 3,
+                         'dataset.cache': False,
+                         **overrides})
+
+
 def _source(data_dir, **overrides):
-  config = small_config(**{'dataset.data_dir': data_dir, 'batch_size': 64,
-                           'dataset.cache': False, **overrides})
+  config = _config(data_dir, **overrides)
   source = sources.create_source(config)
   return config, source, sources.dataset_info(source, config)
 
 
-def _ids(source, config, info, steps, **kwargs):
-  batches = pipeline.train_batches(source, config, info, with_ids=True, **kwargs)
-  return [b['id'] for b in itertools.islice(batches, steps)]
+def _batches(source, config, info, steps, **kwargs):
+  return list(itertools.islice(
+      pipeline.train_batches(source, config, info, with_ids=True, **kwargs), steps))
 
 
 def _file_of(example_id):
   return example_id.decode().split('__')[0]
 
 
-def _counting_reads(source):
-  """Wraps source.read_piece so that every record read from a file is noted."""
-  reads, real = [], source.read_piece
+def _reference_interleave(lengths, cycle):
+  """tf.data's documented interleave (block_length 1), as (file, record) pairs."""
+  pending, slots = list(range(len(lengths))), [None] * cycle
+  for slot in range(min(cycle, len(lengths))):
+    slots[slot] = [pending.pop(0), 0]
+  while any(slots) or pending:
+    for slot in range(cycle):
+      if slots[slot] is None:
+        if not pending:
+          continue
+        slots[slot] = [pending.pop(0), 0]
+      file, read = slots[slot]
+      if read < lengths[file]:
+        slots[slot][1] += 1
+        yield file, read
+      else:
+        slots[slot] = None
 
-  def counting(filename, skip, take):
-    def note(record):
-      tf.py_function(lambda i: reads.append(i.numpy()), [record['id']], [])
-      return record
-    return real(filename, skip, take).map(note)
 
-  source.read_piece = counting
-  return reads
+def test_resume_plan_continues_the_interleave_exactly():
+  rng = np.random.RandomState(0)
+  for _ in range(150):
+    lengths = rng.randint(0, 7, size=rng.randint(1, 10))
+    cycle = rng.randint(1, 6)
+    whole = list(_reference_interleave(lengths, cycle))
+    for consumed in range(len(whole) + 1):
+      plan = order.resume_plan(lengths, cycle, consumed)
+      rest = [(plan.files[file], plan.offsets[file] + read) for file, read in
+              _reference_interleave([lengths[f] - o for f, o in zip(plan.files, plan.offsets)],
+                                    cycle)]
+      assert rest == whole[consumed:], (lengths, cycle, consumed)
+      done = [f for f, _ in whole[:consumed]]
+      for file in set(range(len(lengths))) - set(plan.files):  # left out: read to the end
+        assert done.count(file) == lengths[file]
 
 
-def test_the_file_order_changes_every_epoch_and_each_epoch_is_the_split(sharded_dir):
+def test_tf_data_interleaves_as_the_plan_assumes():
+  lengths = np.array([3, 0, 5, 1, 4, 4, 2])
+  files = tf.data.Dataset.from_tensor_slices(lengths).enumerate()
+  for cycle in (1, 3, 4):
+    got = files.interleave(
+        lambda file, n: tf.data.Dataset.range(n).map(lambda read: (file, read)),
+        cycle_length=cycle, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    assert [tuple(map(int, x)) for x in got.as_numpy_iterator()] == list(
+        _reference_interleave(lengths, cycle))
+
+
+def test_files_interleave_in_a_new_order_every_epoch_and_each_epoch_is_the_split(sharded_dir):
   config, source, info = _source(sharded_dir)
-  assert source.file_pieces('train')
-  per_epoch = info.num_train_examples  # 1437
-  ids = np.concatenate(_ids(source, config, info, 3 * per_epoch // 64, start_step=0))
+  per_epoch = info.num_train_examples
+  ids = np.concatenate([b['id'] for b in _batches(source, config, info, 3 * per_epoch // 8,
+                                                  start_step=0)])
   epochs = [ids[e * per_epoch:(e + 1) * per_epoch] for e in range(2)]
   for epoch in epochs:
     assert len(set(epoch)) == per_epoch  # every example once
-  file_orders = [list(dict.fromkeys(_file_of(i) for i in epoch)) for epoch in epochs]
-  assert sorted(file_orders[0]) == sorted(file_orders[1]) and len(file_orders[0]) == NUM_FILES
-  assert file_orders[0] != file_orders[1]
-  # Within an epoch the files come one after another, each shuffled.
-  runs = [len(list(group)) for _, group in itertools.groupby(_file_of(i) for i in epochs[0])]
-  assert len(runs) == NUM_FILES
-  storage_order = [int(i.decode().split('__')[1]) for i in epochs[0][:runs[0]]]
-  assert storage_order != sorted(storage_order)
-  config, source, info = _source(sharded_dir, seed=1)
-  assert not np.array_equal(_ids(source, config, info, 1, start_step=0)[0], ids[:64])
+  first_files = [list(dict.fromkeys(_file_of(i) for i in epoch)) for epoch in epochs]
+  assert first_files[0] != first_files[1] and len(first_files[0]) == NUM_FILES
+  # cycle_length 3: the first records come from three files in turn, each shuffled.
+  assert len({_file_of(i) for i in epochs[0][:3]}) == 3
+  assert [_file_of(i) for i in epochs[0][:6]] == [_file_of(i) for i in epochs[0][:3]] * 2
+  in_file = [int(i.decode().split('__')[1]) for i in epochs[0] if _file_of(i) == first_files[0][0]]
+  assert in_file != sorted(in_file)
 
 
-@pytest.mark.parametrize('order', ['global', 'per_process'])
-def test_resumed_batches_equal_uninterrupted_ones(sharded_dir, order):
-  config, source, info = _source(sharded_dir, **{'dataset.order': order})
-  count = 2 if order == 'per_process' else 1
-  kwargs = dict(process_index=0, process_count=count)
-  uninterrupted = _ids(source, config, info, 30, start_step=0, **kwargs)  # crosses epochs
-  for k in (3, 7, 22, 23):  # mid-file, and in the second epoch
-    resumed = _ids(source, config, info, 30 - k, start_step=k, **kwargs)
-    for expected, got in zip(uninterrupted[k:], resumed, strict=True):
-      np.testing.assert_array_equal(expected, got)
-
-
-def test_resuming_reads_at_most_one_file_before_its_first_example(sharded_dir):
+def test_the_same_seed_gives_the_same_stream_another_seed_another(sharded_dir):
   config, source, info = _source(sharded_dir)
+  first = _batches(source, config, info, 9, start_step=0)
+  again = _batches(source, config, info, 9, start_step=0)
+  for a, b in zip(first, again, strict=True):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['id'], b['id'])
+  config, source, info = _source(sharded_dir, seed=1)
+  other = _batches(source, config, info, 9, start_step=0)
+  assert not np.array_equal(np.concatenate([b['id'] for b in first]),
+                            np.concatenate([b['id'] for b in other]))
+
+
+def test_epoch_and_seed_are_combined_not_added():
+  """Before: seed s at epoch e+1 shuffled within files as seed s+1 at epoch e."""
+  for purpose in (order.FILE_ORDER, order.FILE_SHUFFLE, order.FULL_SHUFFLE, order.AUGMENT):
+    assert not np.array_equal(order.epoch_key(5, 3, purpose), order.epoch_key(6, 2, purpose))
+  assert not np.array_equal(order.file_order(5, 3, 50), order.file_order(6, 2, 50))
+
+
+@pytest.mark.parametrize('data_order,count,repeats', [
+    ('global', 1, 1), ('global', 2, 1), ('per_process', 2, 1), ('global', 2, 3)])
+def test_resumed_batches_equal_uninterrupted_ones_bitwise(sharded_dir, data_order, count,
+                                                          repeats):
+  config, source, info = _source(sharded_dir, **{'dataset.order': data_order,
+                                                 'dataset.repeated_augmentation': repeats})
+  steps = 18  # about 2.3 epochs: resumes mid-file, at and after an epoch boundary
+  for index in range(count):
+    kwargs = dict(process_index=index, process_count=count)
+    uninterrupted = _batches(source, config, info, steps, start_step=0, **kwargs)
+    for k in (1, 4, 7, 8, 13):
+      resumed = _batches(source, config, info, steps - k, start_step=k, **kwargs)
+      for expected, got in zip(uninterrupted[k:], resumed, strict=True):
+        np.testing.assert_array_equal(expected['id'], got['id'])
+        np.testing.assert_array_equal(expected['image'], got['image'])
+
+
+@pytest.mark.parametrize('count', [2, 3])
+def test_per_process_parts_cover_the_split_exactly_once(sharded_dir, count):
+  config, source, info = _source(sharded_dir, **{'dataset.order': 'per_process',
+                                                 'batch_size': 6})
+  seen = []
+  for index in range(count):
+    size = source.part_size('train', index, count)
+    local = 6 // count
+    batches = _batches(source, config, info, -(-size // local), start_step=0,
+                       process_index=index, process_count=count)
+    seen.extend(np.concatenate([b['id'] for b in batches])[:size])
+  assert len(seen) == len(set(seen)) == info.num_train_examples
+
+
+def test_a_resume_skips_whole_files_unread(sharded_dir):
+  _, source, _ = _source(sharded_dir)
   pieces = source.file_pieces('train')
-  longest = max(piece.take for piece in pieces)
-  reads = _counting_reads(source)
-  for skip in (0, 100, 700, 1400):
-    reads.clear()
-    stream = pipeline._file_ordered(source, pieces, start_epoch=1, skip=skip, seed=0,
-                                    buffer=config.dataset.shuffle_buffer)
-    record, epoch, position = next(iter(stream))
-    assert (int(epoch), int(position)) == (1, skip)
-    assert 0 < len(reads) <= longest, (skip, len(reads))
-    assert len({_file_of(i) for i in reads}) == 1  # one file opened; earlier ones skipped
-    # What the first example is: the same as in an unresumed pass over that epoch.
-    whole = pipeline._file_ordered(source, pieces, start_epoch=1, skip=0, seed=0,
-                                   buffer=config.dataset.shuffle_buffer)
-    expected = next(itertools.islice(iter(whole), skip, None))
-    assert expected[0]['id'].numpy() == record['id'].numpy()
+  lengths = np.array([piece.take for piece in pieces])
+  read, files_read = source.file_reader(pieces), set()
+
+  def counting(file):
+    def note(serialized):
+      tf.py_function(lambda f: files_read.add(int(f)), [file], [])
+      return serialized
+    return read(file).map(note)
+
+  def stream(reader, skip):
+    return iter(order.interleaved_files(reader, lengths, seed=0, start_epoch=1, skip=skip,
+                                        cycle_length=3, shuffle_buffer=64))
+
+  whole = list(itertools.islice(stream(read, 0), int(lengths.sum())))
+  epoch_order = order.file_order(0, 1, NUM_FILES).numpy()
+  for skip in (0, 10, 30, 50):
+    files_read.clear()
+    element = next(stream(counting, skip))
+    assert element['record']['serialized'].numpy() == whole[skip]['record']['serialized'].numpy()
+    assert int(element['position']) == int(whole[skip]['position'])
+    plan = order.resume_plan(lengths[epoch_order], 3, skip)
+    finished = {int(epoch_order[i]) for i in set(range(NUM_FILES)) - set(plan.files)}
+    assert bool(finished) == (skip >= 30), skip  # by 30 records some files are done
+    assert not files_read & finished, (skip, files_read, finished)
+
+
+def test_evaluation_reads_in_parallel_and_counts_every_example_once(sharded_dir):
+  config, source, info = _source(sharded_dir, batch_size=8)
+  for count in (1, 2, 3):
+    ids = []
+    for index in range(count):
+      batches = list(pipeline.eval_batches(source, config, info, process_index=index,
+                                           process_count=count, with_ids=True))
+      assert len(batches) == pipeline.num_eval_batches(source, config, count)
+      ids.extend(i for b in batches for i, m in zip(b['id'], b['mask']) if m)
+    assert len(ids) == len(set(ids)) == info.num_eval_examples == 24
+  single = list(pipeline.eval_batches(source, config, info, process_index=0, process_count=1,
+                                      with_ids=True))
+  files = [_file_of(i) for i in single[0]['id'][:3]]
+  assert len(set(files)) == 3  # three files read at once

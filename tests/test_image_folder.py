@@ -1,21 +1,28 @@
-"""Image folders: class discovery, corrupt files skipped and counted, clear errors."""
+"""Image folders: start-up lists files without opening one, clear errors for bad folders,
+unreadable images replaced and counted in training, left out of evaluation."""
 
+import itertools
 import os
 import shutil
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from absl import logging
 
 from conftest import make_image_folder, small_config
-from resnet_jax.data import sources
+from resnet_jax import sharding, train
+from resnet_jax.data import pipeline, sources
 from resnet_jax.errors import ConfigError
+from resnet_jax.tools import report
 
 COUNTS = {'train': {'b_class': 3, 'a_class': 4}, 'validation': {'a_class': 2, 'b_class': 2}}
 
 
-def _config(data_dir):
+def _config(data_dir, **overrides):
   return small_config(**{'dataset.name': 'image_folder', 'dataset.data_dir': str(data_dir),
-                         'dataset.eval_split': 'validation'})
+                         'dataset.eval_split': 'validation', 'dataset.mean': (127.0,) * 3,
+                         'dataset.std': (64.0,) * 3, **overrides})
 
 
 def test_classes_are_sorted_folder_names(tmp_path):
@@ -26,20 +33,106 @@ def test_classes_are_sorted_folder_names(tmp_path):
   assert list(source.splits['train'].labels) == [0, 0, 0, 0, 1, 1, 1]
 
 
-def test_corrupt_and_unreadable_images_are_skipped_counted_and_logged(tmp_path, monkeypatch):
+def test_start_up_lists_the_files_and_opens_none(tmp_path, monkeypatch):
   make_image_folder(tmp_path, COUNTS)
-  truncated = tmp_path / 'train' / 'a_class' / '0.jpg'
-  truncated.write_bytes(truncated.read_bytes()[:200])
   (tmp_path / 'train' / 'b_class' / 'junk.png').write_bytes(b'not an image at all')
   (tmp_path / 'train' / 'b_class' / 'notes.txt').write_text('ignored: not an image name')
+  touched = []
+  for module, name in [(tf.io, 'read_file'), (tf.io, 'decode_image'), (tf.io, 'decode_jpeg'),
+                       (tf.io, 'decode_png'), (tf.io, 'extract_jpeg_shape'),
+                       (tf.data.Dataset, 'from_tensor_slices')]:
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, real=real, name=name, **k: (
+        touched.append(name), real(*a, **k))[1])
+  real_open = open
+  monkeypatch.setattr('builtins.open', lambda path, *a, **k: (
+      touched.append(str(path)) if str(path).startswith(str(tmp_path)) else None,
+      real_open(path, *a, **k))[1])
+  source = sources.create_source(_config(tmp_path))
+  info = sources.dataset_info(source, _config(tmp_path))
+  assert touched == []  # no image read, decoded or even opened
+  assert info.num_train_examples == 8  # the junk file is listed; training will skip it
+
+
+def _folder_run(tmp_path, broken):
+  """A 16-image folder whose `broken` training files break after start-up."""
+  make_image_folder(tmp_path, {'train': {'a': 8, 'b': 8}, 'validation': {'a': 5, 'b': 5}})
+  config = _config(tmp_path, batch_size=8, **{'dataset.image_size': 8,
+                                              'dataset.augment': 'imagenet'})
+  source = sources.create_source(config)
+  info = sources.dataset_info(source, config)
+  paths = [str(p) for p in source.splits['train'].paths]
+  for path, how in zip((paths[2], paths[9], paths[13]), broken):
+    if how == 'truncated':
+      with open(path, 'rb') as f:
+        head = f.read(120)
+      with open(path, 'wb') as f:
+        f.write(head)
+    elif how == 'deleted':
+      os.remove(path)
+    else:
+      with open(path, 'wb') as f:
+        f.write(b'<html>an error page saved as an image</html>')
+  return config, source, info, [paths[2], paths[9], paths[13]][:len(broken)]
+
+
+def test_unreadable_training_images_are_replaced_counted_and_logged(tmp_path, monkeypatch):
+  config, source, info, bad = _folder_run(tmp_path, ('truncated', 'deleted', 'junk'))
   warnings = []
   monkeypatch.setattr(logging, 'warning', lambda msg, *args: warnings.append(msg % args))
-  source = sources.create_source(_config(tmp_path))
-  assert sorted(source.splits['train'].skipped) == sorted([str(truncated),
-                                                           str(tmp_path / 'train/b_class/junk.png')])
-  assert len(source.splits['train'].paths) == 6  # 8 image files, 2 skipped
-  assert any(str(truncated) in w for w in warnings)
-  assert any('skipped 2 of 8 images' in w for w in warnings)
+  batches = list(itertools.islice(pipeline.train_batches(source, config, info, start_step=0,
+                                                         with_ids=True), 6))  # 3 epochs
+  assert all(b['image'].shape == (8, 8, 8, 3) for b in batches)  # full batches
+  assert sum(int(b['unreadable'].sum()) for b in batches) == 3 * len(bad)
+  for batch in batches:
+    for row in np.flatnonzero(batch['unreadable']):
+      assert batch['id'][row].decode() not in bad  # the next readable image took its place
+      twin = batch['id'] == batch['id'][row]
+      np.testing.assert_array_equal(batch['image'][twin][0], batch['image'][row])
+  for path in bad:
+    assert sum(path in w for w in warnings) == 3, path  # logged each time it is met
+  # Replacements are a function of the batch: a resume still yields the same batches.
+  resumed = list(itertools.islice(pipeline.train_batches(source, config, info, start_step=3,
+                                                         with_ids=True), 3))
+  for expected, got in zip(batches[3:], resumed, strict=True):
+    for key in ('id', 'image', 'unreadable'):
+      np.testing.assert_array_equal(expected[key], got[key])
+
+
+def test_the_trainer_counts_unreadable_images_in_its_metrics(tmp_path):
+  config, *_ = _folder_run(tmp_path / 'data', ('junk',))
+  config.num_train_steps, config.log_every_steps, config.eval_every_steps = 4, 2, 4
+  config.checkpoint_every_steps = 4
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  counts = report.read_scalars(tmp_path / 'run')['train/unreadable_images']
+  assert sum(value for _, value in counts) == 2  # 4 steps of 8: two passes over 16 images
+
+
+def test_unreadable_images_are_left_out_of_evaluation(tmp_path):
+  make_image_folder(tmp_path, {'train': {'a': 4, 'b': 4}, 'validation': {'a': 6, 'b': 5}})
+  config = _config(tmp_path, batch_size=8)
+  source = sources.create_source(config)
+  info = sources.dataset_info(source, config)
+  validation = [str(p) for p in source.splits['validation'].paths]
+  os.remove(validation[1])
+  with open(validation[7], 'wb') as f:
+    f.write(b'garbage')
+  masked = [i for b in pipeline.eval_batches(source, config, info, with_ids=True)
+            for i, m in zip(b['id'], b['mask']) if m]
+  assert sorted(i.decode() for i in masked) == sorted(set(validation) - {validation[1],
+                                                                          validation[7]})
+  mesh = sharding.make_mesh()
+  state = train.create_state(config, info, mesh, lambda step: 0.1)
+  summary = train.evaluate(state, source, config, info, mesh)
+  assert summary['eval/num_examples'] == 9
+
+
+def test_a_batch_with_no_readable_image_stops_training(tmp_path):
+  config, source, info, _ = _folder_run(tmp_path, ())
+  for path in source.splits['train'].paths:
+    os.remove(path)
+  with pytest.raises(ConfigError, match='every image of a training batch failed to load'):
+    next(pipeline.train_batches(source, config, info, start_step=0))
 
 
 @pytest.mark.parametrize('break_it,pattern', [
@@ -64,14 +157,6 @@ def test_hidden_folders_are_not_classes(tmp_path):
   (tmp_path / 'train' / '.ipynb_checkpoints').mkdir()
   source = sources.create_source(_config(tmp_path))
   assert source.class_names == ('a_class', 'b_class')
-
-
-def test_a_class_with_only_corrupt_images_is_an_error(tmp_path):
-  make_image_folder(tmp_path, COUNTS)
-  for image in (tmp_path / 'validation' / 'b_class').iterdir():
-    image.write_bytes(b'garbage')
-  with pytest.raises(ConfigError, match=r"class folder '.*validation/b_class' holds no readable"):
-    sources.create_source(_config(tmp_path))
 
 
 def test_missing_data_dir_setting(tmp_path):

@@ -134,5 +134,7 @@ def test_cli_trains_on_an_image_folder(tmp_path):
                     '--config.dataset.mean=(127.,127.,127.)', '--config.dataset.std=(64.,64.,64.)',
                     '--config.batch_size=8', '--config.num_train_steps=4')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'broken.jpg' in result.stderr and 'skipped 1 of 25 images' in result.stderr
+  # Listed at start-up (no image opened), met in training: replaced, logged and counted.
+  assert 'broken.jpg replaced by the next image of its batch' in result.stderr
+  assert 'train/unreadable_images=' in result.stderr
   assert 'eval/num_examples=11' in result.stderr

@@ -1,45 +1,59 @@
-"""tf.data pipelines: deterministic resumable order, per-process reading, exact evaluation.
+"""tf.data pipelines: deterministic resumable order, parallel reading, exact evaluation.
 
-Training order is a function of (seed, epoch), epochs follow each other without a gap,
-and every example gets a stateless augmentation seed from its position in the stream.
-A TFDS split stored as TFRecord files is read file by file: each epoch draws its own
-order of the files from (seed, epoch), and shuffles each file's records with a seed of
-(seed, epoch, file) in a buffer that never spans two files. Resuming at step k therefore
-skips whole files unopened, by the lengths TFDS records for them, and reads at most one
-file's records before its first batch. The files of a TFDS split are each a random
-sample of it (TFDS shuffles examples when it writes them), so batches drawn from one or
-two files at a time are unbiased. Image folders (paths only) and cached splits (in
-memory) are shuffled whole each epoch instead, and skipping costs nothing there. Two
-ways to split the work over P processes (`dataset.order`):
+Training order is a function of (seed, epoch) (order.py), epochs follow each other
+without a gap, and every example gets a stateless augmentation key from its place in
+the stream, so a run resumed at step k yields bitwise the batches an uninterrupted run
+yields from k on. `train_dataset` runs five named stages:
 
-- 'global': every process walks the same shuffled stream of the whole split and keeps
-  its slice of each global batch, so the global batches, and hence the trained
-  parameters, do not depend on P. Every process reads every record (for an image
-  folder: every path; the images themselves are read only by their process).
+1. records (`_records`): a TFDS split in TFRecord files is read `dataset.cycle_length`
+   files at a time, interleaved, each file shuffled within itself, a new file order each
+   epoch; image-folder paths and cached splits are shuffled whole each epoch;
+2. copies (`_with_copies`): repeated augmentation's copies of each record;
+3. this process's share (`_numbered`): every element numbered in the stream of all
+   processes; with 'global' order a process keeps its slice of each global batch here,
+   before any record is parsed or image read;
+4. load (`_load`): parse or read, decode and augment, in parallel; for image folders an
+   unreadable or corrupt file yields a flagged blank instead of an error;
+5. batches (`_batched`): fixed-size batches; a flagged image is replaced by the next
+   readable one of its batch and counted, so batch positions (and resumes) never shift.
+
+Two ways to split the work over P processes (`dataset.order`):
+
+- 'global': every process walks the same stream of the whole split and keeps its slice
+  of each global batch, so the global batches, and hence the trained parameters, do not
+  depend on P. Every process reads every record (for an image folder: every path; the
+  images themselves are read only by their process).
 - 'per_process': process p reads only examples [p·N/P, (p+1)·N/P) and shuffles them:
   each host reads 1/P of the data, and an epoch is still the whole split.
 
 With one process the two are the same. Evaluation always reads per process, pads the
-last batch and masks the padding, so every example counts exactly once.
+last batch and masks the padding, so every example counts exactly once; an unreadable
+image there is masked out and logged.
 """
 
+import dataclasses
 import functools
 import math
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from absl import logging
 from clu import deterministic_data
 
-from resnet_jax.data import preprocess, randaugment, resolution, sources, trivialaugment
+from resnet_jax.data import (
+  order,
+  preprocess,
+  randaugment,
+  resolution,
+  sources,
+  trivialaugment,
+  unreadable,
+)
 
-# (epoch < 2**15, process < 2**16, position < 2**32) packs into one int64 seed.
-_MAX_EPOCHS = 1 << 15
 ORDERS = ('global', 'per_process')
 
 
@@ -72,58 +86,205 @@ def _options() -> tf.data.Options:
   return options
 
 
-def _drop_ids(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """How the training stream is cut into this process's batches."""
+  index: int  # this process
+  count: int  # all processes
+  batch_size: int  # global
+  shared: bool  # 'global' order: every process walks the stream of the whole split
+  repeats: int  # repeated augmentation: copies of each record
+
+  @property
+  def local_batch(self) -> int:
+    return self.batch_size // self.count
+
+  @property
+  def part(self) -> tuple[int, int]:
+    """The (index, count) part of the split this process's stream holds."""
+    return (0, 1) if self.shared else (self.index, self.count)
+
+  @property
+  def group(self) -> int:
+    """Elements one step takes from the stream this process walks."""
+    return self.batch_size if self.shared else self.local_batch
+
+  @property
+  def per_group(self) -> int:
+    """Distinct records in a group: ceil(group / repeats)."""
+    return -(-self.group // self.repeats)
+
+  def start(self, consumed: int, epoch_length: int) -> tuple[int, int]:
+    """(epoch, position) where the stream resumes after the run consumed `consumed`
+    training examples (every process's, every copy counted)."""
+    examples = consumed if self.shared else consumed // self.count
+    return divmod(examples * self.per_group // self.group, epoch_length)
+
+
+def _records(source: sources.TfdsSource | sources.FolderSource,
+             config: ml_collections.ConfigDict, layout: _Layout, start_epoch: int, skip: int
+             ) -> tuple[tf.data.Dataset, Callable[[dict], dict]]:
+  """Stage 1: {'record', 'epoch', 'position'} from `start_epoch`, `skip` on, and the
+  function that turns a record into {'image': encoded bytes, 'label', 'id'}."""
+  split, data = config.dataset.train_split, config.dataset
+  pieces = (source.file_pieces(split, *layout.part)
+            if isinstance(source, sources.TfdsSource) and not data.cache else None)
+  if pieces:
+    stream = order.interleaved_files(
+        source.file_reader(pieces), np.array([piece.take for piece in pieces]),
+        seed=config.seed, start_epoch=start_epoch, skip=skip,
+        cycle_length=data.cycle_length, shuffle_buffer=data.shuffle_buffer)
+    return stream, source.parser(pieces)
+  records, read = source.records(split, *layout.part), source.read
+  folder = isinstance(source, sources.FolderSource)
+  # An image folder's files are read where a failure is caught (stage 4), never cached.
+  if data.cache and not folder:
+    records = records.map(source.read, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    read = lambda record: record
+  # Paths and cached records are cheap to hold: shuffle whole epochs.
+  whole = folder or data.cache
+  buffer = source.part_size(split, *layout.part) if whole else data.shuffle_buffer
+  return order.fully_shuffled(records, seed=config.seed, start_epoch=start_epoch, skip=skip,
+                              buffer=buffer), read
+
+
+def _with_copies(stream: tf.data.Dataset, layout: _Layout) -> tf.data.Dataset:
+  """Stage 2: adds 'copy'. Repeated augmentation: each group (a global batch, or this
+  process's share of it with per_process reading) holds `repeats` copies of
+  ceil(group / repeats) records, copy after copy (the last copy cut short where repeats
+  does not divide the group, as timm's RepeatAugSampler pads), so the copies of a record
+  lie ceil(group / repeats) apart: on different devices as long as repeats <= the
+  devices the group spans."""
+  if layout.repeats == 1:
+    return stream
+
+  def copies(window):
+    tiled = tf.nest.map_structure(
+        lambda x: tf.tile(x, [layout.repeats] + [1] * (x.shape.rank - 1))[:layout.group], window)
+    return tiled | {'copy': tf.range(layout.group, dtype=tf.int64) // layout.per_group}
+
+  return stream.batch(layout.per_group, drop_remainder=True).map(copies).unbatch()
+
+
+def _numbered(stream: tf.data.Dataset, layout: _Layout) -> tf.data.Dataset:
+  """Stage 3: (n, element), n counting the elements of all processes' batches; with
+  'global' order only this process's slice of each global batch is kept."""
+  stream = stream.enumerate()
+  if layout.shared and layout.count > 1:
+    stream = stream.filter(
+        lambda n, element: (n % layout.batch_size) // layout.local_batch == layout.index)
+  return stream
+
+
+def example_key(seed: int, element: dict[str, tf.Tensor], stream_id: int) -> tf.Tensor:
+  """The augmentation key of one example: (seed, epoch) folded with the stream (0 when
+  processes share it, else the process) and the position; copies of repeated
+  augmentation beyond the first fold in their number, so copy 0 draws what a run
+  without repeats draws."""
+  fold = tf.random.experimental.stateless_fold_in
+  key = order.epoch_key(seed, element['epoch'], order.AUGMENT)
+  key = fold(fold(key, np.int64(stream_id)), tf.cast(element['position'], tf.int64))
+  if 'copy' not in element:
+    return key
+  return tf.where(element['copy'] > 0, fold(key, element['copy']), key)
+
+
+def _augmenter(config: ml_collections.ConfigDict, info: sources.DatasetInfo, layout: _Layout,
+               start_step: int, decode: bool) -> Callable[..., tf.Tensor]:
+  """(encoded image, n, element) -> the training image of stream element n."""
+  data = config.dataset
+  # Batch b of this iterator trains step start_step + b + 1; its resolution is fixed.
+  changes = resolution.schedule(config, info.num_train_examples // config.batch_size)
+  first_batches = tf.constant([first for first, _ in changes], tf.int64)
+  sizes = [size for _, size in changes]
+  stream_id = 0 if layout.shared else layout.index
+  channels = info.image_shape[-1]
+
+  def augment(encoded, key, image_size):
+    if not decode:  # The benchmark's read + parse figure: a constant image, no decoding.
+      return tf.fill([1, 1, channels], tf.cast(tf.strings.length(encoded) % 2,
+                                                                 tf.uint8))
+    image = preprocess.train_image(
+        encoded, key, augment=data.augment, image_size=image_size, channels=channels,
+        random_flip=data.random_flip, crop_padding=data.crop_padding)
+    if data.randaugment_layers:
+      # A key of its own, so the crops and flips stay those of a run without RandAugment.
+      image = randaugment.randaugment(
+          image, tf.random.experimental.stateless_fold_in(key, 1),
+          num_layers=data.randaugment_layers, magnitude=data.randaugment_magnitude)
+    if data.trivial_augment:
+      image = trivialaugment.trivial_augment_wide(
+          image, tf.random.experimental.stateless_fold_in(key, 2))
+    return image
+
+  def image(encoded, n, element):
+    key = example_key(config.seed, element, stream_id)
+    if len(sizes) == 1:
+      return augment(encoded, key, sizes[0])
+    # Each branch has its static size; a batch never mixes two (its steps share one).
+    batch = start_step + n // layout.group
+    size_index = tf.searchsorted(first_batches, batch[None], side='right')[0] - 1
+    return tf.switch_case(tf.cast(size_index, tf.int32),
+                          [functools.partial(augment, encoded, key, size) for size in sizes])
+  return image
+
+
+def _load(stream: tf.data.Dataset, read: Callable[[dict], dict],
+          image: Callable[..., tf.Tensor], guarded: bool, channels: int) -> tf.data.Dataset:
+  """Stage 4: {'image', 'label', 'id'} (+ 'unreadable' when `guarded`) from (n, element)."""
+  def load(n, element):
+    record = read(element['record'])
+    return {'image': image(record['image'], n, element), 'label': record['label'],
+            'id': record['id']}
+
+  if not guarded:
+    return stream.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+  blank = unreadable.blank_image(channels)
+
+  def load_blank(n, element):
+    record = element['record']
+    return {'image': image(blank, n, element), 'label': record['label'], 'id': record['id']}
+  return unreadable.guarded_load(stream, load, load_blank, cycle_length=host_cpus())
+
+
+def _batched(stream: tf.data.Dataset, local_batch: int, guarded: bool,
+             with_ids: bool) -> tf.data.Dataset:
+  """Stage 5: batches of `local_batch`. With `guarded`, each unreadable image (and its
+  label and id) is replaced by the next readable one of its batch, 'unreadable' (int32
+  [local_batch]) says which rows were, and 'skipped' holds their ids for the log."""
+  stream = stream.batch(local_batch, drop_remainder=True)
+  if guarded:
+    stream = stream.map(unreadable.replace_unreadable)
+  return stream if with_ids else stream.map(_without_ids)
+
+
+def _without_ids(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   return {key: value for key, value in batch.items() if key != 'id'}
 
 
-def _file_ordered(source: sources.TfdsSource, pieces: list, start_epoch: int, skip: int,
-                  seed: int, buffer: int) -> tf.data.Dataset:
-  """(record, epoch, position in epoch) from `pieces` (TFDS file instructions) read file
-  by file in an order drawn per epoch, from position `skip` of `start_epoch` on."""
-  filenames = tf.constant([piece.filename for piece in pieces])
-  firsts = tf.constant([piece.skip for piece in pieces], tf.int64)
-  lengths = np.array([piece.take for piece in pieces], np.int64)
-  takes = tf.constant(lengths)
-
-  def order(epoch) -> tf.Tensor:  # the same op eagerly (below) and inside tf.data
-    draws = tf.random.stateless_uniform([len(pieces)], seed=tf.stack(
-        [tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]))
-    return tf.cast(tf.argsort(draws), tf.int64)
-
-  def one_file(epoch, piece) -> tf.data.Dataset:
-    records = source.read_piece(filenames[piece], firsts[piece], takes[piece])
-    return records.shuffle(tf.minimum(takes[piece], buffer),
-                           seed=seed + epoch * 1_000_003 + piece + 1,
-                           reshuffle_each_iteration=False)
-
-  def epoch_records(epoch, first_piece=0) -> tf.data.Dataset:
-    files = tf.data.Dataset.from_tensor_slices(order(epoch)[first_piece:])
-    return files.flat_map(lambda piece: one_file(epoch, piece))
-
-  first_order = order(start_epoch).numpy()
-  ends = np.cumsum(lengths[first_order])
-  whole_files = int(np.searchsorted(ends, skip, side='right'))
-  within = skip - (int(ends[whole_files - 1]) if whole_files else 0)
-  if skip:
-    logging.info('Resuming the data at epoch %d, example %d: %d of %d files skipped unread, '
-                 '%d records of the next read and dropped', start_epoch, skip, whole_files,
-                 len(pieces), within)
-  first = epoch_records(start_epoch, whole_files).skip(within).enumerate(start=skip).map(
-      lambda position, record: (record, tf.constant(start_epoch, tf.int64), position))
-  rest = tf.data.Dataset.range(start_epoch + 1, _MAX_EPOCHS).flat_map(
-      lambda epoch: epoch_records(epoch).enumerate().map(
-          lambda position, record: (record, epoch, position)))
-  return first.concatenate(rest)
-
-
-def _fully_shuffled(records: tf.data.Dataset, start_epoch: int, skip: int, seed: int,
-                    buffer: int) -> tf.data.Dataset:
-  """(record, epoch, position in epoch): `records` shuffled each epoch with (seed, epoch),
-  from position `skip` of `start_epoch` on (skipped before anything is read)."""
-  def one_epoch(epoch):
-    shuffled = records.shuffle(buffer, seed=seed + epoch, reshuffle_each_iteration=False)
-    return shuffled.enumerate().map(lambda position, record: (record, epoch, position))
-  return tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch).skip(skip)
+def train_dataset(source: sources.TfdsSource | sources.FolderSource,
+                  config: ml_collections.ConfigDict, info: sources.DatasetInfo, *,
+                  start_step: int, examples_before: int | None = None,
+                  process_index: int | None = None, process_count: int | None = None,
+                  with_ids: bool = False, decode: bool = True) -> tf.data.Dataset:
+  """This process's training batches as a tf.data.Dataset (see train_batches), with
+  'id' and, for image folders, 'unreadable' and 'skipped'. `decode=False` replaces
+  decoding and augmentation with a constant image (the input benchmark's read + parse
+  figure)."""
+  index, count = _processes(process_index, process_count)
+  layout = _Layout(index=index, count=count, batch_size=config.batch_size,
+                   shared=config.dataset.order == 'global',
+                   repeats=config.dataset.repeated_augmentation)
+  consumed = start_step * config.batch_size if examples_before is None else examples_before
+  start_epoch, skip = layout.start(
+      consumed, source.part_size(config.dataset.train_split, *layout.part))
+  stream, read = _records(source, config, layout, start_epoch, skip)
+  stream = _numbered(_with_copies(stream, layout), layout)
+  guarded = isinstance(source, sources.FolderSource)
+  stream = _load(stream, read, _augmenter(config, info, layout, start_step, decode), guarded,
+                 info.image_shape[-1])
+  return _batched(stream, layout.local_batch, guarded, with_ids).prefetch(tf.data.AUTOTUNE).with_options(
+      _options())
 
 
 def train_batches(source: sources.TfdsSource | sources.FolderSource,
@@ -145,110 +306,14 @@ def train_batches(source: sources.TfdsSource | sources.FolderSource,
     with_ids: also yield each example's id (TFDS id or file path).
 
   Yields:
-    {'image': uint8 [local_batch, H, W, C], 'label': int32 [local_batch]} (+ 'id').
+    {'image': uint8 [local_batch, H, W, C], 'label': int32 [local_batch]} (+ 'id'); for
+    image folders also 'unreadable' (int32 [local_batch]: 1 where an unreadable file's
+    place was taken by the next readable image of the batch).
   """
-  index, count = _processes(process_index, process_count)
-  local_batch = config.batch_size // count
-  shared_stream = config.dataset.order == 'global'
-  part = (0, 1) if shared_stream else (index, count)
-  # Repeated augmentation: each group (a global batch, or this process's share of it with
-  # per_process reading) holds `repeats` copies of ceil(group / repeats) images drawn from
-  # the stream, copy after copy (the last copy cut short where repeats does not divide the
-  # group, as timm's RepeatAugSampler pads), so the copies of an image lie
-  # ceil(group / repeats) apart: on different devices as long as repeats <= the devices
-  # the group spans.
-  repeats = config.dataset.repeated_augmentation
-  group = config.batch_size if shared_stream else local_batch
-  per_group = -(-group // repeats)
-  epoch_length = source.part_size(config.dataset.train_split, *part)
-  consumed = start_step * config.batch_size if examples_before is None else examples_before
-  # The stream's own position: every example counted once, however many copies it gets.
-  start_epoch, skip = divmod((consumed if shared_stream else consumed // count) * per_group
-                             // group, epoch_length)
-  seed_base = int(config.seed) * 1_000_003
-  pieces = (source.file_pieces(config.dataset.train_split, *part)
-            if isinstance(source, sources.TfdsSource) and not config.dataset.cache else None)
-  if pieces:
-    stream = _file_ordered(source, pieces, start_epoch, skip, seed_base,
-                           config.dataset.shuffle_buffer)
-  else:
-    records = source.records(config.dataset.train_split, *part)
-    if config.dataset.cache:
-      records = records.map(source.read, num_parallel_calls=tf.data.AUTOTUNE).cache()
-    # Paths and cached records are cheap to hold: shuffle whole epochs.
-    whole = isinstance(source, sources.FolderSource) or config.dataset.cache
-    stream = _fully_shuffled(records, start_epoch, skip, seed_base,
-                             epoch_length if whole else config.dataset.shuffle_buffer)
-  read_after_shuffle = not config.dataset.cache
-  # Augmentation seeds: unique per (epoch, stream, position, copy); the same for every
-  # process when they share the stream.
-  first_position = np.int64(0 if shared_stream else index) * (1 << 32)
-  # Batch b of this iterator trains step start_step + b + 1; its resolution is fixed.
-  changes = resolution.schedule(config, info.num_train_examples // config.batch_size)
-  first_batches = tf.constant([first for first, _ in changes], tf.int64)
-  sizes = [size for _, size in changes]
-
-  if repeats > 1:
-    def copies(record, epoch, position):
-      window = tf.data.Dataset.zip((record, epoch, position))
-      copy = tf.data.Dataset.range(group).map(lambda i: i // per_group)
-      return tf.data.Dataset.zip((window.repeat(repeats).take(group), copy))
-
-    stream = stream.window(per_group, drop_remainder=True).flat_map(copies)
-  else:
-    stream = stream.map(lambda record, epoch, position: ((record, epoch, position),
-                                                         tf.constant(0, tf.int64)))
-  stream = stream.enumerate()  # the n-th example this iterator yields, over all processes
-
-  def with_seed(n, element):
-    (record, epoch, position), copy = element
-    seed = tf.stack([np.int64(config.seed), epoch * (1 << 48) + first_position + position])
-    # Copy 0 keeps the seed of a run without repeats; the others draw their own crops.
-    seed = tf.where(copy > 0, tf.random.experimental.stateless_fold_in(seed, 1000 + copy), seed)
-    batch = start_step + n // group
-    size_index = tf.searchsorted(first_batches, batch[None], side='right')[0] - 1
-    return record, seed, n, size_index
-
-  def mine(record, seed, n, size_index):
-    del record, seed, size_index
-    return (n % config.batch_size) // local_batch == index
-
-  def augment(record, seed, image_size):
-    image = preprocess.train_image(
-        record['image'], seed, augment=config.dataset.augment, image_size=image_size,
-        channels=info.image_shape[-1], random_flip=config.dataset.random_flip,
-        crop_padding=config.dataset.crop_padding)
-    if config.dataset.randaugment_layers:
-      # A seed of its own, so the crops and flips stay those of a run without RandAugment.
-      image = randaugment.randaugment(
-          image, tf.random.experimental.stateless_fold_in(seed, 1),
-          num_layers=config.dataset.randaugment_layers,
-          magnitude=config.dataset.randaugment_magnitude)
-    if config.dataset.trivial_augment:
-      image = trivialaugment.trivial_augment_wide(
-          image, tf.random.experimental.stateless_fold_in(seed, 2))
-    return image
-
-  def preprocess_one(record, seed, n, size_index):
-    del n
-    if read_after_shuffle:
-      record = source.read(record)
-    if len(sizes) == 1:
-      image = augment(record, seed, sizes[0])
-    else:  # Each branch has its static size; a batch never mixes two (see with_seed).
-      image = tf.switch_case(tf.cast(size_index, tf.int32),
-                             [functools.partial(augment, record, seed, size) for size in sizes])
-    return {'image': image, 'label': record['label'], 'id': record['id']}
-
-  stream = stream.map(with_seed)
-  if shared_stream and count > 1:
-    stream = stream.filter(mine)
-  stream = stream.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)
-  stream = stream.batch(local_batch, drop_remainder=True)
-  if not with_ids:
-    stream = stream.map(_drop_ids)
-  stream = stream.prefetch(tf.data.AUTOTUNE).with_options(_options())
-  return iter(tfds.as_numpy(stream))
+  dataset = train_dataset(source, config, info, start_step=start_step,
+                          examples_before=examples_before, process_index=process_index,
+                          process_count=process_count, with_ids=with_ids)
+  return unreadable.log_unreadable(iter(tfds.as_numpy(dataset)), training=True)
 
 
 def num_eval_batches(source: sources.TfdsSource | sources.FolderSource,
@@ -260,6 +325,19 @@ def num_eval_batches(source: sources.TfdsSource | sources.FolderSource,
   return math.ceil(largest_part / (config.batch_size // count))
 
 
+def _eval_records(source: sources.TfdsSource | sources.FolderSource,
+                  config: ml_collections.ConfigDict, index: int, count: int
+                  ) -> tuple[tf.data.Dataset, Callable[[dict], dict]]:
+  """This process's part of the evaluation split in a fixed order, and its reader."""
+  split = config.dataset.eval_split
+  pieces = (source.file_pieces(split, index, count)
+            if isinstance(source, sources.TfdsSource) else None)
+  if pieces:
+    return order.interleaved_once(source.file_reader(pieces), len(pieces),
+                                  cycle_length=config.dataset.cycle_length), source.parser(pieces)
+  return source.records(split, index, count), source.read
+
+
 def eval_batches(source: sources.TfdsSource | sources.FolderSource,
                  config: ml_collections.ConfigDict, info: sources.DatasetInfo, *,
                  process_index: int | None = None, process_count: int | None = None,
@@ -267,28 +345,41 @@ def eval_batches(source: sources.TfdsSource | sources.FolderSource,
   """This process's evaluation batches, padded to full size, with a 0/1 int32 `mask`.
 
   Every process yields num_eval_batches() batches; each example of the split is in
-  exactly one of them with mask 1, so masked metrics count every example once.
+  exactly one of them with mask 1 (an unreadable image of an image folder: mask 0, and
+  logged), so masked metrics count every readable example once.
   """
   index, count = _processes(process_index, process_count)
   local_batch = config.batch_size // count
-  records = source.records(config.dataset.eval_split, index, count)
+  records, read = _eval_records(source, config, index, count)
 
-  def preprocess_one(record):
-    record = source.read(record)
-    image = preprocess.eval_image(record['image'], augment=config.dataset.augment,
-                                  image_size=resolution.eval_image_size(config),
-                                  channels=info.image_shape[-1],
-                                  crop_fraction=config.dataset.eval_crop_fraction)
-    return {'image': image, 'label': record['label'], 'id': record['id']}
+  def image(encoded, n, element):
+    del n, element
+    return preprocess.eval_image(encoded, augment=config.dataset.augment,
+                                 image_size=resolution.eval_image_size(config),
+                                 channels=info.image_shape[-1],
+                                 crop_fraction=config.dataset.eval_crop_fraction)
 
-  dataset = records.map(preprocess_one, num_parallel_calls=tf.data.AUTOTUNE)
+  guarded = isinstance(source, sources.FolderSource)
+  stream = records.enumerate().map(lambda n, record: (n, {'record': record}))
+  dataset = _load(stream, read, image, guarded, info.image_shape[-1])
   # Every process pads its part up to the same number of batches, with mask 0.
   dataset = deterministic_data.pad_dataset(
       dataset, batch_dims=[local_batch], pad_up_to_batches=num_eval_batches(source, config, count),
       cardinality=source.part_size(config.dataset.eval_split, index, count))
-  dataset = dataset.map(lambda example: example | {'mask': tf.cast(example['mask'], tf.int32)})
-  dataset = dataset.batch(local_batch, drop_remainder=True)
+
+  def masked(example):
+    mask = example.pop('mask')
+    if guarded:
+      failed = example.pop('unreadable')
+      example['skipped'] = tf.where(failed, example['id'], '')
+      mask = mask & tf.logical_not(failed)
+    return example | {'mask': tf.cast(mask, tf.int32)}
+
+  dataset = dataset.map(masked).batch(local_batch, drop_remainder=True)
+  if guarded:
+    dataset = dataset.map(lambda batch: batch | {
+        'skipped': tf.boolean_mask(batch['skipped'], batch['skipped'] != '')})
   if not with_ids:
-    dataset = dataset.map(_drop_ids)
+    dataset = dataset.map(_without_ids)
   dataset = dataset.prefetch(tf.data.AUTOTUNE).with_options(_options())
-  yield from tfds.as_numpy(dataset)
+  yield from unreadable.log_unreadable(iter(tfds.as_numpy(dataset)), training=False)

@@ -3,12 +3,14 @@
 A source lists the records of any contiguous part [start, end) of a split as cheap
 tf.data elements {'image': encoded bytes or a path, 'label': int32, 'id': string};
 `read` turns a record into one holding the encoded image bytes. Shuffling and skipping
-happen between the two, so a resumed run skips records without reading images.
+happen between the two, so a resumed run skips records without reading images. A TFDS
+split stored as TFRecord files is also read file by file (`file_pieces`, `file_reader`),
+its records parsed where the images are decoded (`parser`).
 """
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -124,34 +126,40 @@ class TfdsSource:
       return None
     return list(self.builder.info.splits[self.part(split, index, count)].file_instructions)
 
-  def read_piece(self, filename: tf.Tensor, skip: tf.Tensor,
-                 take: tf.Tensor) -> tf.data.Dataset:
-    """Records `skip` to `skip + take` of one TFRecord file, in the format of `records`
-    (ids as TFDS writes them: '<file name>__<index in the file>')."""
+  def file_reader(self, pieces: list[Any]) -> Callable[[tf.Tensor], tf.data.Dataset]:
+    """file -> the serialized records of pieces[file], a TFDS file instruction: records
+    `skip` to `skip + take` of one TFRecord file."""
+    filenames = tf.constant([piece.filename for piece in pieces])
+    firsts = tf.constant([piece.skip for piece in pieces], tf.int64)
+    takes = tf.constant([piece.take for piece in pieces], tf.int64)
+    return lambda file: tf.data.TFRecordDataset(filenames[file]).skip(firsts[file]).take(
+        takes[file])
+
+  def parser(self, pieces: list[Any]) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]:
+    """{'serialized', 'file': an index into `pieces`, 'index': the record's within the
+    piece} -> a record in the format of `records` (ids as TFDS writes them: '<file
+    name>__<index in the file>')."""
     features = self.builder.info.features
-    name = tf.strings.split(filename, '/')[-1]
+    names = tf.constant([os.path.basename(piece.filename) for piece in pieces])
+    firsts = tf.constant([piece.skip for piece in pieces], tf.int64)
 
-    def parse(serialized: tf.Tensor, index: tf.Tensor) -> dict[str, tf.Tensor]:
-      example = features.deserialize_example(serialized,
+    def parse(record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+      example = features.deserialize_example(record['serialized'],
                                              decoders={'image': tfds.decode.SkipDecoding()})
+      index_in_file = firsts[record['file']] + record['index']
       return {'image': example['image'], 'label': tf.cast(example['label'], tf.int32),
-              'id': tf.strings.join([name, tf.strings.as_string(index)], '__')}
-
-    serialized = tf.data.TFRecordDataset(filename).skip(skip).take(take)
-    indices = tf.data.Dataset.range(skip, skip + take)
-    return tf.data.Dataset.zip((serialized, indices)).map(parse)
+              'id': tf.strings.join([names[record['file']],
+                                     tf.strings.as_string(index_in_file)], '__')}
+    return parse
 
 
 class FolderSource:
-  """`data_dir/<split>/<class>/<image>`, checked once at start-up."""
+  """`data_dir/<split>/<class>/<image>`, listed once at start-up (no image is opened)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
-    data_dir = config.dataset.data_dir
-    splits = (config.dataset.train_split, config.dataset.eval_split)
-    self.class_names = image_folder.class_names(data_dir, splits)
+    splits = tuple(dict.fromkeys((config.dataset.train_split, config.dataset.eval_split)))
+    self.class_names, self.splits = image_folder.list_splits(config.dataset.data_dir, splits)
     self.channels = 3
-    self.splits = {split: image_folder.load_split(data_dir, split, self.class_names)
-                   for split in splits}
 
   def split_size(self, split: str, key: str = 'split') -> int:
     del key  # A missing split folder is refused when the source is made.
@@ -173,6 +181,7 @@ class FolderSource:
         'image': paths, 'label': self.splits[split].labels[part], 'id': paths})
 
   def read(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The record with the image file's bytes in place of its path."""
     return record | {'image': tf.io.read_file(record['image'])}
 
 

@@ -8,9 +8,12 @@
 data: compile time, time to the first step, median step time and images/s, XLA's FLOP
 count and the fraction of the device's measured matmul peak, peak memory.
 --compare_torch runs torchvision's model on the same workload in the same run.
---mode=input times the config's training input pipeline on a folder of ~500×375 JPEGs
-(generated into a temporary directory unless --image_dir is given) against a bare
-tf.data decode-and-resize loop over the same files, in the same run.
+--mode=input times the config's training input pipeline against bare tf.data loops over
+the same files, in the same run (input_benchmark.py): on a TFDS dataset of
+--input_files × --records_per_file ImageNet-size JPEGs and a folder of --num_images of
+them (generated into --work_dir, or a temporary directory, unless --tfds_dir/--image_dir
+name existing ones), the host cost of each augmentation and recipe, and the start-up of
+a folder of --startup_files files.
 """
 
 import time
@@ -41,8 +44,8 @@ config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'A config file; the f
                                 'below override its keys.', lock_config=True)
 flags.DEFINE_string('model', None, 'train/eval: model name (default: the config\'s).')
 flags.DEFINE_integer('batch_size', None, 'Global batch size (train/eval default 16; '
-                     'input default 64).')
-flags.DEFINE_integer('image_size', None, 'train/eval: image side (default: the config\'s).')
+                     'input default 128).')
+flags.DEFINE_integer('image_size', None, 'Image side (default: the config\'s).')
 flags.DEFINE_string('dtype', 'float32', 'train/eval: float32, bfloat16 or float16.')
 flags.DEFINE_string('conv_impl', None, 'train/eval: auto, xla or dot.')
 flags.DEFINE_bool('scan_blocks', None, 'train/eval: nn.scan over identical blocks.')
@@ -54,12 +57,22 @@ flags.DEFINE_integer('num_classes', 1000, 'train/eval: classifier width.')
 flags.DEFINE_integer('warmup_steps', 2, 'train/eval: untimed steps after the first.')
 flags.DEFINE_integer('timed_steps', 10, 'train/eval: timed steps (median reported).')
 flags.DEFINE_bool('compare_torch', False, 'train/eval: also time torchvision, same run.')
+flags.DEFINE_multi_enum('input_sections', ['throughput', 'costs', 'startup'],
+                        ['throughput', 'costs', 'startup'], 'input: what to measure.')
+flags.DEFINE_string('work_dir', None, 'input: where generated data goes (kept, and reused '
+                    'by the next run); default: a temporary directory.')
+flags.DEFINE_string('tfds_dir', None, 'input: a data_dir holding synthetic_jpegs (default: '
+                    'generate one).')
+flags.DEFINE_integer('input_files', 1024, 'input: TFRecord files to generate (ImageNet has '
+                     '1,024 training files).')
+flags.DEFINE_integer('records_per_file', 24, 'input: JPEGs of ~500×375 (~110 KB) per file.')
 flags.DEFINE_string('image_dir', None, 'input: a folder with train/<class>/*.jpg; '
                     'default: generate.')
-flags.DEFINE_integer('num_images', 256, 'input: JPEGs to generate.')
-flags.DEFINE_integer('warmup_batches', 10, 'input: batches before timing starts.')
-flags.DEFINE_integer('timed_batches', 40, 'input: batches timed per round.')
-flags.DEFINE_integer('rounds', 2, 'input: alternating rounds of both pipelines; best counts.')
+flags.DEFINE_integer('num_images', 512, 'input: JPEGs of the generated folder.')
+flags.DEFINE_integer('startup_files', 100_000, 'input: files of the start-up folder.')
+flags.DEFINE_integer('warmup_batches', 5, 'input: batches before timing starts.')
+flags.DEFINE_float('timed_seconds', 4.0, 'input: seconds timed per pipeline and round.')
+flags.DEFINE_integer('rounds', 2, 'input: alternating rounds of the pipelines; best counts.')
 flags.DEFINE_enum('format', 'text', ['text', 'json'], 'Output format.')
 
 
@@ -125,39 +138,50 @@ def _print_step_result(r: dict) -> None:
           f'{r["torch_images_per_sec"]:.1f} img/s; ratio {r["ratio_vs_torch"]:.2f}x torch')
 
 
-def _input_benchmark() -> dict:
+def _input_benchmark() -> tuple[dict, list[str]]:
   import tensorflow as tf  # Benchmark the host: keep TF off any accelerator.
 
   from resnet_jax.tools import input_benchmark as throughput
   tf.config.set_visible_devices([], 'GPU')
   config = FLAGS.config
-  config.batch_size = FLAGS.batch_size or 64
+  config.batch_size = FLAGS.batch_size or 128
+  if FLAGS.image_size:
+    config.dataset.image_size = FLAGS.image_size
+  timing = dict(rounds=FLAGS.rounds, warmup=FLAGS.warmup_batches, seconds=FLAGS.timed_seconds)
+  sections = set(FLAGS.input_sections)
   with tempfile.TemporaryDirectory() as scratch:
-    image_dir = FLAGS.image_dir or throughput.write_jpegs(scratch, FLAGS.num_images)
-    return throughput.measure(config, image_dir, warmup_batches=FLAGS.warmup_batches,
-                              timed_batches=FLAGS.timed_batches, rounds=FLAGS.rounds)
-
-
-def _print_input_result(result: dict) -> None:
-  print(f'{result["images"]} JPEGs, batch {result["batch_size"]}, {result["image_size"]}², '
-        f'augment={result["augment"]}, uint8 out, {result["cores"]} cores')
-  print(f'training pipeline: {result["images_per_sec"]:8.1f} img/s '
-        f'({result["images_per_sec_per_core"]:.1f} per core)')
-  print(f'bare decode+resize: {result["bare_images_per_sec"]:7.1f} img/s '
-        f'({result["bare_images_per_sec_per_core"]:.1f} per core)')
-  print(f'ratio: {result["ratio_vs_bare"]:.2f}x the bare loop')
+    work = FLAGS.work_dir or scratch
+    tfds_dir = FLAGS.tfds_dir or throughput.generated_tfds(
+        os.path.join(work, 'tfds'), num_files=FLAGS.input_files,
+        per_file=FLAGS.records_per_file)
+    speed = costs = startup = None
+    if 'throughput' in sections:
+      folder = FLAGS.image_dir or throughput.generated_folder(os.path.join(work, 'folder'),
+                                                              FLAGS.num_images)
+      speed = throughput.measure_throughput(config, tfds_dir, folder, **timing)
+    if 'costs' in sections:
+      costs = throughput.measure_host_costs(config, tfds_dir, **timing)
+    if 'startup' in sections and FLAGS.startup_files:
+      folder = os.path.join(work, f'startup_{FLAGS.startup_files}')
+      if not os.path.isdir(folder):
+        throughput.write_startup_folder(folder, FLAGS.startup_files)
+      startup = throughput.measure_startup(config, folder)
+  result = {'batch_size': config.batch_size, 'image_size': config.dataset.image_size,
+            'augment': config.dataset.augment, 'cycle_length': config.dataset.cycle_length,
+            'throughput': throughput.np_summary(speed), 'costs': throughput.np_summary(costs),
+            'startup': startup or {}}
+  return result, throughput.report(speed, costs, startup)
 
 
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)  # figures only, not JAX's INFO lines
-  result = _input_benchmark() if FLAGS.mode == 'input' else _step_benchmark()
-  if FLAGS.format == 'json':
-    print(json.dumps(result))
-  elif FLAGS.mode == 'input':
-    _print_input_result(result)
+  if FLAGS.mode == 'input':
+    result, lines = _input_benchmark()
+    print(json.dumps(result) if FLAGS.format == 'json' else '\n'.join(lines))
   else:
-    _print_step_result(result)
+    result = _step_benchmark()
+    print(json.dumps(result)) if FLAGS.format == 'json' else _print_step_result(result)
   sys.stdout.flush()
 
 
