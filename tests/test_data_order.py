@@ -70,6 +70,14 @@ def _reference_interleave(lengths, cycle):
         slots[slot] = None
 
 
+def _continued(lengths, cycle, plan):
+  """The reference interleave restarted from `plan`, as (item, record) pairs."""
+  items = [item for item, _ in plan.reopen] + list(range(plan.next_item, len(lengths)))
+  offsets = [offset for _, offset in plan.reopen] + [0] * (len(items) - len(plan.reopen))
+  return [(items[k], offsets[k] + read) for k, read in _reference_interleave(
+      [lengths[item] - offset for item, offset in zip(items, offsets)], cycle)]
+
+
 def test_resume_plan_continues_the_interleave_exactly():
   rng = np.random.RandomState(0)
   for _ in range(150):
@@ -77,14 +85,21 @@ def test_resume_plan_continues_the_interleave_exactly():
     cycle = rng.randint(1, 6)
     whole = list(_reference_interleave(lengths, cycle))
     for consumed in range(len(whole) + 1):
-      plan = order.resume_plan(lengths, cycle, consumed)
-      rest = [(plan.files[file], plan.offsets[file] + read) for file, read in
-              _reference_interleave([lengths[f] - o for f, o in zip(plan.files, plan.offsets)],
-                                    cycle)]
-      assert rest == whole[consumed:], (lengths, cycle, consumed)
-      done = [f for f, _ in whole[:consumed]]
-      for file in set(range(len(lengths))) - set(plan.files):  # left out: read to the end
-        assert done.count(file) == lengths[file]
+      plan = order.resume_plan(lambda i: lengths[i], cycle, consumed, count=len(lengths))
+      assert _continued(lengths, cycle, plan) == whole[consumed:], (lengths, cycle, consumed)
+      done = [item for item, _ in whole[:consumed]]
+      for item in set(range(plan.next_item)) - {i for i, _ in plan.reopen}:
+        assert done.count(item) == lengths[item]  # left out: read to its end
+
+
+def test_resume_plan_runs_across_epochs_without_end():
+  """Epochs are one interleave: items without end (here 5 files of 4–9 records a pass)."""
+  per_epoch = np.array([4, 9, 6, 6, 5])
+  lengths = np.tile(per_epoch, 12)
+  whole = list(_reference_interleave(lengths, 3))
+  for consumed in (0, 1, 29, 30, 31, 85, 200, 331):
+    plan = order.resume_plan(lambda i: per_epoch[i % 5], 3, consumed)
+    assert _continued(lengths, 3, plan)[:100] == whole[consumed:consumed + 100], consumed
 
 
 def test_tf_data_interleaves_as_the_plan_assumes():
@@ -100,20 +115,25 @@ def test_tf_data_interleaves_as_the_plan_assumes():
 
 
 def test_files_interleave_in_a_new_order_every_epoch_and_each_epoch_is_the_split(sharded_dir):
-  config, source, info = _source(sharded_dir)
-  per_epoch = info.num_train_examples
-  ids = np.concatenate([b['id'] for b in _batches(source, config, info, 3 * per_epoch // 8,
-                                                  start_step=0)])
-  epochs = [ids[e * per_epoch:(e + 1) * per_epoch] for e in range(2)]
-  for epoch in epochs:
-    assert len(set(epoch)) == per_epoch  # every example once
-  first_files = [list(dict.fromkeys(_file_of(i) for i in epoch)) for epoch in epochs]
-  assert first_files[0] != first_files[1] and len(first_files[0]) == NUM_FILES
+  _, source, info = _source(sharded_dir)
+  pieces = source.file_pieces('train')
+  lengths = np.array([piece.take for piece in pieces])
+  stream = order.interleaved_files(source.file_reader(pieces), lengths, seed=0, start=0,
+                                   cycle_length=3, shuffle_buffer=64)
+  elements = list(itertools.islice(stream.as_numpy_iterator(), 3 * info.num_train_examples))
+  position = order.record_position(lengths)
+  for epoch in (0, 1):  # every record once per epoch (near a boundary the epochs mix)
+    mine = [int(position(e)) for e in elements if e['epoch'] == epoch]
+    assert sorted(mine) == list(range(info.num_train_examples))
+  file_orders = [list(dict.fromkeys(int(e['record']['file']) for e in elements
+                                    if e['epoch'] == epoch)) for epoch in (0, 1)]
+  assert file_orders[0] != file_orders[1] and sorted(file_orders[0]) == list(range(NUM_FILES))
   # cycle_length 3: the first records come from three files in turn, each shuffled.
-  assert len({_file_of(i) for i in epochs[0][:3]}) == 3
-  assert [_file_of(i) for i in epochs[0][:6]] == [_file_of(i) for i in epochs[0][:3]] * 2
-  in_file = [int(i.decode().split('__')[1]) for i in epochs[0] if _file_of(i) == first_files[0][0]]
-  assert in_file != sorted(in_file)
+  first = [int(e['record']['file']) for e in elements[:6]]
+  assert len(set(first[:3])) == 3 and first[3:] == first[:3]
+  in_file = [int(e['record']['index']) for e in elements
+             if e['epoch'] == 0 and e['record']['file'] == first[0]]
+  assert sorted(in_file) == list(range(lengths[first[0]])) and in_file != sorted(in_file)
 
 
 def test_the_same_seed_gives_the_same_stream_another_seed_another(sharded_dir):
@@ -154,46 +174,47 @@ def test_resumed_batches_equal_uninterrupted_ones_bitwise(sharded_dir, data_orde
 
 
 @pytest.mark.parametrize('count', [2, 3])
-def test_per_process_parts_cover_the_split_exactly_once(sharded_dir, count):
+def test_per_process_parts_cover_the_split_exactly_once_per_epoch(sharded_dir, count):
   config, source, info = _source(sharded_dir, **{'dataset.order': 'per_process',
                                                  'batch_size': 6})
-  seen = []
+  seen = {0: [], 1: []}
   for index in range(count):
-    size = source.part_size('train', index, count)
-    local = 6 // count
-    batches = _batches(source, config, info, -(-size // local), start_step=0,
-                       process_index=index, process_count=count)
-    seen.extend(np.concatenate([b['id'] for b in batches])[:size])
-  assert len(seen) == len(set(seen)) == info.num_train_examples
+    layout = pipeline._Layout(index=index, count=count, batch_size=6, shared=False, repeats=1)
+    stream = pipeline._records(source, config, layout, start=0).stream
+    pieces = source.file_pieces('train', index, count)
+    part = source.part_size('train', index, count)
+    for element in itertools.islice(stream.as_numpy_iterator(), 3 * part):
+      piece = pieces[element['record']['file']]
+      if element['epoch'] in seen:
+        seen[element['epoch']].append((piece.filename, piece.skip + element['record']['index']))
+  for epoch in seen.values():
+    assert len(epoch) == len(set(epoch)) == info.num_train_examples
 
 
-def test_a_resume_skips_whole_files_unread(sharded_dir):
-  _, source, _ = _source(sharded_dir)
-  pieces = source.file_pieces('train')
-  lengths = np.array([piece.take for piece in pieces])
-  read, files_read = source.file_reader(pieces), set()
+def test_a_resume_skips_whole_files_unread():
+  lengths = np.full(40, 5)
+  files_read = set()
 
   def counting(file):
-    def note(serialized):
+    def note(record):
       tf.py_function(lambda f: files_read.add(int(f)), [file], [])
-      return serialized
-    return read(file).map(note)
+      return record
+    return tf.data.Dataset.range(5).map(lambda i: tf.strings.as_string(file * 100 + i)).map(note)
 
-  def stream(reader, skip):
-    return iter(order.interleaved_files(reader, lengths, seed=0, start_epoch=1, skip=skip,
-                                        cycle_length=3, shuffle_buffer=64))
+  def stream(start):
+    return iter(order.interleaved_files(counting, lengths, seed=0, start=start, cycle_length=3,
+                                        shuffle_buffer=64))
 
-  whole = list(itertools.islice(stream(read, 0), int(lengths.sum())))
-  epoch_order = order.file_order(0, 1, NUM_FILES).numpy()
-  for skip in (0, 10, 30, 50):
+  whole = list(itertools.islice(stream(0), 200))
+  for start in (0, 12, 61, 133):
     files_read.clear()
-    element = next(stream(counting, skip))
-    assert element['record']['serialized'].numpy() == whole[skip]['record']['serialized'].numpy()
-    assert int(element['position']) == int(whole[skip]['position'])
-    plan = order.resume_plan(lengths[epoch_order], 3, skip)
-    finished = {int(epoch_order[i]) for i in set(range(NUM_FILES)) - set(plan.files)}
-    assert bool(finished) == (skip >= 30), skip  # by 30 records some files are done
-    assert not files_read & finished, (skip, files_read, finished)
+    element = next(stream(start))
+    assert element['record']['serialized'].numpy() == whole[start]['record']['serialized'].numpy()
+    assert int(element['epoch']) == int(whole[start]['epoch'])
+    passed = [int(e['record']['file']) for e in whole[:start]]
+    finished = {f for f in set(passed) if passed.count(f) == 5}
+    assert len(finished) >= start // 5 - 3
+    assert not files_read & finished, (start, files_read & finished)
 
 
 def test_evaluation_reads_in_parallel_and_counts_every_example_once(sharded_dir):

@@ -9,14 +9,16 @@ A split stored as TFRecord files (`interleaved_files`) is read `cycle_length` fi
 time: each epoch draws its own file order, each file's records are shuffled with a key of
 (seed, epoch, file) in a buffer that never spans two files, and the open files are
 interleaved one record at a time (tf.data's deterministic interleave, read by parallel
-threads). The interleave depends only on the file lengths, so the state at any position
-is computed (`resume_plan`) rather than replayed: a resume skips whole files unread and
-reopens at most `cycle_length` files, each shuffled as before and cut where it stopped.
+threads), one epoch's files after the other's. The interleave depends only on the file
+lengths, so the state at any position is computed (`resume_plan`) rather than replayed:
+a resume skips whole files unread and reopens at most `cycle_length` files, each
+shuffled as before and cut where it stopped.
 Lists held in memory (image-folder paths, cached splits: `fully_shuffled`) are shuffled
 whole each epoch; skipping there costs nothing.
 """
 
 import dataclasses
+import itertools
 from typing import Callable
 
 import numpy as np
@@ -48,77 +50,86 @@ def file_order(seed: int, epoch, num_files: int) -> tf.Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class ResumePlan:
-  """Where a pass over files, interleaved `cycle_length` at a time, stands after `consumed`
-  records: reopen `files` (indices into the pass's order) in this order, each from
-  `offsets` (records of it already read), and the interleave continues as it would have."""
-  files: tuple[int, ...]
-  offsets: tuple[int, ...]
+  """Where an interleave of files, `cycle_length` at a time, stands after some records:
+  reopen `reopen`'s files ((item, records of it already read), in this order), then
+  continue with items `next_item`, `next_item` + 1, ..., and the interleave goes on as it
+  would have."""
+  reopen: tuple[tuple[int, int], ...]
+  next_item: int
 
 
-def resume_plan(lengths: np.ndarray, cycle_length: int, consumed: int) -> ResumePlan:
-  """The state of tf.data's deterministic interleave (block_length 1) over files of
-  `lengths`, in that order, after it has yielded `consumed` records.
+def resume_plan(length: Callable[[int], int], cycle_length: int, consumed: int, *,
+                count: int | None = None) -> ResumePlan:
+  """The state of tf.data's deterministic interleave (block_length 1) over items 0, 1, 2,
+  ... (files of length(i) records; `count` of them, or without end) after it has yielded
+  `consumed` records.
 
-  The interleave opens the first `cycle_length` files into slots, then visits the slots in
-  turn, yielding one record from each; a slot whose file turns out to be exhausted is
-  emptied (that visit yields nothing), and an empty slot takes the next file when next
-  visited. After `consumed` records, reopening the slots' files in visiting order from the
-  next slot (an empty slot given its next file, as the visit would) rebuilds that state.
-  Whole rounds without a change are jumped over, so this costs O(files × cycle_length).
+  The interleave opens the first `cycle_length` items into slots, then visits the slots
+  in turn, yielding one record from each; a slot whose file turns out to be exhausted is
+  emptied (that visit yields nothing), and an empty slot takes the next item when next
+  visited. Reopening the slots' files in visiting order from the next slot (an empty slot
+  given its next item, as that visit would) rebuilds the state. Rounds without a change
+  are jumped over: this costs O(items passed × cycle_length) steps.
   """
-  lengths = np.asarray(lengths, np.int64)
-  if consumed > lengths.sum():
-    raise ValueError(f'consumed {consumed} > the {lengths.sum()} records of the files')
-  slots: list[list[int] | None] = [None] * cycle_length  # [file, records read]
-  next_file = min(cycle_length, len(lengths))
-  for slot in range(next_file):
-    slots[slot] = [slot, 0]
+  if count is not None and consumed > sum(length(i) for i in range(count)):
+    raise ValueError(f'consumed {consumed} > the records of the {count} files')
+  items = itertools.count() if count is None else iter(range(count))
+
+  def take_item() -> list[int] | None:  # a slot: [item, its length, records read]
+    item = next(items, None)
+    return None if item is None else [item, length(item), 0]
+
+  slots = [take_item() for _ in range(cycle_length)]
+  exhausted_input = any(slot is None for slot in slots)
   produced, cursor = 0, 0
   while produced < consumed:
-    open_slots = [s for s in slots if s is not None]
-    steady = all(s[1] < lengths[s[0]] for s in open_slots) and (
-        next_file == len(lengths) or all(s is not None for s in slots))
-    if cursor == 0 and steady and open_slots:
-      rounds = min(min(int(lengths[f]) - read for f, read in open_slots),
+    open_slots = [slot for slot in slots if slot is not None]
+    steady = all(read < size for _, size, read in open_slots) and (
+        exhausted_input or len(open_slots) == cycle_length)
+    if cursor == 0 and steady:
+      rounds = min(min(size - read for _, size, read in open_slots),
                    (consumed - produced) // len(open_slots))
       if rounds > 0:
-        for s in open_slots:
-          s[1] += rounds
+        for slot in open_slots:
+          slot[2] += rounds
         produced += rounds * len(open_slots)
         continue
+    if slots[cursor] is None and not exhausted_input:
+      slots[cursor] = take_item()
+      exhausted_input = slots[cursor] is None
     slot = slots[cursor]
-    if slot is None and next_file < len(lengths):
-      slot = slots[cursor] = [next_file, 0]
-      next_file += 1
     if slot is not None:
-      if slot[1] < lengths[slot[0]]:
-        slot[1] += 1
+      if slot[2] < slot[1]:
+        slot[2] += 1
         produced += 1
       else:
         slots[cursor] = None
     cursor = (cursor + 1) % cycle_length
-  files, offsets = [], []
+  reopen = []
   for step in range(cycle_length):
     slot = slots[(cursor + step) % cycle_length]
-    if slot is None and next_file < len(lengths):
-      slot = [next_file, 0]
-      next_file += 1
+    if slot is None and not exhausted_input:
+      slot = take_item()
+      exhausted_input = slot is None
     if slot is not None:
-      files.append(slot[0])
-      offsets.append(slot[1])
-  files.extend(range(next_file, len(lengths)))
-  offsets.extend([0] * (len(lengths) - next_file))
-  return ResumePlan(tuple(files), tuple(offsets))
+      reopen.append((slot[0], slot[2]))
+  next_item = next(items, None)
+  return ResumePlan(tuple(reopen), next_item if next_item is not None else count)
 
 
 def interleaved_files(read_file: Callable[[tf.Tensor], tf.data.Dataset], lengths: np.ndarray,
-                      *, seed: int, start_epoch: int, skip: int, cycle_length: int,
+                      *, seed: int, start: int, cycle_length: int,
                       shuffle_buffer: int) -> tf.data.Dataset:
-  """{'record': {'serialized', 'file', 'index'}, 'epoch', 'position'}: the records of the
-  files of `lengths` (record counts), read `cycle_length` at a time in an order drawn per
-  epoch, from stream position `skip` of `start_epoch` on. 'index' counts a record within
-  its file, 'position' within all files (storage order): each record's number in the
-  epoch, whatever the order.
+  """{'record': {'serialized', 'file', 'index'}, 'epoch'}: the records of the files of
+  `lengths` (record counts), read `cycle_length` at a time, epoch after epoch in an order
+  drawn per epoch, from stream position `start` (records since the first of epoch 0) on.
+  'index' counts a record within its file; `record_position` numbers it within all files.
+
+  One interleave runs across epochs, so the next epoch's first files fill their shuffle
+  buffers while this epoch's last ones are read (separate epochs would stall at each
+  boundary while the first `cycle_length` files fill: the whole epoch with few files).
+  Near a boundary the two epochs' records therefore mix (each file is still read once
+  per epoch), unless every slot's file ends in the same round.
 
   Args:
     read_file: file (an index into `lengths`) -> its serialized records in storage order.
@@ -126,43 +137,72 @@ def interleaved_files(read_file: Callable[[tf.Tensor], tf.data.Dataset], lengths
   num_files = len(lengths)
   cycle = max(1, min(cycle_length, num_files))
   lengths_tensor = tf.constant(np.asarray(lengths, np.int64))
-  starts = tf.constant(np.cumsum(lengths) - lengths, tf.int64)
 
   def one_file(epoch, file, offset) -> tf.data.Dataset:
     # A file already read to its end is reopened but not read (its slot stays as it was).
     records = read_file(file).take(tf.where(offset < lengths_tensor[file], np.int64(-1),
                                             np.int64(0)))
     # Tagged here, in the file's own reader thread: a map after the interleave would be a
-    # serial stage (measured: -10 % of the read + parse rate on 2 cores).
+    # serial stage (measured: -10 % of the read + parse rate on 2 cores). 'position' is
+    # left to the parallel stage after it (record_position): computed here it cost 20 %.
     records = records.enumerate().map(lambda index, serialized: {
-        'record': {'serialized': serialized, 'file': file, 'index': index},
-        'epoch': epoch, 'position': starts[file] + index})
+        'record': {'serialized': serialized, 'file': file, 'index': index}, 'epoch': epoch})
     key = tf.random.experimental.stateless_fold_in(epoch_key(seed, epoch, FILE_SHUFFLE), file)
     buffer = tf.maximum(tf.minimum(lengths_tensor[file], shuffle_buffer), 1)
     return records.shuffle(buffer, seed=_op_seed(key), reshuffle_each_iteration=False).skip(offset)
 
-  def one_epoch(epoch, files: tf.Tensor, offsets: tf.Tensor) -> tf.data.Dataset:
-    opened = tf.data.Dataset.from_tensor_slices((files, offsets))
-    return opened.interleave(lambda file, offset: one_file(epoch, file, offset),
-                             cycle_length=cycle, block_length=1,
-                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  orders: dict[int, np.ndarray] = {}
 
-  order = file_order(seed, start_epoch, num_files).numpy()
-  plan = resume_plan(np.asarray(lengths)[order], cycle, skip)
-  if skip:
-    logging.info('Resuming the data at epoch %d, example %d: %d of %d files skipped unread, '
-                 '%d reopened part-read', start_epoch, skip, num_files - len(plan.files),
-                 num_files, sum(0 < offset for offset in plan.offsets))
-  first = one_epoch(tf.constant(start_epoch, tf.int64),
-                    tf.constant(order[list(plan.files)], tf.int64),
-                    tf.constant(plan.offsets, tf.int64))
-  # Epochs one after the other: the next epoch's first files fill their shuffle buffers
-  # only once this one ends, a stall of ~cycle_length / files of an epoch's reading
-  # (ImageNet: 16 / 1,024); within an epoch the interleave opens files ahead of need.
-  rest = tf.data.Dataset.range(start_epoch + 1, MAX_EPOCHS).flat_map(
-      lambda epoch: one_epoch(epoch, file_order(seed, epoch, num_files),
-                              tf.zeros([num_files], tf.int64)))
-  return first.concatenate(rest)
+  def item(i: int) -> tuple[int, int]:  # (epoch, file) of the i-th file opened
+    epoch, k = divmod(i, num_files)
+    if epoch not in orders:
+      orders[epoch] = file_order(seed, epoch, num_files).numpy()
+    return epoch, int(orders[epoch][k])
+
+  plan = resume_plan(lambda i: int(lengths[item(i)[1]]), cycle, start)
+  if start:
+    epoch = item(plan.next_item)[0]
+    logging.info('Resuming the data at record %d (epoch %d): files read to their end skipped '
+                 'unread, %d reopened part-read', start, epoch,
+                 sum(0 < offset for _, offset in plan.reopen))
+  reopened = np.array([item(i) for i, _ in plan.reopen], np.int64).reshape(-1, 2)
+  inputs = tf.data.Dataset.from_tensor_slices(
+      (reopened[:, 0], reopened[:, 1], np.array([o for _, o in plan.reopen], np.int64)))
+  first_epoch, first_file = divmod(plan.next_item, num_files)
+
+  def epoch_files(epoch):
+    files = tf.data.Dataset.from_tensor_slices(file_order(seed, epoch, num_files)).map(
+        lambda file: (epoch, file, tf.constant(0, tf.int64)))
+    return files.skip(tf.where(epoch == first_epoch, np.int64(first_file), np.int64(0)))
+
+  inputs = inputs.concatenate(
+      tf.data.Dataset.range(first_epoch, MAX_EPOCHS).flat_map(epoch_files))
+  return _interleave(inputs, one_file, cycle)
+
+
+def record_position(lengths: np.ndarray) -> Callable[[dict], tf.Tensor]:
+  """element of interleaved_files -> its record's number in storage order of all files:
+  unique within an epoch, whatever the order (the augmentation key's 'position')."""
+  starts = tf.constant(np.cumsum(lengths) - lengths, tf.int64)
+  return lambda element: starts[element['record']['file']] + element['record']['index']
+
+
+def _interleave(inputs: tf.data.Dataset, one_file: Callable[..., tf.data.Dataset],
+                cycle: int) -> tf.data.Dataset:
+  """inputs.interleave(one_file) (deterministic, parallel, block_length 1), opening
+  `cycle` files ahead of need instead of tf.data's default 2 × cycle: each open file
+  holds its shuffle buffer (ImageNet: ~137 MB), and 48 of them thrash the host's memory
+  (measured, 16 files of 1,251 records: 5,500 records/s against 11,700 with 32 open).
+  Only tf.data's internal class takes that number; without it, the public interleave,
+  same order."""
+  try:
+    from tensorflow.python.data.ops import interleave_op  # noqa: PLC0415
+    return interleave_op._ParallelInterleaveDataset(  # noqa: SLF001
+        inputs, one_file, cycle, 1, tf.data.AUTOTUNE, prefetch_input_elements=cycle,
+        deterministic=True)
+  except (ImportError, AttributeError, TypeError):
+    return inputs.interleave(one_file, cycle_length=cycle, block_length=1,
+                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def fully_shuffled(records: tf.data.Dataset, *, seed: int, start_epoch: int, skip: int,

@@ -63,9 +63,9 @@ flags.DEFINE_string('work_dir', None, 'input: where generated data goes (kept, a
                     'by the next run); default: a temporary directory.')
 flags.DEFINE_string('tfds_dir', None, 'input: a data_dir holding synthetic_jpegs (default: '
                     'generate one).')
-flags.DEFINE_integer('input_files', 1024, 'input: TFRecord files to generate (ImageNet has '
-                     '1,024 training files).')
-flags.DEFINE_integer('records_per_file', 24, 'input: JPEGs of ~500×375 (~110 KB) per file.')
+flags.DEFINE_integer('input_files', 64, 'input: TFRecord files to generate (ImageNet: 1,024).')
+flags.DEFINE_integer('records_per_file', 1251, 'input: JPEGs of ~500×375 (~110 KB) per file '
+                     '(ImageNet: ~1,251; the default set is ~8.4 GB).')
 flags.DEFINE_string('image_dir', None, 'input: a folder with train/<class>/*.jpg; '
                     'default: generate.')
 flags.DEFINE_integer('num_images', 512, 'input: JPEGs of the generated folder.')
