@@ -68,3 +68,20 @@ def test_gpu_benchmark_script_checks_its_arguments_and_backend():
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, 'PYTHON': sys.executable})
   assert no_gpu.returncode == 1 and 'has no JAX GPU backend' in no_gpu.stderr
+
+
+def test_input_benchmark_prints_same_run_ratios(tmp_path):
+  run = _benchmark('--mode=input', f'--work_dir={tmp_path}', '--input_files=4',
+                   '--records_per_file=6', '--num_images=8', '--startup_files=300',
+                   '--batch_size=8', '--image_size=32', '--warmup_batches=1',
+                   '--timed_seconds=0.2', '--rounds=1', '--format=json')
+  assert run.returncode == 0, run.stderr[-2000:]
+  result = json.loads(run.stdout.strip().splitlines()[-1])
+  speed, costs, startup = result['throughput'], result['costs'], result['startup']
+  assert speed['tfrecord_files'] == 4 and speed['records'] == 24
+  for section in ('read + parse, decoding off (records/s)', 'TFRecords, decoded (img/s)',
+                  'image folder, decoded (img/s)'):
+    assert set(speed[section]) in ({'bare parallel reader', 'ours'}, {'bare decode loop', 'ours'})
+    assert min(speed[section].values()) > 0
+  assert len(costs['recipes (img/s)']) == 5 and min(costs['recipes (img/s)'].values()) > 0
+  assert startup['files'] == 400 and 0 < startup['ready_seconds'] < startup['goal_seconds']

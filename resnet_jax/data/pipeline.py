@@ -1,17 +1,17 @@
 """tf.data pipelines: deterministic resumable order, parallel reading, exact evaluation.
 
 Training order is a function of (seed, epoch) (order.py), epochs follow each other
-without a gap, and every example gets a stateless augmentation key from its place in
-the stream, so a run resumed at step k yields bitwise the batches an uninterrupted run
+without a gap, and every example gets a stateless augmentation key from its epoch and
+its record, so a run resumed at step k yields bitwise the batches an uninterrupted run
 yields from k on. `train_dataset` runs five named stages:
 
 1. records (`_records`): a TFDS split in TFRecord files is read `dataset.cycle_length`
    files at a time, interleaved, each file shuffled within itself, a new file order each
    epoch; image-folder paths and cached splits are shuffled whole each epoch;
 2. copies (`_with_copies`): repeated augmentation's copies of each record;
-3. this process's share (`_numbered`): every element numbered in the stream of all
-   processes; with 'global' order a process keeps its slice of each global batch here,
-   before any record is parsed or image read;
+3. this process's share (`_numbered`): where needed, every element numbered in the
+   stream of all processes; with 'global' order a process keeps its slice of each global
+   batch here, before any record is parsed or image read;
 4. load (`_load`): parse or read, decode and augment, in parallel; for image folders an
    unreadable or corrupt file yields a flagged blank instead of an error;
 5. batches (`_batched`): fixed-size batches; a flagged image is replaced by the next
