@@ -12,7 +12,7 @@ yields from k on. `train_dataset` runs five named stages:
 3. this process's share (`_numbered`): where needed, every element numbered in the
    stream of all processes; with 'global' order a process keeps its slice of each global
    batch here, before any record is parsed or image read;
-4. load (`_load`): parse or read, decode and augment, in parallel; for image folders an
+4. load (`_load`): parse or read, decode and augment (train_images.py), in parallel; for image folders an
    unreadable or corrupt file yields a flagged blank instead of an error;
 5. batches (`_batched`): fixed-size batches; a flagged image is replaced by the next
    readable one of its batch and counted, so batch positions (and resumes) never shift.
@@ -32,7 +32,6 @@ image there is masked out and logged.
 """
 
 import dataclasses
-import functools
 import math
 import os
 from typing import Callable, Iterator, NamedTuple
@@ -44,15 +43,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from clu import deterministic_data
 
-from resnet_jax.data import (
-  order,
-  preprocess,
-  randaugment,
-  resolution,
-  sources,
-  trivialaugment,
-  unreadable,
-)
+from resnet_jax.data import order, preprocess, resolution, sources, train_images, unreadable
 
 ORDERS = ('global', 'per_process')
 
@@ -187,60 +178,6 @@ def _numbered(stream: tf.data.Dataset, layout: _Layout, needed: bool) -> tf.data
   return stream
 
 
-def example_key(seed: int, element: dict[str, tf.Tensor], stream_id: int,
-                position: tf.Tensor) -> tf.Tensor:
-  """The augmentation key of one example: (seed, epoch) folded with the stream (0 when
-  processes share it, else the process) and the record's position in the epoch; copies
-  of repeated augmentation beyond the first fold in their number, so copy 0 draws what
-  a run without repeats draws."""
-  fold = tf.random.experimental.stateless_fold_in
-  key = order.epoch_key(seed, element['epoch'], order.AUGMENT)
-  key = fold(fold(key, np.int64(stream_id)), tf.cast(position, tf.int64))
-  if 'copy' not in element:
-    return key
-  return tf.where(element['copy'] > 0, fold(key, element['copy']), key)
-
-
-def _augmenter(config: ml_collections.ConfigDict, info: sources.DatasetInfo, layout: _Layout,
-               start_step: int, changes: list[tuple[int, int]],
-               position: Callable[[dict], tf.Tensor], decode: bool) -> Callable[..., tf.Tensor]:
-  """(encoded image, n, element) -> the training image of stream element n (n is only
-  read with several resolutions, `changes` from resolution.schedule)."""
-  data = config.dataset
-  first_batches = tf.constant([first for first, _ in changes], tf.int64)
-  sizes = [size for _, size in changes]
-  stream_id = 0 if layout.shared else layout.index
-  channels = info.image_shape[-1]
-
-  def augment(encoded, key, image_size):
-    if not decode:  # The benchmark's read + parse figure: a constant image, no decoding.
-      return tf.fill([1, 1, channels], tf.cast(tf.strings.length(encoded) % 2, tf.uint8))
-    image = preprocess.train_image(
-        encoded, key, augment=data.augment, image_size=image_size, channels=channels,
-        random_flip=data.random_flip, crop_padding=data.crop_padding)
-    if data.randaugment_layers:
-      # A key of its own, so the crops and flips stay those of a run without RandAugment.
-      image = randaugment.randaugment(
-          image, tf.random.experimental.stateless_fold_in(key, 1),
-          num_layers=data.randaugment_layers, magnitude=data.randaugment_magnitude)
-    if data.trivial_augment:
-      image = trivialaugment.trivial_augment_wide(
-          image, tf.random.experimental.stateless_fold_in(key, 2))
-    return image
-
-  def image(encoded, n, element):
-    key = example_key(config.seed, element, stream_id, position(element))
-    if len(sizes) == 1:
-      return augment(encoded, key, sizes[0])
-    # Each branch has its static size; a batch never mixes two (its steps share one).
-    # Batch b of this iterator trains step start_step + b + 1.
-    batch = start_step + n // layout.group
-    size_index = tf.searchsorted(first_batches, batch[None], side='right')[0] - 1
-    return tf.switch_case(tf.cast(size_index, tf.int32),
-                          [functools.partial(augment, encoded, key, size) for size in sizes])
-  return image
-
-
 def _load(stream: tf.data.Dataset, record_of: Callable[[dict], dict],
           image: Callable[..., tf.Tensor], guarded: bool, channels: int,
           with_ids: bool) -> tf.data.Dataset:
@@ -287,8 +224,8 @@ def train_dataset(source: sources.TfdsSource | sources.FolderSource,
                   start_step: int, examples_before: int | None = None,
                   process_index: int | None = None, process_count: int | None = None,
                   with_ids: bool = False, decode: bool = True) -> tf.data.Dataset:
-  """This process's training batches as a tf.data.Dataset (see train_batches), with
-  'id' and, for image folders, 'unreadable' and 'skipped'. `decode=False` replaces
+  """This process's training batches as a tf.data.Dataset (see train_batches); for image
+  folders with 'skipped' too (the unreadable files' ids). `decode=False` replaces
   decoding and augmentation with a constant image (the input benchmark's read + parse
   figure)."""
   index, count = _processes(process_index, process_count)
@@ -301,8 +238,10 @@ def train_dataset(source: sources.TfdsSource | sources.FolderSource,
   stream = _numbered(_with_copies(records.stream, layout), layout,
                      needed=(layout.shared and count > 1) or len(changes) > 1)
   guarded = isinstance(source, sources.FolderSource)
-  augmenter = _augmenter(config, info, layout, start_step, changes, records.position, decode)
-  stream = _load(stream, lambda element: records.read(element['record']), augmenter, guarded,
+  image = train_images.augmenter(
+      config, info, stream_id=0 if layout.shared else layout.index, group=layout.group,
+      start_step=start_step, changes=changes, position=records.position, decode=decode)
+  stream = _load(stream, lambda element: records.read(element['record']), image, guarded,
                  info.image_shape[-1], with_ids)
   stream = _batched(stream, layout.local_batch, guarded, with_ids)
   return stream.prefetch(tf.data.AUTOTUNE).with_options(_options())
