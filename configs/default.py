@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.scan_blocks = False  # nn.scan over each stage's identical blocks (GPU/TPU: faster
   #                             compiles; XLA:CPU runs the loop 6-17x slower)
   config.remat = False  # recompute block activations in the backward pass: less memory
+  # What remat keeps from the forward pass: full (only each block's input; everything
+  # else recomputed) or conv_outputs (convolution outputs kept, BN/ReLU recomputed).
+  config.remat_policy = 'full'
   # float16 needs loss scaling; auto: dynamic with float16, none otherwise.
   config.loss_scale = 'auto'  # auto, dynamic, none
   config.loss_scale_init = 2.0**15
@@ -189,5 +192,11 @@ def get_config() -> ml_collections.ConfigDict:
   # and each 3×3 conv's response std (He et al. 2015, Fig. 7) under diagnostics/...;
   # 0: off (the ordinary steps compile and run exactly as without it).
   config.diagnostics_every_steps = 0
+  # jax.profiler trace of a step range, e.g. '10-15' (inclusive), written under
+  # workdir/plugins/profile for TensorBoard's profile plugin; '': off.
+  config.profile_steps = ''
+  # JAX's persistent compilation cache: a second start or a resume loads its compiled
+  # steps instead of recompiling. '': off. Shared by runs on this machine.
+  config.compilation_cache_dir = '~/.cache/resnet_jax/jax_compilation_cache'
   config.seed = 0
   return config

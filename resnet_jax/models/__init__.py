@@ -111,6 +111,8 @@ def check_image_size(name: str, image_size: int) -> None:
                      f'least {minimum} pixels (its stages downsample {minimum}×)')
 
 
+REMAT_POLICIES = ('full', 'conv_outputs')  # what remat keeps: see create_model
+
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 

@@ -24,15 +24,16 @@ CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'config_history.jsonl'
 LOCK_FILE = '.lock'
 # Keys a resumed run may change without asking: durations, cadences, logging,
-# evaluation, the non-finite policy, how checkpoints are written, where the data lies,
-# and the fine-tuning start (a resumed run starts from its own checkpoint). Any other
+# evaluation, profiling, the compilation cache, the non-finite policy, how checkpoints
+# are written, where the data lies, and the fine-tuning start (a resumed run starts from its own checkpoint). Any other
 # change needs --allow_changes=KEY,...; every change is recorded in HISTORY_FILE.
 RESUMABLE_CHANGES = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
                      'checkpoint_every_steps', 'max_checkpoints_to_keep', 'nonfinite_policy',
                      'checkpoint_async', 'eval_only', 'dataset.eval_split',
                      'dataset.data_dir', 'dataset.manual_dir', 'init_checkpoint',
                      'init_weights', 'diagnostics_every_steps', 'eval_flip',
-                     'dataset.eval_image_size', 'dataset.eval_crop_fraction')
+                     'dataset.eval_image_size', 'dataset.eval_crop_fraction', 'profile_steps',
+                     'compilation_cache_dir')
 
 
 def path(workdir: str) -> epath.Path:
