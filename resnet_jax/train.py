@@ -13,7 +13,8 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.sharding import Mesh
 
-from resnet_jax import config_checks, distributed, finetune, metrics, models, optim, sharding, steps
+from resnet_jax import (compilation_cache, config_checks, distributed, finetune, metrics, models,
+                        optim, profiling, sharding, steps)
 from resnet_jax.data import pipeline, sources
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained
@@ -84,6 +85,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir_lib.check_allowed_keys(allow_changes, config)
   workdir_lib.check_writable(workdir)
   workdir = workdir_lib.path(workdir)
+  logging.info('Compilation cache: %s',
+               compilation_cache.enable(config.compilation_cache_dir) or 'off')
   source = sources.create_source(config)
   info = sources.dataset_info(source, config)
   if info.num_train_examples < config.batch_size:
@@ -252,6 +255,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   policy = config_checks.nonfinite_policy(config)
   skipped_before = int(state.skipped_steps)
   preemption = distributed.PreemptionGuard()
+  trace = profiling.StepTrace(config.profile_steps, str(workdir), start_step=start_step,
+                              last_step=num_train_steps)
   try:
     # JAX's sync point counts from the first call: make it the restored step, so a SIGTERM
     # during start-up still yields a step that this loop reaches.
@@ -263,6 +268,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
     totals = metrics.empty(metrics.TrainMetrics, mesh)
     interval_start, interval_step = time.perf_counter(), start_step
     for step in range(start_step + 1, last_step + 1):
+      trace.before_step(step, state)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         if diagnostics_step is not None and step % diagnostics_every == 0:
           state, totals, tags = diagnostics_step(state, next(batches), totals)
@@ -270,6 +276,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
                                       for tag, value in jax.device_get(tags).items()})
         else:
           state, totals = train_step(state, next(batches), totals)
+      trace.after_step(step, state)
       report_progress(step)
       if step % config.log_every_steps == 0 or step == num_train_steps:
         summary = metrics.to_host(totals, 'train')  # the only read of the device per interval
@@ -300,6 +307,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
     if not eval_summary and not preempted:  # Trained to the end already: report the state.
       eval_summary = run_evaluation(state, int(state.step))
   finally:  # Also after an error: let in-flight saves of earlier, good steps complete.
+    trace.stop()
     preemption.close()
     checkpointer.close()
     writer.flush()

@@ -7,6 +7,10 @@ import pathlib
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# No persistent compilation cache, here or in the CLI subprocesses (which inherit it): the
+# suite must not fill ~/.cache (config.compilation_cache_dir's default). test_startup.py
+# turns it on in tmp_path.
+os.environ['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
