@@ -4,7 +4,7 @@ value and its valid choices."""
 import ml_collections
 from jax.sharding import Mesh
 
-from resnet_jax import erasing, losses, models, optim, sharding, steps
+from resnet_jax import erasing, losses, models, optim, profiling, sharding, steps
 from resnet_jax.cpu import conv
 from resnet_jax.data import pipeline, preprocess, resolution, sources
 from resnet_jax.errors import ConfigError, check_choice
@@ -26,6 +26,8 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     models.check_model_name(config.model)
     models.check_image_size(config.model, config.dataset.image_size)
     models.check_unit_options(config.model, models.unit_options(config))
+    check_choice('remat_policy', config.remat_policy, models.REMAT_POLICIES)
+    profiling.parse_steps(config.profile_steps)
     if config.diagnostics_every_steps < 0:
       raise ValueError(f'diagnostics_every_steps {config.diagnostics_every_steps} must be >= 0 '
                        '(0: off)')
@@ -39,10 +41,7 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     sharding.check_batch_size(config.batch_size, mesh)
     check_choice('nonfinite_policy', config.nonfinite_policy, NONFINITE_POLICIES)
     for name in ('bn_group_size', 'mix_group_size'):
-      size = config[name]
-      if size < 0 or (size and config.batch_size % size):
-        raise ValueError(f'{name} {size} must be 0 (whole batch) or divide batch_size '
-                         f'{config.batch_size}')
+      sharding.check_group_size(name, config[name], config.batch_size, mesh)
     check_choice('init_weights', config.init_weights, trained.WEIGHTS)
     for name, value in (('mixup_alpha', config.mixup_alpha),
                         ('cutmix_alpha', config.cutmix_alpha),

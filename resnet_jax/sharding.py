@@ -43,6 +43,35 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
                      f'{devices} devices; valid batch sizes: {valid}')
 
 
+def group_sizes(global_batch_size: int, num_devices: int) -> list[int]:
+  """Group sizes that tile the devices: 0 (the whole batch), the divisors of the
+  per-device batch, and the multiples of it that divide the global batch."""
+  per_device = global_batch_size // num_devices
+  within = [size for size in range(1, per_device + 1) if per_device % size == 0]
+  across = [per_device * k for k in range(2, num_devices + 1)
+            if num_devices % k == 0]
+  return [0, *within, *across]
+
+
+def check_group_size(name: str, size: int, global_batch_size: int, mesh: Mesh) -> None:
+  """Raises ValueError unless BN or mixing groups of `size` tile the devices.
+
+  A group inside one device's share is reduced locally; one spanning whole shares is an
+  all-reduce of statistics. Any other group straddles a device boundary, and XLA then
+  all-gathers the whole activation of every layer that uses it.
+  """
+  devices = mesh.devices.size
+  valid = group_sizes(global_batch_size, devices)
+  if size in valid:
+    return
+  per_device = global_batch_size // devices
+  shown = ', '.join(map(str, valid[:12])) + (', ...' if len(valid) > 12 else '')
+  raise ValueError(
+      f'{name} {size} does not tile the devices: the per-device batch is {per_device} '
+      f'(batch_size {global_batch_size} over {devices} devices); valid sizes: {shown} '
+      '(0: whole batch)')
+
+
 def to_global(host_batch: Any, mesh: Mesh) -> Any:
   """Assembles every process's local batch into global arrays sharded over `mesh`."""
   sharding = batch_sharding(mesh)

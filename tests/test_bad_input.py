@@ -54,7 +54,13 @@ VALUE_CASES = [
     ('--config.batch_size=-8', 'batch_size -8 is not a positive multiple of the DEVICES devices'),
     ('--config.batch_size=7', 'batch_size 7 is not a positive multiple of the DEVICES devices'),
     ('--config.batch_size=4096', 'batch_size 4096 exceeds the 1437 examples'),
-    ('--config.bn_group_size=3', 'bn_group_size 3 must be 0 (whole batch) or divide'),
+    ('--config.bn_group_size=3', 'bn_group_size 3 does not tile the devices: the per-device'),
+    # Divides the batch, but 32-image groups straddle the 12-image shares of 8 devices.
+    ('--config.batch_size=96 --config.bn_group_size=32',
+     'bn_group_size 32 does not tile the devices: the per-device batch is 12 (batch_size 96 '
+     'over 8 devices); valid sizes: 0, 1, 2, 3, 4, 6, 12, 24, 48, 96 (0: whole batch)'),
+    ('--config.remat_policy=dots', "unknown remat_policy 'dots'; valid: full, conv_outputs"),
+    ('--config.profile_steps=15-10', "profile_steps '15-10' must be '' (off) or 'FIRST-LAST'"),
     ('--config.num_train_steps=-1 --config.num_epochs=0', 'one of them must be positive'),
     ('--config.dataset.image_size=4', 'dataset.image_size 4 is too small for resnet20'),
     ('--config.model=resnet18 --config.dataset.image_size=16', 'too small for resnet18'),
@@ -72,7 +78,7 @@ VALUE_CASES = [
      "dataset.eval_split 'validation' is not a split of sklearn_digits: Unknown split"),
     ('--config.dataset.eval_split=test[:0]', "dataset.eval_split 'test[:0]' holds no examples"),
     ('--config.dataset.train_split=train[5:5]', "dataset.train_split 'train[5:5]' holds no"),
-    ('--config.mix_group_size=5', 'mix_group_size 5 must be 0 (whole batch) or divide'),
+    ('--config.mix_group_size=5', 'mix_group_size 5 does not tile the devices'),
 ]
 
 
