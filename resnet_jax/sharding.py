@@ -65,7 +65,7 @@ def check_group_size(name: str, size: int, global_batch_size: int, mesh: Mesh) -
   if size in valid:
     return
   per_device = global_batch_size // devices
-  shown = ', '.join(map(str, valid[:12])) + (', ...' if len(valid) > 12 else '')
+  shown = ', '.join(map(str, valid if len(valid) <= 12 else [*valid[:6], '...', *valid[-6:]]))
   raise ValueError(
       f'{name} {size} does not tile the devices: the per-device batch is {per_device} '
       f'(batch_size {global_batch_size} over {devices} devices); valid sizes: {shown} '
