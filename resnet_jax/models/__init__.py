@@ -111,7 +111,7 @@ def check_image_size(name: str, image_size: int) -> None:
                      f'least {minimum} pixels (its stages downsample {minimum}×)')
 
 
-REMAT_POLICIES = ('full', 'conv_outputs')  # what remat keeps: see create_model
+REMAT_POLICIES = tuple(blocks.REMAT_POLICIES)  # what remat keeps: see create_model
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
@@ -184,13 +184,19 @@ def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     dtype: compute dtype, a jnp dtype or one of 'float32', 'bfloat16', 'float16'.
     conv_impl: cpu.conv.CONV_IMPLS: 'auto' (the dot forms on the CPU backend, where
       XLA's own convolutions are slow; XLA's elsewhere), 'xla' or 'dot'.
-    **overrides: other ResNet attributes (zero_init_residual, bn_momentum, the unit
-      options of UNIT_OPTIONS, ...); 'auto' for shortcut or placement: the model's own.
+    **overrides: other ResNet attributes (zero_init_residual, bn_momentum, scan_blocks,
+      remat, remat_policy, the unit options of UNIT_OPTIONS, ...); 'auto' for shortcut
+      or placement: the model's own. remat_policy (REMAT_POLICIES) says what `remat`
+      keeps: 'full' (default) only each unit's input, 'conv_outputs' its convolution
+      outputs too (the backward recomputes no convolution). It takes effect only with
+      remat=True; scan_blocks without remat uses 'conv_outputs' inside the scan.
 
   Returns:
     An unbound ResNet module.
   """
   check_unit_options(name, overrides)
+  if 'remat_policy' in overrides:
+    check_choice('remat_policy', overrides['remat_policy'], REMAT_POLICIES)
   dtype = compute_dtype(dtype)
   variant, preact = VARIANTS[name]
   fields = dataclasses.asdict(variant) | {'preact': preact}
@@ -222,4 +228,4 @@ def model_from_config(config: 'ml_collections.ConfigDict', num_classes: int) -> 
       zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum,
       bn_epsilon=config.bn_epsilon, bn_group_size=config.bn_group_size,
       conv_impl=config.conv_impl, scan_blocks=config.scan_blocks, remat=config.remat,
-      **unit_options(config))
+      remat_policy=config.remat_policy, **unit_options(config))

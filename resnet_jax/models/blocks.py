@@ -21,7 +21,8 @@ just before the addition), and Conv's `blurpool`, FFCV's blur before strided
 convolutions.
 
 Convolutions pad like torchvision (k // 2 on each side) and initialise like it, so
-weights converted from PyTorch see the same pixels. With the `diagnostics` collection
+weights converted from PyTorch see the same pixels. Every Conv output is named CONV_OUTPUT
+for rematerialisation (`remat_policy`): the 'conv_outputs' policy keeps exactly these. With the `diagnostics` collection
 mutable, each 3×3 conv's response (its BN's output, before ReLU and addition; the conv's
 own output where no BN follows it) is sown as its standard deviation (He et al. 2015,
 Fig. 7).
@@ -32,6 +33,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 ModuleDef = Any
 
@@ -44,6 +46,23 @@ SHORTCUT_VARIANTS = ('identity', 'scaling', 'exclusive_gating', 'shortcut_gating
                      'dropout', 'none')
 DIAGNOSTICS = 'diagnostics'  # the collection the response stds are sown into
 BLUR_MIN_CHANNELS = 16  # FFCV blurs strided convs with at least this many input channels
+CONV_OUTPUT = 'conv_out'  # the checkpoint name of every Conv's output
+
+REMAT_POLICIES: dict[str, Callable[..., Any] | None] = {
+    # Nothing kept but the unit's input: the backward recomputes the whole unit.
+    'full': None,
+    # Convolution outputs kept: the backward recomputes only BN, ReLU, the addition
+    # (and the shortcut's subsampling or padding), no convolution.
+    'conv_outputs': jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT),
+}
+"""remat_policy name → the jax.checkpoint policy that nn.remat applies to each unit."""
+
+
+def remat(block_cls: Any, policy: str, *, prevent_cse: bool = True) -> Any:
+  """`block_cls` rematerialised under REMAT_POLICIES[policy] (nn.remat). A scan body
+  may pass prevent_cse=False: the loop already keeps XLA from merging the recomputation
+  into the forward pass, and the barriers would only cost time."""
+  return nn.remat(block_cls, policy=REMAT_POLICIES[policy], prevent_cse=prevent_cse)
 
 
 def drop_path(x: jnp.ndarray, rate: float | jax.Array, key: jax.Array) -> jnp.ndarray:
@@ -227,7 +246,8 @@ class Conv(nn.Module):
     if self.blurpool and self.strides > 1 and x.shape[-1] >= BLUR_MIN_CHANNELS:
       x = blur(x)
     padding = [(k // 2, k // 2) for k in self.kernel_size]
-    return nn.Conv(self.features, tuple(self.kernel_size), (self.strides, self.strides),
-                   padding=padding, use_bias=False, kernel_init=self.kernel_init,
-                   dtype=self.dtype, param_dtype=jnp.float32,
-                   conv_general_dilated=self.conv_general_dilated, name='conv')(x)
+    y = nn.Conv(self.features, tuple(self.kernel_size), (self.strides, self.strides),
+                padding=padding, use_bias=False, kernel_init=self.kernel_init,
+                dtype=self.dtype, param_dtype=jnp.float32,
+                conv_general_dilated=self.conv_general_dilated, name='conv')(x)
+    return checkpoint_name(y, CONV_OUTPUT)

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from resnet_jax.models import block_stack
+from resnet_jax.models import block_stack, blocks
 from resnet_jax.models.blocks import Conv
 from resnet_jax.models.norm import GroupBatchNorm
 
@@ -62,9 +62,15 @@ class ResNet(nn.Module):
     scan_blocks: run each stage's identical blocks as one nn.scan (faster compiles of
       deep nets; variables get a leading block axis, see block_stack; initialise with
       models.init_variables for the unscanned model's weights). XLA:CPU runs
-      the scanned loop 6–17× slower per step: meant for GPU and TPU.
+      the scanned loop 6–17× slower per step: meant for GPU and TPU. Without `remat`,
+      the scanned units are rematerialised under the 'conv_outputs' policy anyway:
+      a scan stores every value its backward reads, which XLA cannot fuse away as it
+      does in the unrolled net (docs/models.md, "Memory options").
     remat: recompute each block's activations in the backward pass instead of keeping
-      them (less memory, more compute).
+      them (less memory, more compute), under `remat_policy`.
+    remat_policy: what remat keeps (blocks.REMAT_POLICIES): 'full', only each unit's
+      input; 'conv_outputs', its convolutions' outputs too, so the backward recomputes
+      BN, ReLU and additions but no convolution. Ignored without `remat`.
     drop_path_rate: stochastic depth (timm's ResNet): in training, unit i's residual
       branch is dropped per example with rate drop_path_rates(...)[i] and kept ones are
       scaled by 1 / (1 − rate); needs the 'dropout' RNG. 0: off.
@@ -87,6 +93,7 @@ class ResNet(nn.Module):
   max_pool: Callable = nn.max_pool
   scan_blocks: bool = False
   remat: bool = False
+  remat_policy: str = 'full'
   placement: str = 'original'
   shortcut_variant: str = 'identity'
   shortcut_scale: float = 0.5
@@ -118,7 +125,11 @@ class ResNet(nn.Module):
         x = nn.relu(x)
     if imagenet_stem:
       x = self.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    block_cls = nn.remat(self.block_cls) if self.remat else self.block_cls
+    block_cls = blocks.remat(self.block_cls, self.remat_policy) if self.remat else self.block_cls
+    # A scan saves each residual its backward reads as a [units, ...] array: without
+    # remat, keep the convolution outputs only, as XLA's fusions do in the unrolled net.
+    scanned_cls = blocks.remat(self.block_cls, self.remat_policy if self.remat else 'conv_outputs',
+                               prevent_cse=False)
     rates = drop_path_rates(self.stage_sizes, self.drop_path_rate)
     # One key per unit, drawn here: scanned and unrolled stages drop the same examples.
     keys = (jax.random.split(self.make_rng('dropout'), len(rates))
@@ -126,15 +137,16 @@ class ResNet(nn.Module):
     unit = 0
     for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters),
                                                   start=1):
-      block = functools.partial(block_cls, filters=filters, conv=conv, norm=norm,
-                                preact=self.preact, shortcut=self.shortcut,
-                                zero_init_residual=self.zero_init_residual,
-                                placement=self.placement, shortcut_variant=self.shortcut_variant,
-                                shortcut_scale=self.shortcut_scale,
-                                residual_scale=self.residual_scale,
-                                gate_bias_init=self.gate_bias_init,
-                                shortcut_dropout=self.shortcut_dropout,
-                                stride_in_1x1=self.stride_in_1x1, deterministic=not train)
+      unit_fields = dict(filters=filters, conv=conv, norm=norm,
+                         preact=self.preact, shortcut=self.shortcut,
+                         zero_init_residual=self.zero_init_residual,
+                         placement=self.placement, shortcut_variant=self.shortcut_variant,
+                         shortcut_scale=self.shortcut_scale,
+                         residual_scale=self.residual_scale,
+                         gate_bias_init=self.gate_bias_init,
+                         shortcut_dropout=self.shortcut_dropout,
+                         stride_in_1x1=self.stride_in_1x1, deterministic=not train)
+      block = functools.partial(block_cls, **unit_fields)
       x = block(strides=2 if stage > 1 else 1, drop_path_rate=rates[unit],
                 name=f'stage{stage}_block1')(x, *_key(keys, unit))
       unit += 1
@@ -142,8 +154,9 @@ class ResNet(nn.Module):
         stop = unit + num_blocks - 1
         units = None if keys is None else (jnp.asarray(rates[unit:stop], jnp.float32),
                                            keys[unit:stop])
-        x, _ = block_stack.scanned_blocks(functools.partial(block, strides=1),
-                                          num_blocks - 1, block_stack.stack_name(stage))(x, units)
+        x, _ = block_stack.scanned_blocks(
+            functools.partial(scanned_cls, strides=1, **unit_fields), num_blocks - 1,
+            block_stack.stack_name(stage))(x, units)
         unit = stop
         continue
       for index in range(2, num_blocks + 1):
