@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from absl import logging
 from jax.sharding import Mesh
@@ -68,9 +69,11 @@ def apply_init(state: steps.TrainState, variables: dict[str, Any],
       raise ConfigError(f'init_checkpoint {config.init_checkpoint!r} does not fit the model: '
                         f'{path} is {have.get(path, "missing")} there, the model needs '
                         f'{wanted.get(path, "none")}{hint}')
-  loaded = jax.device_put(loaded, sharding.replicated(mesh))
-  state = state.replace(params=loaded['params'], batch_stats=loaded['batch_stats'])
+  on_devices = jax.device_put(loaded, sharding.replicated(mesh))
+  state = state.replace(params=on_devices['params'], batch_stats=on_devices['batch_stats'])
   if state.ema is not None:
-    state = state.replace(ema=loaded)
+    # Buffers of its own: the train step donates the state, and XLA refuses to donate one
+    # buffer twice (params and ema['params'] sharing arrays failed at step 1).
+    state = state.replace(ema=jax.tree.map(jnp.copy, on_devices))
   return state
 

@@ -73,6 +73,49 @@ def test_a_frozen_backbone_and_statistics_stay_as_loaded(halves, pretrained, tmp
   assert not np.allclose(head['kernel'], start_head['kernel'])
 
 
+@pytest.fixture(scope='module')
+def converted(pretrained, tmp_path_factory):
+  """The pre-trained weights as `convert` writes them: variables/ and model_info.json,
+  no checkpoints (convert itself only takes ImageNet models)."""
+  directory = tmp_path_factory.mktemp('converted')
+  variables, _, _ = trained.load_variables(pretrained[0])
+  trained.save_variables(directory, variables)
+  trained.write_model_info(directory, trained.read_model_info(pretrained[0]))
+  return str(directory)
+
+
+_FREEZES = ('none', 'batch_stats', 'backbone', 'both')
+# Every EMA × freeze combination, each source with every EMA and every freeze setting
+# (all pairs; the source only changes what is loaded, the others what the step does).
+_COMBINATIONS = [(('workdir', 'converted')[(i + (ema > 0)) % 2], ema, freeze)
+                 for i, freeze in enumerate(_FREEZES) for ema in (0.0, 0.99)]
+
+
+@pytest.mark.parametrize('source,ema,freeze', _COMBINATIONS)
+def test_every_fine_tuning_combination_trains(halves, pretrained, converted, tmp_path, source,
+                                              ema, freeze):
+  """With an EMA, params and ema shared buffers and the donating step failed at step 1
+  (on the CPU a segmentation fault; on GPUs 'Attempt to donate the same buffer twice')."""
+  start = {'workdir': pretrained[0], 'converted': converted}[source]
+  config = _config(halves[1], init_checkpoint=start, reset_head=True, ema_decay=ema,
+                   freeze_batch_stats=freeze in ('batch_stats', 'both'),
+                   freeze_backbone=freeze in ('backbone', 'both'), num_train_steps=2,
+                   checkpoint_every_steps=2)
+  workdir = str(tmp_path / 'tuned')
+  result = train.train_and_evaluate(config, workdir)
+  assert np.isfinite(result['eval/loss']), result
+  saved = checkpointing.load_arrays(workdir, 2)
+  assert bool(saved.get('ema')) == (ema > 0)
+  loaded, _, _ = trained.load_variables(start)
+  backbone = {k: v for k, v in saved['params'].items() if k != 'head'}
+  loaded_backbone = {k: v for k, v in loaded['params'].items() if k != 'head'}
+  backbone_kept = all(jax.tree.leaves(jax.tree.map(np.array_equal, backbone, loaded_backbone)))
+  stats_kept = all(jax.tree.leaves(jax.tree.map(np.array_equal, saved['batch_stats'],
+                                                loaded['batch_stats'])))
+  assert backbone_kept == (freeze in ('backbone', 'both'))
+  assert stats_kept == (freeze in ('batch_stats', 'both'))
+
+
 def test_eval_only_restores_and_evaluates_without_training(halves, pretrained, tmp_path):
   workdir, metrics = pretrained
   again = train.train_and_evaluate(_config(halves[0], num_train_steps=40, eval_only=True),
