@@ -1,7 +1,6 @@
 """The training loop: mesh, data, state, restore; periodic logging, evaluation, checkpoints."""
 
 import functools
-import math
 import time
 from typing import Any, Callable, Sequence
 
@@ -14,7 +13,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from resnet_jax import (compilation_cache, config_checks, distributed, finetune, metrics, models,
-                        optim, profiling, sharding, steps)
+                        optim, profiling, schedule, sharding, steps)
 from resnet_jax.data import pipeline, sources
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained
@@ -180,12 +179,10 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
            info: sources.DatasetInfo, mesh: Mesh, init_variables: dict[str, Any] | None,
            allow_changes: Sequence[str]) -> dict[str, float]:
   """train_and_evaluate() once the config, the data and the workdir are known to be good."""
-  steps_per_epoch = info.num_train_examples // config.batch_size
-  num_train_steps = (config.num_train_steps if config.num_train_steps > 0 else
-                     math.ceil(config.num_epochs * steps_per_epoch))
+  length = schedule.run_length(config, info.num_train_examples)
+  steps_per_epoch, num_train_steps = length.steps_per_epoch, length.num_train_steps
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-  learning_rate_fn = optim.create_learning_rate_fn(
-      config, steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps)
+  learning_rate_fn = schedule.learning_rate_fn(config, info.num_train_examples)
   state = create_state(config, info, mesh, learning_rate_fn)
   if init_variables is not None:
     state = finetune.apply_init(state, init_variables, config, mesh)
@@ -206,6 +203,9 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
                         f'config keys: {workdir_lib.describe(changes)}. Use a new workdir.')
     workdir_lib.check_changes(workdir, changes, allow_changes)
     state = checkpointer.restore_or_keep(state)
+    rate_change = schedule.check_rate_unchanged(
+        config, changes=changes, allowed=allow_changes, num_train_examples=info.num_train_examples,
+        update=int(optim.applied_updates(state.opt_state, state.step)), step=int(state.step))
   except checkpointing.IncompatibleCheckpoint as error:
     checkpointer.close()
     raise ConfigError(
@@ -228,7 +228,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   writer = metric_writers.create_default_writer(str(workdir),
                                                 just_logging=jax.process_index() > 0)
   workdir_lib.record_config(workdir, config, changes=changes, step=start_step,
-                            allowed=allow_changes)
+                            allowed=allow_changes, learning_rate=rate_change)
   trained.write_model_info(workdir, trained.model_info_from_config(
       config, info.class_names, info.image_shape[-1]))
 

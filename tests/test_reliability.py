@@ -118,8 +118,9 @@ def test_resume_refuses_changed_keys_unless_allowed_and_records_them(tmp_path, d
     train.train_and_evaluate(_config(digits_dir, **changed), str(tmp_path))
   assert _steps(tmp_path) == [3] and not (tmp_path / workdir_lib.HISTORY_FILE).exists()
 
+  # A 6-step cosine also has a rate at step 3 where the 3-step one had ended: named too.
   train.train_and_evaluate(_config(digits_dir, **changed), str(tmp_path),
-                           allow_changes=('base_lr', 'batch_size'))
+                           allow_changes=('base_lr', 'batch_size', 'num_train_steps'))
   assert _steps(tmp_path) == [3, 6]
   assert (tmp_path / 'config.json').read_text() == first_record  # the first config stays
   history = [json.loads(line) for line in
@@ -127,17 +128,24 @@ def test_resume_refuses_changed_keys_unless_allowed_and_records_them(tmp_path, d
   assert len(history) == 1 and history[0]['step'] == 3
   assert history[0]['changes'] == {'base_lr': [0.2, 0.5], 'batch_size': [16, 8],
                                    'num_train_steps': [3, 6]}
-  assert history[0]['allowed'] == ['base_lr', 'batch_size']
+  assert history[0]['allowed'] == ['base_lr', 'batch_size', 'num_train_steps']
   recorded = workdir_lib.read_config(tmp_path)
   assert (recorded.batch_size, recorded.base_lr, recorded.num_train_steps) == (8, 0.5, 6)
   # 3 steps of 16, then 3 of 8: the stream goes on from example 48.
   assert workdir_lib.examples_trained(tmp_path, 6, 8) == 3 * 16 + 3 * 8
 
-  # The same values again are no change; a duration is accepted without asking.
-  train.train_and_evaluate(_config(digits_dir, **{**changed, 'num_train_steps': 8}),
-                           str(tmp_path))
+  # A longer cosine run would raise the rate at step 6: refused, nothing written; allowed,
+  # the rates are recorded with the change.
+  longer = _config(digits_dir, **{**changed, 'num_train_steps': 8})
+  with pytest.raises(ConfigError, match=r'^resuming at step 6 with num_train_steps 6 → 8 changes '
+                     r'the learning rate there from 0 to 0\.00[0-9]+ .*--allow_changes=num_train_steps$'):
+    train.train_and_evaluate(longer, str(tmp_path))
+  assert len((tmp_path / workdir_lib.HISTORY_FILE).read_text().splitlines()) == 1
+  train.train_and_evaluate(longer, str(tmp_path), allow_changes=('num_train_steps',))
   history = (tmp_path / workdir_lib.HISTORY_FILE).read_text().splitlines()
   assert len(history) == 2 and json.loads(history[1])['changes'] == {'num_train_steps': [6, 8]}
+  before, after = json.loads(history[1])['learning_rate']
+  assert before == 0 and after > 0
 
 
 def test_after_a_batch_size_change_the_stream_goes_on_where_it_stopped(digits_dir):

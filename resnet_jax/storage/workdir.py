@@ -164,9 +164,11 @@ def examples_trained(workdir: epath.Path, step: int, batch_size: int) -> int:
 
 def record_config(workdir: epath.Path, config: ml_collections.ConfigDict, *,
                   changes: dict[str, tuple[Any, Any]], step: int,
-                  allowed: Sequence[str] = ()) -> None:
+                  allowed: Sequence[str] = (),
+                  learning_rate: tuple[float, float] | None = None) -> None:
   """Process 0 only: a fresh run (step 0) writes config.json (and clears any history
-  of a run that left no checkpoint); a resume appends its changes to the history."""
+  of a run that left no checkpoint); a resume appends its changes to the history, with
+  the learning rate at the resumed step before and after them where they moved it."""
   if jax.process_index() != 0:
     return
   if step == 0:
@@ -179,6 +181,8 @@ def record_config(workdir: epath.Path, config: ml_collections.ConfigDict, *,
   entry = {'time': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
            'step': step, 'changes': {k: [old, new] for k, (old, new) in changes.items()},
            'allowed': sorted(set(changes) & set(allowed))}
+  if learning_rate is not None:
+    entry['learning_rate'] = list(learning_rate)
   with (workdir / HISTORY_FILE).open('a') as history:
     history.write(json.dumps(entry) + '\n')
 
