@@ -1,0 +1,150 @@
+"""A config file and the trainer's step built from it, where only JAX, flax and optax exist.
+
+The GPU tools (gpu_benchmark, gpu_numerics) measure the step users train: the recipe's
+model, BatchNorm groups, loss, optimizer with its weight-decay mask, and dtype, as
+resnet_jax/train.py builds them. They run on bare CUDA JAX images (JAX, flax, optax,
+numpy, torch, torchvision), so nothing here imports TensorFlow, clu, jmp or
+ml_collections, and neither do models, optim or steps.
+
+  config = bare_config.load('configs/imagenet50.py:nvidia')
+  model, tx, learning_rate_fn, step_kwargs = bare_config.recipe_step(config, num_classes)
+"""
+
+import contextlib
+import copy
+import importlib.util
+import math
+import os
+import sys
+import types
+from typing import Any
+
+import optax
+
+from resnet_jax import config_files, models, optim
+
+IMAGENET_TRAIN_IMAGES = 1_281_167  # steps per epoch for the schedule (configs/recipes.py)
+
+
+class ConfigDict(dict):
+  """The part of ml_collections.ConfigDict that configs/*.py and the step use."""
+
+  def __getattr__(self, name: str) -> Any:
+    try:
+      return self[name]
+    except KeyError:
+      raise AttributeError(name) from None
+
+  def __setattr__(self, name: str, value: Any) -> None:
+    self[name] = value
+
+  def __deepcopy__(self, memo: dict[int, Any]) -> 'ConfigDict':
+    return ConfigDict({key: copy.deepcopy(value, memo) for key, value in self.items()})
+
+  def to_dict(self) -> dict[str, Any]:
+    return {key: value.to_dict() if isinstance(value, ConfigDict) else value
+            for key, value in self.items()}
+
+  def copy_and_resolve_references(self) -> 'ConfigDict':
+    return copy.deepcopy(self)
+
+  def lock(self) -> 'ConfigDict':
+    return self
+
+  @contextlib.contextmanager
+  def unlocked(self):
+    yield self
+
+
+def _install_stand_in() -> None:
+  module = types.ModuleType('ml_collections')
+  module.__doc__ = 'resnet_jax.tools.bare_config\'s stand-in for ml_collections.'
+  config_dict = types.ModuleType('ml_collections.config_dict')
+  config_dict.ConfigDict = ConfigDict
+  config_dict.placeholder = lambda field_type=None, required=False: None
+  module.ConfigDict = ConfigDict
+  module.config_dict = config_dict
+  sys.modules['ml_collections'] = module
+  sys.modules['ml_collections.config_dict'] = config_dict
+
+
+def load(spec: str, overrides: dict[str, Any] | None = None) -> Any:
+  """Runs `spec`'s get_config ('path/to/config.py' or 'path:argument'), then `overrides`
+  ({'dataset.image_size': 32, ...}); the config is an ml_collections.ConfigDict where
+  that package is installed."""
+  path, argument = spec, None
+  if not os.path.isfile(path) and ':' in path:
+    path, argument = path.rsplit(':', 1)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'no config file {path!r}')
+  try:
+    import ml_collections  # noqa: F401, PLC0415
+  except ImportError:
+    # Bare CUDA JAX images lack ml_collections; configs/*.py use only ConfigDict and
+    # config_dict.placeholder, which this stand-in provides.
+    _install_stand_in()
+  config_files.make_importable([f'--config={path}'])
+  module_spec = importlib.util.spec_from_file_location(
+      f'_bare_config_{abs(hash(os.path.abspath(path)))}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(argument) if argument is not None else module.get_config()
+  for key, value in (overrides or {}).items():
+    target = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      target = target[parent]
+    if leaf not in target:
+      raise KeyError(f'config has no key {key!r}')
+    target[leaf] = value
+  return config
+
+
+def nonfinite_policy(config: Any) -> str:
+  """config_checks.nonfinite_policy (that module imports the data pipeline): 'skip' or
+  'halt'; 'auto' skips with float16, else halts."""
+  if config.nonfinite_policy != 'auto':
+    return config.nonfinite_policy
+  return 'skip' if config.dtype == 'float16' else 'halt'
+
+
+def train_step_kwargs(config: Any, learning_rate_fn: optax.Schedule, *,
+                      steps_per_epoch: int = 0) -> dict[str, Any]:
+  """The keyword arguments of steps.train_step that train.bound_train_step binds (without
+  diagnostics); tests/test_gpu_benchmark.py checks that the two agree."""
+  uses_dropout = models.uses_dropout_rng(config)
+  ema_copy_steps = (int(round(config.warmup_epochs * steps_per_epoch))
+                    if config.ema_copy_during_warmup else 0)
+  return dict(
+      learning_rate_fn=learning_rate_fn,
+      drop_nonfinite=nonfinite_policy(config) == 'skip',
+      label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+      image_mean=tuple(config.dataset.mean), image_std=tuple(config.dataset.std),
+      freeze_batch_stats=config.freeze_batch_stats, mixup_alpha=config.mixup_alpha,
+      cutmix_alpha=config.cutmix_alpha, mix_switch_prob=config.mix_switch_prob,
+      mix_group_size=config.mix_group_size or config.bn_group_size, mix_seed=config.seed,
+      dropout_seed=config.seed + 1 if uses_dropout else None, loss=config.loss,
+      bce_target_threshold=config.bce_target_threshold,
+      random_erasing=config.random_erasing, random_erasing_mode=config.random_erasing_mode,
+      ema_every_steps=config.ema_every_steps, ema_copy_steps=ema_copy_steps,
+      diagnostics=False)
+
+
+def recipe_step(config: Any, num_classes: int, *, train_images: int = IMAGENET_TRAIN_IMAGES
+                ) -> tuple[Any, optax.GradientTransformation, optax.Schedule, dict[str, Any]]:
+  """(model, optimizer, learning-rate schedule, train_step keyword arguments) as the
+  trainer builds them from `config` (train.create_state, train.bound_train_step); the
+  schedule spans config.num_epochs of `train_images` at config.batch_size."""
+  steps_per_epoch = max(1, math.ceil(train_images / config.batch_size))
+  num_train_steps = (config.num_train_steps if config.num_train_steps > 0
+                     else int(config.num_epochs * steps_per_epoch))
+  learning_rate_fn = optim.create_learning_rate_fn(
+      config, steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps)
+  model = models.model_from_config(config, num_classes)
+  if config.remat and getattr(model, 'remat_policy', 'full') != config.remat_policy:
+    raise ValueError(f'remat_policy {config.remat_policy!r}: models.model_from_config does '
+                     'not build it (the model has no such remat_policy)')
+  tx = optim.create_optimizer(config, learning_rate_fn)
+  return model, tx, learning_rate_fn, train_step_kwargs(
+      config, learning_rate_fn, steps_per_epoch=steps_per_epoch)
+
