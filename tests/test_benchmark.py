@@ -63,7 +63,7 @@ def test_bad_arguments_fail_in_one_line(args, message):
 def test_gpu_benchmark_script_checks_its_arguments_and_backend():
   usage = subprocess.run(['bash', 'launch/gpu_benchmark.sh', 'big'], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
-  assert usage.returncode == 2 and "got BATCH_SIZE 'big'" in usage.stderr
+  assert usage.returncode == 2 and "got BATCH_PER_DEVICE 'big'" in usage.stderr
   no_gpu = subprocess.run(['bash', 'launch/gpu_benchmark.sh', '64'], cwd=ROOT,
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, 'PYTHON': sys.executable})

@@ -96,7 +96,7 @@ def _gpu_report(device='NVIDIA H200', images=8_000.0, compiled=7_000.0, fresh=25
   macs = 4_089_184_040
   plain = {'variant': 'plain', 'batch_size': 256, 'num_devices': 1, 'image_size': 224,
            'pipelined_step_seconds': 256 / images, 'pipelined_images_per_sec': images,
-           'compile_seconds': 30.0, 'device_peak_bytes': 40 * 2**30, 'flops_per_step': 1.05e11,
+           'compile_seconds': 30.0, 'device_peak_bytes': 40 * 2**30, 'xla_flops_per_step': 1.05e11,
            'macs_per_image': macs, 'seconds_to_first_step': fresh,
            'compilation_cache_files': 3, 'model': 'resnet50', 'dtype': 'bfloat16',
            'bn_group_size': 256, 'loss': 'softmax', 'label_smoothing': 0.1, 'optimizer': 'sgd',
@@ -161,7 +161,7 @@ def _fake_child(spec, timeout, env=None):
   return {'batch_size': spec['per_device_batch'], 'num_devices': 1, 'image_size': 224,
           'pipelined_step_seconds': 0.032, 'pipelined_images_per_sec': 8_000.0,
           'compile_seconds': 3.0 if cached else 30.0, 'device_peak_bytes': 40 * 2**30,
-          'flops_per_step': 1.05e11, 'macs_per_image': 4_089_184_040,
+          'xla_flops_per_step': 1.05e11, 'macs_per_image': 4_089_184_040,
           'seconds_to_first_step': 4.0 if cached else 19.0, 'compilation_cache_files': 3,
           'model': 'resnet50', 'dtype': 'bfloat16', 'bn_group_size': 256, 'loss': 'softmax',
           'label_smoothing': 0.1, 'optimizer': 'sgd', 'momentum': 0.875, 'nesterov': False,

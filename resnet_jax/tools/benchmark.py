@@ -128,7 +128,11 @@ def _print_step_result(r: dict) -> None:
         f'back to back {r["pipelined_step_seconds"] * 1e3:.1f} ms: '
         f'{r["pipelined_images_per_sec"]:.1f} img/s')
   if r['achieved_flops_per_sec']:
-    print(f'{r["flops_per_step"] / 1e9:.1f} GFLOP/step, {r["achieved_flops_per_sec"] / 1e9:.1f}'
+    xla = r.get('xla_flops_per_step')
+    print(f'{r["flops_per_step"] / 1e9:.1f} GFLOP/step (analytic: '
+          f'{"3 × " if r["mode"] == "train" else ""}2 × MACs × batch; XLA counts '
+          f'{f"{xla / 1e9:.1f}" if xla else "no convolutions (custom calls)"}), '
+          f'{r["achieved_flops_per_sec"] / 1e9:.1f}'
           f' GFLOP/s = {r["fraction_of_matmul_peak"]:.0%} of the measured matmul peak '
           f'({r["matmul_peak_flops_per_sec"] / 1e9:.0f} GFLOP/s)')
   print(f'memory: XLA estimate {gib(r["xla_memory_bytes"])}, device peak '

@@ -58,6 +58,7 @@ import time
 from typing import Any
 
 from resnet_jax import config_files
+from resnet_jax.tools.flop_count import XLA_COUNT_SHOWN_FROM, training_flops, xla_count_shown
 
 # Dense bfloat16 tensor-core peaks in FLOP/s, from the vendors' datasheets (NVIDIA H100
 # and H200 Tensor Core GPU, A100, L4, L40S, B200 datasheets: "BF16 Tensor Core",
@@ -78,8 +79,6 @@ TORCH_MODES = ('eager', 'compile')
 # Rows the time budget may cut (reported, not failed); run last, in this order.
 OPTIONAL_ROWS = ('remat_conv_outputs', 'scan_blocks', 'remat', 'cifar')
 MIN_CHILD_SECONDS = 15.0  # a child is not started with less of the budget left
-# XLA's FLOP count is shown where it reaches this fraction of the analytic count.
-XLA_COUNT_SHOWN_FROM = 0.5
 GOALS = {'h200_images_per_sec': 7900.0, 'vs_torch_compile': 1.15,
          'fresh_seconds_to_first_step': 20.0, 'cached_seconds_to_first_step': 5.0}
 VERSIONED = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'torch', 'torchvision',
@@ -89,19 +88,6 @@ VERSIONED = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'torch', 'torchvision',
 def spec_peak(device_kind: str) -> float | None:
   """The device's dense bfloat16 peak from BF16_SPEC_PEAKS, or None if not listed."""
   return next((peak for name, peak in BF16_SPEC_PEAKS if name in device_kind), None)
-
-
-def training_flops(macs_per_image: float, batch_size: int) -> float:
-  """Analytic FLOPs of one training step: 3 × 2 × MACs per image × batch (a MAC is two
-  FLOPs; the backward pass costs twice the forward: input and weight gradients)."""
-  return 3 * 2 * macs_per_image * batch_size
-
-
-def xla_count_shown(xla_flops: float | None, analytic_flops: float | None) -> bool:
-  """Whether XLA's count is worth showing: it counts at least XLA_COUNT_SHOWN_FROM of the
-  analytic FLOPs (on GPUs cuDNN/cuBLAS custom calls count zero)."""
-  return bool(xla_flops and analytic_flops and
-              xla_flops >= XLA_COUNT_SHOWN_FROM * analytic_flops)
 
 
 # ---------------------------------------------------------------- child processes
@@ -384,7 +370,7 @@ def derive(report: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]
     mm = report['matmul_flops_per_sec']
     row['mfu_spec'] = _fraction(row_flops, seconds, spec and bf16 and spec * devices)
     row['mfu_matmul'] = _fraction(row_flops, seconds, mm and bf16 and mm * devices)
-    xla = None if torch else row.get('flops_per_step')
+    xla = None if torch else row.get('xla_flops_per_step')
     row['xla_flops_per_step'] = xla
     row['xla_fraction_of_analytic'] = xla / row_flops if xla and row_flops else None
     row['xla_count_shown'] = xla_count_shown(xla, row_flops)
