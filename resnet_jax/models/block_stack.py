@@ -5,6 +5,12 @@ makes XLA compile one block body per stage instead of one per block, which cuts 
 compile time of deep nets (ResNet-152: 50 blocks → 8 bodies). The scanned variables
 carry a leading block axis; `scan_layout` and `unscanned_layout` convert between the
 two layouts, so a checkpoint trained one way can be evaluated or fine-tuned the other.
+
+The block that ResNet scans is rematerialised (blocks.remat; 'conv_outputs' unless the
+model's remat says otherwise): the scan's backward reads each residual of the body from a
+[units, ...] array that the forward loop writes, and without a policy those are all of
+autodiff's residuals, BN's float32 temporaries and ReLU masks included, which XLA fuses
+away in an unrolled net but must store across a loop (docs/models.md, "Memory options").
 """
 
 import re
@@ -37,7 +43,8 @@ class RepeatedBlock(nn.Module):
 
 
 def scanned_blocks(block: Callable[..., nn.Module], length: int, name: str) -> nn.Module:
-  """A module that applies `length` copies of `block` (a partial module) in sequence.
+  """A module that applies `length` copies of `block` (a partial module, rematerialised
+  or not: the caller's choice) in sequence.
 
   Call it as (x, None), or (x, (rates, keys)) with each block's drop path rate and key
   stacked along a leading axis of `length`.

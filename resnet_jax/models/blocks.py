@@ -22,10 +22,10 @@ convolutions.
 
 Convolutions pad like torchvision (k // 2 on each side) and initialise like it, so
 weights converted from PyTorch see the same pixels. Every Conv output is named CONV_OUTPUT
-for rematerialisation (`remat_policy`): the 'conv_outputs' policy keeps exactly these. With the `diagnostics` collection
-mutable, each 3×3 conv's response (its BN's output, before ReLU and addition; the conv's
-own output where no BN follows it) is sown as its standard deviation (He et al. 2015,
-Fig. 7).
+for rematerialisation (`remat_policy`): the 'conv_outputs' policy keeps exactly these.
+With the `diagnostics` collection mutable, each 3×3 conv's response (its BN's output,
+before ReLU and addition; the conv's own output where no BN follows it) is sown as its
+standard deviation (He et al. 2015, Fig. 7).
 """
 
 from typing import Any, Callable, Sequence

@@ -137,15 +137,14 @@ class ResNet(nn.Module):
     unit = 0
     for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters),
                                                   start=1):
-      unit_fields = dict(filters=filters, conv=conv, norm=norm,
-                         preact=self.preact, shortcut=self.shortcut,
-                         zero_init_residual=self.zero_init_residual,
-                         placement=self.placement, shortcut_variant=self.shortcut_variant,
-                         shortcut_scale=self.shortcut_scale,
-                         residual_scale=self.residual_scale,
-                         gate_bias_init=self.gate_bias_init,
-                         shortcut_dropout=self.shortcut_dropout,
-                         stride_in_1x1=self.stride_in_1x1, deterministic=not train)
+      unit_fields = {'filters': filters, 'conv': conv, 'norm': norm, 'preact': self.preact,
+                     'shortcut': self.shortcut, 'zero_init_residual': self.zero_init_residual,
+                     'placement': self.placement, 'shortcut_variant': self.shortcut_variant,
+                     'shortcut_scale': self.shortcut_scale,
+                     'residual_scale': self.residual_scale,
+                     'gate_bias_init': self.gate_bias_init,
+                     'shortcut_dropout': self.shortcut_dropout,
+                     'stride_in_1x1': self.stride_in_1x1, 'deterministic': not train}
       block = functools.partial(block_cls, **unit_fields)
       x = block(strides=2 if stage > 1 else 1, drop_path_rate=rates[unit],
                 name=f'stage{stage}_block1')(x, *_key(keys, unit))
