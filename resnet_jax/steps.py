@@ -6,6 +6,7 @@ ml_collections or TensorFlow, so the step runs on a bare accelerator image (JAX,
 optax): that is what launch/gpu_benchmark.sh measures.
 """
 
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import flax.linen as nn
@@ -167,7 +168,8 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     image_mean: per-channel mean subtracted from the images.
     image_std: per-channel standard deviation the images are divided by.
     freeze_batch_stats: BatchNorm normalises with the running statistics and leaves them
-      as they are (fine-tuning on small batches).
+      as they are (fine-tuning on small batches); stochastic depth and shortcut dropout
+      still act.
     mixup_alpha, cutmix_alpha, mix_switch_prob, mix_group_size: batch mixing
       (mixing.mix_batch); off when both alphas are 0. Its draws depend on
       (mix_seed, step) only, so a resumed run mixes as an uninterrupted one. top1
@@ -215,11 +217,10 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    if mutable:
-      logits, updates = state.apply_fn(variables, images, train=not freeze_batch_stats,
-                                       mutable=mutable, **apply_kwargs)
-    else:
-      logits, updates = state.apply_fn(variables, images, train=False, **apply_kwargs), {}
+    # Frozen statistics change BatchNorm's mode only: drop path and shortcut dropout act.
+    apply = functools.partial(state.apply_fn, variables, images, train=True,
+                              use_running_average=freeze_batch_stats, **apply_kwargs)
+    logits, updates = apply(mutable=mutable) if mutable else (apply(), {})
     batch_stats = state.batch_stats if freeze_batch_stats else updates['batch_stats']
     mean_loss = losses.per_example_loss(logits, targets, loss=loss,
                                         bce_target_threshold=bce_target_threshold).mean()

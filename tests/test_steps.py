@@ -211,3 +211,27 @@ def test_the_logged_learning_rate_follows_the_optimizers_count():
   assert int(state.step) == 3 and int(state.skipped_steps) == 1
   assert int(optim.applied_updates(state.opt_state, state.step)) == 2
   assert rates == pytest.approx([0.01, 0.02, 0.02])  # the third update is the second applied
+
+
+@pytest.mark.parametrize('freeze_batch_stats', [False, True])
+def test_frozen_statistics_keep_stochastic_depth_and_shortcut_dropout(freeze_batch_stats):
+  """Frozen statistics used to apply the model with train=False: drop path 0.9 and the
+  dropout shortcut were off, and two dropout seeds gave one loss (21.70 / 21.70)."""
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  batch = sharding.to_global(_batch(), mesh)
+  # Branches that start at zero would make the drops invisible.
+  for overrides in ({'drop_path_rate': 0.9, 'zero_init_residual': False},
+                    {'shortcut_variant': 'dropout', 'zero_init_residual': False}):
+    losses = []
+    for seed in (0, 1):
+      state = _state(mesh, **overrides)
+      stats = jax.device_get(state.batch_stats)
+      step = jax.jit(functools.partial(
+          steps.train_step, learning_rate_fn=optax.constant_schedule(0.1),
+          freeze_batch_stats=freeze_batch_stats, dropout_seed=seed))
+      state, metrics = step(state, batch)
+      losses.append(float(metrics['loss']))
+      kept = jax.tree.leaves(jax.tree.map(np.array_equal, jax.device_get(state.batch_stats),
+                                          stats))
+      assert all(kept) == freeze_batch_stats
+    assert abs(losses[0] - losses[1]) > 1e-3, (overrides, losses)

@@ -105,13 +105,26 @@ class ResNet(nn.Module):
   blurpool: bool = False
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, train: bool = True, *,
+               use_running_average: bool | None = None) -> jnp.ndarray:
+    """Logits of images `x`.
+
+    Args:
+      x: [B, H, W, C] images, normalised.
+      train: training mode: stochastic depth and shortcut dropout act (they need the
+        'dropout' RNG) and, by default, BatchNorm uses the batch's statistics.
+      use_running_average: BatchNorm's mode on its own (None: `not train`): True with
+        train=True normalises with the running statistics while the regularisers still
+        act (fine-tuning with frozen statistics).
+    """
+    if use_running_average is None:
+      use_running_average = not train
     conv = functools.partial(Conv, dtype=self.dtype,
                              conv_general_dilated=self.conv_general_dilated,
                              blurpool=self.blurpool)
     norm_cls = (functools.partial(GroupBatchNorm, group_size=self.bn_group_size)
                 if self.bn_group_size else nn.BatchNorm)
-    norm = functools.partial(norm_cls, use_running_average=not train,
+    norm = functools.partial(norm_cls, use_running_average=use_running_average,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                              dtype=self.dtype)
     placement = 'full_preact' if self.preact else self.placement
