@@ -108,6 +108,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Duration and batch.
   config.batch_size = 1024  # global, over all processes and devices
+  # k > 1: each update's batch is split into k micro-batches (example i in micro-batch
+  # i mod k), one forward and backward pass each, BatchNorm statistics per micro-batch;
+  # batch_size, the learning rate and the epochs stay those of the whole batch.
+  config.grad_accum_steps = 1
   config.num_epochs = 90.0
   config.num_train_steps = -1  # > 0 overrides num_epochs
 

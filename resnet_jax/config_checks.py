@@ -4,20 +4,14 @@ value and its valid choices."""
 import ml_collections
 from jax.sharding import Mesh
 
-from resnet_jax import erasing, losses, models, optim, profiling, sharding, steps
+from resnet_jax import erasing, losses, models, optim, profiling, sharding, step_options, steps
 from resnet_jax.cpu import conv
 from resnet_jax.data import pipeline, preprocess, resolution, sources
 from resnet_jax.errors import ConfigError, check_choice
 from resnet_jax.storage import trained
 
-NONFINITE_POLICIES = ('auto', 'skip', 'halt')
-
-
-def nonfinite_policy(config: ml_collections.ConfigDict) -> str:
-  """'skip' or 'halt'; 'auto' skips with float16 (loss-scale overflows happen), else halts."""
-  if config.nonfinite_policy != 'auto':
-    return config.nonfinite_policy
-  return 'skip' if config.dtype == 'float16' else 'halt'
+# The policy lives with the step's options (no ml_collections there: bare accelerator images).
+NONFINITE_POLICIES, nonfinite_policy = step_options.NONFINITE_POLICIES, step_options.nonfinite_policy
 
 
 def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
@@ -40,8 +34,24 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     check_choice('dataset.order', config.dataset.order, pipeline.ORDERS)
     sharding.check_batch_size(config.batch_size, mesh)
     check_choice('nonfinite_policy', config.nonfinite_policy, NONFINITE_POLICIES)
-    for name in ('bn_group_size', 'mix_group_size'):
-      sharding.check_group_size(name, config[name], config.batch_size, mesh)
+    accumulation = config.grad_accum_steps
+    if accumulation < 1 or config.batch_size % (accumulation * mesh.devices.size):
+      raise ValueError(f'grad_accum_steps {accumulation} must be >= 1 and split batch_size '
+                       f'{config.batch_size} into micro-batches that the {mesh.devices.size} '
+                       'devices divide (batch_size a multiple of grad_accum_steps × devices)')
+    if accumulation > 1 and config.diagnostics_every_steps:
+      raise ValueError(f'diagnostics_every_steps {config.diagnostics_every_steps} needs '
+                       f'grad_accum_steps 1 (is {accumulation})')
+    # BatchNorm sees one micro-batch at a time; mixing, the whole batch.
+    sharding.check_group_size(
+        'bn_group_size', config.bn_group_size, config.batch_size // accumulation, mesh,
+        batch_label=(f'micro-batch {config.batch_size // accumulation} = batch_size '
+                     f'{config.batch_size} / grad_accum_steps {accumulation}'
+                     if accumulation > 1 else ''))
+    sharding.check_group_size('mix_group_size', config.mix_group_size, config.batch_size, mesh)
+    if (config.mixup_alpha or config.cutmix_alpha) and not config.mix_group_size:
+      sharding.check_group_size('mix_group_size (0: bn_group_size)', config.bn_group_size,
+                                config.batch_size, mesh)
     check_choice('init_weights', config.init_weights, trained.WEIGHTS)
     for name, value in (('mixup_alpha', config.mixup_alpha),
                         ('cutmix_alpha', config.cutmix_alpha),

@@ -117,6 +117,31 @@ def computed_once(compute: Callable[[], Any], what: str) -> Any:
   return message['result']
 
 
+def gathered(value: int) -> list[int]:
+  """Every process's `value` (an int), indexed by process; [value] with one process."""
+  if jax.process_count() == 1:
+    return [int(value)]
+  everyone = multihost_utils.process_allgather(np.array(value, np.int64))
+  return [int(v) for v in np.asarray(everyone).reshape(-1)]
+
+
+def shared_from(source: int, value: Any) -> Any:
+  """Process `source`'s `value` (JSON data), given to every process.
+
+  Every process calls it with the same `source`; the others' `value` is ignored.
+  """
+  if jax.process_count() == 1:
+    return value
+  is_source = jax.process_index() == source
+  payload = zlib.compress(json.dumps(value).encode(), 1) if is_source else b''
+  size = int(multihost_utils.broadcast_one_to_all(np.array([len(payload)], np.int64),
+                                                  is_source=is_source)[0])
+  data = np.zeros(size, np.uint8)
+  data[:len(payload)] = np.frombuffer(payload, np.uint8)
+  data = multihost_utils.broadcast_one_to_all(data, is_source=is_source)
+  return json.loads(zlib.decompress(np.asarray(data).tobytes()))
+
+
 def check_shared_workdir(workdir: epath.Path) -> None:
   """Fails on every process, instead of hanging later, unless all see one workdir.
 

@@ -53,12 +53,14 @@ def group_sizes(global_batch_size: int, num_devices: int) -> list[int]:
   return [0, *within, *across]
 
 
-def check_group_size(name: str, size: int, global_batch_size: int, mesh: Mesh) -> None:
+def check_group_size(name: str, size: int, global_batch_size: int, mesh: Mesh, *,
+                     batch_label: str = '') -> None:
   """Raises ValueError unless BN or mixing groups of `size` tile the devices.
 
   A group inside one device's share is reduced locally; one spanning whole shares is an
   all-reduce of statistics. Any other group straddles a device boundary, and XLA then
-  all-gathers the whole activation of every layer that uses it.
+  all-gathers the whole activation of every layer that uses it. `batch_label` names the
+  batch in the message (default 'batch_size N').
   """
   devices = mesh.devices.size
   valid = group_sizes(global_batch_size, devices)
@@ -68,7 +70,8 @@ def check_group_size(name: str, size: int, global_batch_size: int, mesh: Mesh) -
   shown = ', '.join(map(str, valid if len(valid) <= 12 else [*valid[:6], '...', *valid[-6:]]))
   raise ValueError(
       f'{name} {size} does not tile the devices: the per-device batch is {per_device} '
-      f'(batch_size {global_batch_size} over {devices} devices); valid sizes: {shown} '
+      f'({batch_label or f"batch_size {global_batch_size}"} over {devices} devices); '
+      f'valid sizes: {shown} '
       '(0: whole batch)')
 
 

@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 from resnet_jax import diagnostics as diagnostics_lib
 from resnet_jax import erasing, losses, mixing, models, optim, sharding
 from resnet_jax.models.blocks import DIAGNOSTICS
+from resnet_jax.step_options import ForwardOptions, InputOptions, StepOptions, UpdateOptions
 
 if TYPE_CHECKING:
   import jmp
@@ -134,19 +135,122 @@ def _select(keep_new: jnp.ndarray, new: Any, old: Any) -> Any:
   return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
 
 
+def _prepared(step: jnp.ndarray, batch: dict[str, jnp.ndarray], num_classes: int,
+              inputs: InputOptions) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(normalised, erased and mixed images, soft targets) of a training batch."""
+  images = normalize_images(batch['image'], inputs.image_mean, inputs.image_std)
+  if inputs.random_erasing:
+    images = erasing.random_erasing(
+        jax.random.fold_in(jax.random.key(inputs.seed + 2), step), images,
+        probability=inputs.random_erasing, mode=inputs.random_erasing_mode)
+  if inputs.mixup_alpha or inputs.cutmix_alpha:
+    return mixing.mix_batch(
+        jax.random.fold_in(jax.random.key(inputs.seed), step), images, batch['label'],
+        num_classes, mixup_alpha=inputs.mixup_alpha, cutmix_alpha=inputs.cutmix_alpha,
+        switch_prob=inputs.mix_switch_prob, label_smoothing=inputs.label_smoothing,
+        group_size=inputs.mix_group_size)
+  return images, mixing.soft_targets(batch['label'], num_classes, inputs.label_smoothing)
+
+
+def _micro_batches(x: jnp.ndarray, k: int) -> jnp.ndarray:
+  """[B, ...] -> [k, B/k, ...], example i in micro-batch i mod k: each device's share of
+  the batch splits into its own share of every micro-batch, so nothing moves between
+  devices, and the micro-batches do not depend on the device count."""
+  return jnp.swapaxes(x.reshape((x.shape[0] // k, k, *x.shape[1:])), 0, 1)
+
+
+def _whole_batch(x: jnp.ndarray) -> jnp.ndarray:
+  """_micro_batches' inverse."""
+  return jnp.swapaxes(x, 0, 1).reshape((x.shape[0] * x.shape[1], *x.shape[2:]))
+
+
+def _gradients(state: TrainState, images: jnp.ndarray, targets: jnp.ndarray,
+               forward: ForwardOptions, diagnostics: bool) -> tuple[Any, ...]:
+  """(grads, mean loss, logits, new batch_stats, sown diagnostics) of one update, over
+  forward.grad_accum_steps micro-batches (a scan: one micro-batch's activations live at
+  a time); gradients unscaled when the state has a loss scale."""
+  loss_scale = state.loss_scale  # a jmp.DynamicLossScale, or None
+  mutable = ([] if forward.freeze_batch_stats else ['batch_stats']) + (
+      [DIAGNOSTICS] if diagnostics else [])
+
+  def loss_fn(params, batch_stats, images, targets, dropout_key):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    rngs = {} if dropout_key is None else {'rngs': {'dropout': dropout_key}}
+    # Frozen statistics change BatchNorm's mode only: drop path and shortcut dropout act.
+    apply = functools.partial(state.apply_fn, variables, images, train=True,
+                              use_running_average=forward.freeze_batch_stats, **rngs)
+    logits, updates = apply(mutable=mutable) if mutable else (apply(), {})
+    new_stats = batch_stats if forward.freeze_batch_stats else updates['batch_stats']
+    mean_loss = losses.per_example_loss(
+        logits, targets, loss=forward.loss,
+        bce_target_threshold=forward.bce_target_threshold).mean()
+    scaled = mean_loss if loss_scale is None else loss_scale.scale(mean_loss)
+    return scaled, (mean_loss, logits, new_stats, updates.get(DIAGNOSTICS, {}))
+
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  key = (None if forward.dropout_seed is None else
+         jax.random.fold_in(jax.random.key(forward.dropout_seed), state.step))
+  k = forward.grad_accum_steps
+  if k == 1:
+    grads, (mean_loss, logits, batch_stats, sown) = grad_fn(
+        state.params, state.batch_stats, images, targets, key)
+  else:
+    def micro_step(grad_sum, micro):
+      index, images, targets = micro
+      micro_key = None if key is None else jax.random.fold_in(key, index)
+      grads, (loss, logits, batch_stats, _) = grad_fn(state.params, state.batch_stats,
+                                                       images, targets, micro_key)
+      return jax.tree.map(jnp.add, grad_sum, grads), (loss, logits, batch_stats)
+
+    grad_sum, (micro_losses, micro_logits, micro_stats) = jax.lax.scan(
+        micro_step, jax.tree.map(jnp.zeros_like, state.params),
+        (jnp.arange(k), _micro_batches(images, k), _micro_batches(targets, k)))
+    grads = jax.tree.map(lambda g: g / k, grad_sum)
+    # Each micro-batch's running-average update from the same statistics, averaged: one
+    # momentum step with the micro-batches' mean statistics, as BN groups of one
+    # micro-batch each would take it.
+    batch_stats = jax.tree.map(lambda s: s.mean(0), micro_stats)
+    mean_loss, logits, sown = micro_losses.mean(), _whole_batch(micro_logits), {}
+  if loss_scale is not None:
+    grads = loss_scale.unscale(grads)
+  return grads, mean_loss, logits, batch_stats, sown
+
+
+def _updated(state: TrainState, grads: Any, batch_stats: Any, finite: jnp.ndarray,
+             update: UpdateOptions) -> TrainState:
+  """The state after applying `grads`: EMA, a dropped non-finite step, the counters."""
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if state.ema is not None:
+    decay = jnp.asarray(update.ema_decay, jnp.float32)
+    if update.ema_copy_steps:
+      decay = jnp.where(new_state.step - update.ema_every_steps < update.ema_copy_steps, 0.0,
+                        decay)
+    if update.ema_every_steps > 1:  # a select, not a conditional (see train_step)
+      decay = jnp.where(new_state.step % update.ema_every_steps == 0, decay, 1.0)
+    new_state = new_state.replace(ema=jax.tree.map(
+        lambda avg, new: decay * avg + (1.0 - decay) * new, state.ema,
+        {'params': new_state.params, 'batch_stats': batch_stats}))
+  if update.drop_nonfinite:
+    # The step still counts, so the data stream stays in step; the optimizer's own
+    # count (and with it the schedule) does not advance.
+    new_state = new_state.replace(**{
+        name: _select(finite, getattr(new_state, name), getattr(state, name))
+        for name in ('params', 'opt_state', 'batch_stats', 'ema')})
+  skipped = state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32)
+  loss_scale = state.loss_scale
+  return new_state.replace(
+      skipped_steps=skipped,
+      first_skipped_step=jnp.where(finite | (state.skipped_steps > 0),
+                                   state.first_skipped_step, new_state.step).astype(jnp.int32),
+      loss_scale=None if loss_scale is None else loss_scale.adjust(finite))
+
+
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
                learning_rate_fn: Callable[[jnp.ndarray], jnp.ndarray],
-               drop_nonfinite: bool = True, label_smoothing: float = 0.0,
-               ema_decay: float = 0.0, image_mean: Sequence[float] = (0.0,),
-               image_std: Sequence[float] = (1.0,), freeze_batch_stats: bool = False,
-               mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-               mix_switch_prob: float = 0.5, mix_group_size: int = 0,
-               mix_seed: int = 0, dropout_seed: int | None = None,
-               loss: str = 'softmax', bce_target_threshold: float = 0.0,
-               random_erasing: float = 0.0, random_erasing_mode: str = 'const',
-               ema_every_steps: int = 1, ema_copy_steps: int = 0,
+               options: StepOptions = StepOptions(),
                diagnostics: bool = False) -> tuple[TrainState, dict[str, Any]]:
-  """One optimizer step on a global batch; BatchNorm statistics span all of it.
+  """One optimizer step on a global batch: its inputs prepared, its gradient taken, the
+  update applied (the three groups of `options`, resnet_jax/step_options.py).
 
   The step holds no conditional: on XLA:GPU a `conditional` copies its predicate to
   the host and blocks the stream, so the host could not run ahead of the device.
@@ -156,32 +260,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     batch: {'image': [B, H, W, C] (uint8 or float), 'label': [B]}.
     learning_rate_fn: the schedule, evaluated here only for logging, at the
       optimizer's own count of applied updates (the step its schedule sees).
-    drop_nonfinite: a step whose loss or gradients are not finite leaves parameters,
-      optimizer state, statistics and EMA as they were (a select fused into the
-      update). False applies every update: for runs that stop at the first
-      non-finite step anyway (nonfinite_policy 'halt'), where nothing needs dropping.
-    label_smoothing: weight of the uniform target.
-    ema_decay: decay of the weight EMA (used when state.ema is not None).
-    ema_every_steps: the EMA takes a step on steps divisible by it, and holds otherwise.
-    ema_copy_steps: an EMA step whose previous EMA step came before this step copies the
-      weights instead of averaging them (torchvision's EMA restarts during the warmup).
-    image_mean: per-channel mean subtracted from the images.
-    image_std: per-channel standard deviation the images are divided by.
-    freeze_batch_stats: BatchNorm normalises with the running statistics and leaves them
-      as they are (fine-tuning on small batches); stochastic depth and shortcut dropout
-      still act.
-    mixup_alpha, cutmix_alpha, mix_switch_prob, mix_group_size: batch mixing
-      (mixing.mix_batch); off when both alphas are 0. Its draws depend on
-      (mix_seed, step) only, so a resumed run mixes as an uninterrupted one. top1
-      counts the unmixed labels.
-    mix_seed: the seed of those draws; random erasing draws from mix_seed + 2.
-    dropout_seed: None for models without dropout or stochastic depth; else the seed of
-      the model's 'dropout' RNG, folded with the step like mix_seed.
-    loss: losses.LOSSES: 'softmax' cross-entropy or timm's 'bce'.
-    bce_target_threshold: binarises the bce targets above it (0: off).
-    random_erasing: per-example probability of erasing a box (erasing.random_erasing),
-      applied to the normalised images before mixing, as the sources do it per image.
-    random_erasing_mode: its fill, erasing.MODES.
+    options: inputs, forward and update options (step_options.StepOptions).
     diagnostics: also return resnet_jax.diagnostics.compute's tags, from this step's
       own forward and backward pass (the model sows its responses into the
       `diagnostics` collection). False traces exactly the step without them.
@@ -192,75 +271,21 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     (float32 scalars; loss_scale 1 without loss scaling); with `diagnostics`, also
     'diagnostics': {tag: float32 scalar}.
   """
-  images = normalize_images(batch['image'], image_mean, image_std)
+  if diagnostics and options.forward.grad_accum_steps > 1:
+    raise ValueError('diagnostics need grad_accum_steps 1')
   num_classes = state.params['head']['bias'].shape[-1]
-  if random_erasing:
-    images = erasing.random_erasing(
-        jax.random.fold_in(jax.random.key(mix_seed + 2), state.step), images,
-        probability=random_erasing, mode=random_erasing_mode)
-  if mixup_alpha or cutmix_alpha:
-    images, targets = mixing.mix_batch(
-        jax.random.fold_in(jax.random.key(mix_seed), state.step), images, batch['label'],
-        num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
-        switch_prob=mix_switch_prob, label_smoothing=label_smoothing,
-        group_size=mix_group_size)
-  else:
-    targets = mixing.soft_targets(batch['label'], num_classes, label_smoothing)
-
-  loss_scale = state.loss_scale  # a jmp.DynamicLossScale, or None
-  apply_kwargs = {}
-  if dropout_seed is not None:
-    apply_kwargs['rngs'] = {'dropout': jax.random.fold_in(jax.random.key(dropout_seed),
-                                                          state.step)}
-  mutable = ([] if freeze_batch_stats else ['batch_stats']) + (
-      [DIAGNOSTICS] if diagnostics else [])
-
-  def loss_fn(params):
-    variables = {'params': params, 'batch_stats': state.batch_stats}
-    # Frozen statistics change BatchNorm's mode only: drop path and shortcut dropout act.
-    apply = functools.partial(state.apply_fn, variables, images, train=True,
-                              use_running_average=freeze_batch_stats, **apply_kwargs)
-    logits, updates = apply(mutable=mutable) if mutable else (apply(), {})
-    batch_stats = state.batch_stats if freeze_batch_stats else updates['batch_stats']
-    mean_loss = losses.per_example_loss(logits, targets, loss=loss,
-                                        bce_target_threshold=bce_target_threshold).mean()
-    scaled = mean_loss if loss_scale is None else loss_scale.scale(mean_loss)
-    return scaled, (mean_loss, logits, batch_stats, updates.get(DIAGNOSTICS, {}))
-
-  (_, (mean_loss, logits, batch_stats, sown)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
-  if loss_scale is not None:
-    grads = loss_scale.unscale(grads)
+  images, targets = _prepared(state.step, batch, num_classes, options.inputs)
+  grads, mean_loss, logits, batch_stats, sown = _gradients(state, images, targets,
+                                                           options.forward, diagnostics)
   finite = jnp.isfinite(mean_loss) & all_finite(grads)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  if state.ema is not None:
-    decay = jnp.asarray(ema_decay, jnp.float32)
-    if ema_copy_steps:
-      decay = jnp.where(new_state.step - ema_every_steps < ema_copy_steps, 0.0, decay)
-    if ema_every_steps > 1:  # a select, not a conditional (see above)
-      decay = jnp.where(new_state.step % ema_every_steps == 0, decay, 1.0)
-    new_state = new_state.replace(ema=jax.tree.map(
-        lambda avg, new: decay * avg + (1.0 - decay) * new, state.ema,
-        {'params': new_state.params, 'batch_stats': batch_stats}))
-  if drop_nonfinite:
-    # The step still counts, so the data stream stays in step; the optimizer's own
-    # count (and with it the schedule) does not advance.
-    new_state = new_state.replace(**{
-        name: _select(finite, getattr(new_state, name), getattr(state, name))
-        for name in ('params', 'opt_state', 'batch_stats', 'ema')})
-  skipped = state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32)
-  new_state = new_state.replace(
-      skipped_steps=skipped,
-      first_skipped_step=jnp.where(finite | (state.skipped_steps > 0),
-                                   state.first_skipped_step, new_state.step).astype(jnp.int32),
-      loss_scale=None if loss_scale is None else loss_scale.adjust(finite))
+  new_state = _updated(state, grads, batch_stats, finite, options.update)
   step_metrics = {
       'loss': mean_loss, 'finite': finite, 'top1': top_k_correct(logits, batch['label'], 1),
       'learning_rate': jnp.asarray(
           learning_rate_fn(optim.applied_updates(state.opt_state, state.step)), jnp.float32),
-      'skipped_steps': skipped.astype(jnp.float32),
-      'loss_scale': jnp.asarray(1.0 if loss_scale is None else loss_scale.loss_scale,
-                                jnp.float32)}
+      'skipped_steps': new_state.skipped_steps.astype(jnp.float32),
+      'loss_scale': jnp.asarray(1.0 if state.loss_scale is None else
+                                state.loss_scale.loss_scale, jnp.float32)}
   if diagnostics:
     step_metrics['diagnostics'] = diagnostics_lib.compute(grads, state.params,
                                                           new_state.params, sown)

@@ -13,7 +13,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from resnet_jax import (compilation_cache, config_checks, distributed, finetune, metrics, models,
-                        optim, profiling, schedule, sharding, steps)
+                        optim, profiling, schedule, sharding, step_options, steps)
 from resnet_jax.data import pipeline, sources
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained
@@ -113,23 +113,11 @@ def create_state(config: ml_collections.ConfigDict, info: sources.DatasetInfo, m
 
 def bound_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule, *,
                      diagnostics: bool = False, steps_per_epoch: int = 0) -> Callable[..., Any]:
-  """steps.train_step with the config's keyword arguments bound: (state, batch) ->
-  (state, per-step metrics). `steps_per_epoch` places ema_copy_during_warmup's end."""
-  uses_dropout = models.uses_dropout_rng(config)
-  ema_copy_steps = (int(round(config.warmup_epochs * steps_per_epoch))
-                    if config.ema_copy_during_warmup else 0)
+  """steps.train_step with the config's options bound: (state, batch) -> (state, per-step
+  metrics). `steps_per_epoch` places ema_copy_during_warmup's end."""
   return functools.partial(
       steps.train_step, learning_rate_fn=learning_rate_fn,
-      drop_nonfinite=config_checks.nonfinite_policy(config) == 'skip',
-      label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-      image_mean=tuple(config.dataset.mean), image_std=tuple(config.dataset.std),
-      freeze_batch_stats=config.freeze_batch_stats, mixup_alpha=config.mixup_alpha,
-      cutmix_alpha=config.cutmix_alpha, mix_switch_prob=config.mix_switch_prob,
-      mix_group_size=config.mix_group_size or config.bn_group_size, mix_seed=config.seed,
-      dropout_seed=config.seed + 1 if uses_dropout else None, loss=config.loss,
-      bce_target_threshold=config.bce_target_threshold,
-      random_erasing=config.random_erasing, random_erasing_mode=config.random_erasing_mode,
-      ema_every_steps=config.ema_every_steps, ema_copy_steps=ema_copy_steps,
+      options=step_options.StepOptions.from_config(config, steps_per_epoch=steps_per_epoch),
       diagnostics=diagnostics)
 
 
@@ -213,7 +201,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
         f'({len(error.paths)} arrays differ, e.g. {error.paths[0]}); changed config keys: '
         f'{workdir_lib.describe(changes) or "none recorded"}. Resume with the original '
         'config or use a new workdir.') from None
-  except ConfigError:
+  except (ConfigError, checkpointing.CheckpointError):
     checkpointer.close()
     raise
   start_step = int(state.step)

@@ -59,6 +59,12 @@ VALUE_CASES = [
     ('--config.batch_size=96 --config.bn_group_size=32',
      'bn_group_size 32 does not tile the devices: the per-device batch is 12 (batch_size 96 '
      'over 8 devices); valid sizes: 0, 1, 2, 3, 4, 6, 12, 24, 48, 96 (0: whole batch)'),
+    ('--config.grad_accum_steps=3', 'grad_accum_steps 3 must be >= 1 and split batch_size 128'),
+    ('--config.grad_accum_steps=4 --config.bn_group_size=12',
+     'bn_group_size 12 does not tile the devices: the per-device batch is 4 (micro-batch 32 = '
+     'batch_size 128 / grad_accum_steps 4 over 8 devices)'),
+    ('--config.grad_accum_steps=2 --config.diagnostics_every_steps=5',
+     'diagnostics_every_steps 5 needs grad_accum_steps 1 (is 2)'),
     ('--config.remat_policy=dots', "unknown remat_policy 'dots'; valid: full, conv_outputs"),
     ('--config.profile_steps=15-10', "profile_steps '15-10' must be '' (off) or 'FIRST-LAST'"),
     ('--config.num_train_steps=-1 --config.num_epochs=0', 'one of them must be positive'),

@@ -49,7 +49,8 @@ print(json.dumps({'stand_in': 'stand-in' in ml_collections.__doc__,
                   'nvidia': [nvidia.model, nvidia.dtype, nvidia.bn_group_size,
                              nvidia.dataset.image_size, nvidia.weight_decay_skip],
                   'flax': [flax.batch_size, flax.nesterov], 'init': folder.init_checkpoint,
-                  'smoothing': kwargs['label_smoothing'], 'group': model.bn_group_size,
+                  'smoothing': kwargs['options'].inputs.label_smoothing,
+                  'group': model.bn_group_size,
                   'lr0': float(lr(0))}))
 '''
   result = subprocess.run([sys.executable, '-c', script], env=bare_env, capture_output=True,
@@ -67,12 +68,14 @@ print(json.dumps({'stand_in': 'stand-in' in ml_collections.__doc__,
                                   'configs/imagenet50_rsb.py', 'configs/cifar10_resnet20.py',
                                   'configs/imagenet50_torchvision_v2.py'])
 def test_the_step_arguments_are_the_trainers(spec):
-  """bare_config's copy of train.bound_train_step (which imports the data pipeline)."""
-  from resnet_jax import optim, train
+  """bare_config (no data pipeline, no ml_collections) binds what train.bound_train_step
+  binds, on a config file loaded either way."""
+  from resnet_jax import train
   config = bare_config.load(os.path.join(REPO, spec))
-  schedule = optim.create_learning_rate_fn(config, steps_per_epoch=100, num_train_steps=1000)
-  want = train.bound_train_step(config, schedule, steps_per_epoch=100).keywords
-  assert bare_config.train_step_kwargs(config, schedule, steps_per_epoch=100) == want
+  _, _, schedule, kwargs = bare_config.recipe_step(config, 1000, train_images=25_600)
+  want = train.bound_train_step(config, schedule, steps_per_epoch=25_600 // config.batch_size)
+  assert kwargs['options'] == want.keywords['options']
+  assert kwargs['learning_rate_fn'] is want.keywords['learning_rate_fn']
 
 
 def test_the_analytic_training_flops_of_resnet50():

@@ -242,3 +242,88 @@ def test_local_sh_ends_the_run_when_a_process_dies(flags, tmp_path):
   survivors = subprocess.run(['pgrep', '-f', '--', f'--workdir={workdir}'], capture_output=True,
                              text=True).stdout.split()
   assert survivors == []
+
+
+# Put on the PYTHONPATH of a run's processes: process 1 cannot read checkpoint 6.
+_UNREADABLE_ON_PROCESS_1 = '''
+import os
+import jax
+import orbax.checkpoint as ocp
+from resnet_jax.storage import checkpointing
+
+checkpointing.RETRY_SECONDS = 0.05
+_restore = ocp.StandardCheckpointHandler.restore
+
+
+def _failing_restore(self, directory, *args, **kwargs):
+  if jax.process_index() == 1 and os.path.basename(os.path.dirname(str(directory))) == '6':
+    raise {error}
+  return _restore(self, directory, *args, **kwargs)
+
+
+ocp.StandardCheckpointHandler.restore = _failing_restore
+'''
+
+
+@pytest.fixture(scope='module')
+def six_steps(flags, tmp_path_factory):
+  """A workdir with checkpoints 3 and 6 (one process wrote them)."""
+  workdir = tmp_path_factory.mktemp('six') / 'run'
+  result = _one_process(workdir, [*flags, '--config.num_train_steps=6'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def _resume_with_process_1_failing(six_steps, flags, tmp_path, error):
+  workdir = tmp_path / 'run'
+  shutil.copytree(six_steps, workdir)
+  hook = tmp_path / 'hook'
+  hook.mkdir()
+  (hook / 'sitecustomize.py').write_text(_UNREADABLE_ON_PROCESS_1.format(error=error))
+  env = _env(2)
+  del env['XLA_FLAGS']
+  env['PYTHONPATH'] = str(hook)
+  start = time.monotonic()
+  result = subprocess.run(['bash', 'launch/local.sh', '2', f'--workdir={workdir}', *flags,
+                           '--config.num_train_steps=6'], check=False, cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=240)
+  return workdir, result, result.stdout + result.stderr, time.monotonic() - start
+
+
+def test_a_checkpoint_one_process_cannot_read_is_skipped_by_all(six_steps, flags, tmp_path):
+  """Process 1 finds checkpoint 6 damaged, process 0 reads it: both resume from 3, and
+  process 0 alone sets 6 aside."""
+  workdir, result, output, seconds = _resume_with_process_1_failing(
+      six_steps, flags, tmp_path,
+      "ValueError('DATA_LOSS: Error reading \"a/.zarray\" (injected)')")
+  assert result.returncode == 0, output[-4000:]
+  assert seconds < 180
+  assert '[process 1] ' in output and 'is unreadable (ValueError: DATA_LOSS' in output
+  assert "unreadable on processes [1]; trying the one before" in output
+  for process in (0, 1):
+    assert f'[process {process}] ' in output
+    assert [line for line in output.splitlines() if line.startswith(f'[process {process}]')
+            and 'Restored checkpoint of step 3' in line], output[-4000:]
+  assert 'Restored checkpoint of step 6' not in output
+  assert output.count('moved unreadable checkpoint 6 to') == 1
+  assert [n.split('-')[0] for n in os.listdir(workdir / 'corrupt_checkpoints')] == ['6']
+  assert sorted(int(s) for s in os.listdir(workdir / 'checkpoints')) == [3, 6]  # 6 rewritten
+
+
+def test_a_persistent_transient_error_on_one_process_stops_all_alike(six_steps, flags,
+                                                                    tmp_path):
+  """Process 1 keeps getting a 503: both stop with the same error, nothing set aside."""
+  workdir, result, output, seconds = _resume_with_process_1_failing(
+      six_steps, flags, tmp_path,
+      "ValueError('UNAVAILABLE: HTTP response code: 503 Service Unavailable (injected)')")
+  assert result.returncode != 0
+  assert seconds < 120, output[-4000:]
+  errors = {p: [line.split('] ', 1)[1] for line in output.splitlines()
+                if line.startswith(f'[process {p}] error: ')] for p in (0, 1)}
+  assert errors[0] and errors[0] == errors[1], output[-4000:]
+  assert errors[0][0].startswith('error: reading checkpoint 6 in ')
+  assert ('failed on process 1 3 times: ValueError: UNAVAILABLE: HTTP response code: 503 '
+          'Service Unavailable (injected). Taken as a storage error, not damage: nothing was '
+          'set aside') in errors[0][0]
+  assert not (workdir / 'corrupt_checkpoints').exists()
+  assert sorted(int(s) for s in os.listdir(workdir / 'checkpoints')) == [3, 6]

@@ -13,6 +13,7 @@ import torch
 
 from configs import default
 from resnet_jax import losses, models, optim, sharding, steps
+from resnet_jax.step_options import StepOptions, UpdateOptions
 
 
 def _config(**overrides):
@@ -162,7 +163,8 @@ def test_periodic_ema_and_its_copy_during_warmup():
   steps copies the weights (n_averaged reset to 0)."""
   mesh = sharding.make_mesh(jax.devices()[:1])
   step = jax.jit(functools.partial(steps.train_step, learning_rate_fn=optax.constant_schedule(0.1),
-                                   ema_decay=0.5, ema_every_steps=2, ema_copy_steps=2))
+                                   options=StepOptions(update=UpdateOptions(
+                                       ema_decay=0.5, ema_every_steps=2, ema_copy_steps=2))))
   state = _tiny_state(mesh, use_ema=True)
   history = []
   for index in range(6):

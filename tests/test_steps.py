@@ -1,6 +1,7 @@
 """Pure step functions under jit over a mesh: learning, device-count independence, EMA, masks."""
 
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -12,6 +13,7 @@ import pytest
 from resnet_jax import metrics as metrics_lib
 from resnet_jax import models, optim, sharding, steps
 from resnet_jax.models.norm import GroupBatchNorm
+from resnet_jax.step_options import ForwardOptions, InputOptions, StepOptions, UpdateOptions
 
 NUM_CLASSES = 5
 
@@ -23,8 +25,10 @@ def _batch(seed=0, size=16):
 
 
 def _jitted_step(mesh, ema_decay=0.0, learning_rate=0.1):
+  options = StepOptions(inputs=InputOptions(label_smoothing=0.1),
+                        update=UpdateOptions(ema_decay=ema_decay))
   step = functools.partial(steps.train_step, learning_rate_fn=optax.constant_schedule(learning_rate),
-                           label_smoothing=0.1, ema_decay=ema_decay)
+                           options=options)
   return jax.jit(step, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh), donate_argnums=0)
 
@@ -184,7 +188,8 @@ def test_without_drop_nonfinite_a_bad_step_is_counted_not_dropped():
   """nonfinite_policy 'halt': the update goes through (the trainer stops the run)."""
   mesh = sharding.make_mesh(jax.devices()[:2])
   state = _state(mesh)
-  step = jax.jit(functools.partial(steps.train_step, drop_nonfinite=False,
+  step = jax.jit(functools.partial(steps.train_step,
+                                   options=StepOptions(update=UpdateOptions(drop_nonfinite=False)),
                                    learning_rate_fn=optax.constant_schedule(0.1)))
   poisoned = _batch(1)
   poisoned['image'][3, 2, 2, 0] = np.nan
@@ -228,10 +233,56 @@ def test_frozen_statistics_keep_stochastic_depth_and_shortcut_dropout(freeze_bat
       stats = jax.device_get(state.batch_stats)
       step = jax.jit(functools.partial(
           steps.train_step, learning_rate_fn=optax.constant_schedule(0.1),
-          freeze_batch_stats=freeze_batch_stats, dropout_seed=seed))
+          options=StepOptions(forward=ForwardOptions(freeze_batch_stats=freeze_batch_stats,
+                                                     dropout_seed=seed))))
       state, metrics = step(state, batch)
       losses.append(float(metrics['loss']))
       kept = jax.tree.leaves(jax.tree.map(np.array_equal, jax.device_get(state.batch_stats),
                                           stats))
       assert all(kept) == freeze_batch_stats
     assert abs(losses[0] - losses[1]) > 1e-3, (overrides, losses)
+
+
+def _accumulation_step(mesh, accumulate, bn_group_size):
+  state = _state(mesh, bn_group_size=bn_group_size)
+  options = StepOptions(inputs=InputOptions(label_smoothing=0.1),
+                        forward=ForwardOptions(grad_accum_steps=accumulate))
+  step = jax.jit(functools.partial(steps.train_step, learning_rate_fn=optax.constant_schedule(0.1),
+                                   options=options),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                 out_shardings=sharding.replicated(mesh))
+  return state, step
+
+
+@pytest.mark.parametrize('num_devices', [1, 8])
+def test_accumulated_micro_batches_make_the_update_of_the_whole_batch(num_devices):
+  """k = 4 micro-batches of 8 (example i in micro-batch i mod 4), BN per micro-batch,
+  equal one batch of 32 with BN groups of 8 over the same micro-batches made contiguous:
+  parameters, statistics, loss and per-example top1 after two updates."""
+  mesh = sharding.make_mesh(jax.devices()[:num_devices])
+  batch = _batch(size=32)
+  contiguous = np.concatenate([np.arange(j, 32, 4) for j in range(4)])
+  permuted = {name: value[contiguous] for name, value in batch.items()}
+  accumulated, accumulate_step = _accumulation_step(mesh, 4, bn_group_size=0)
+  whole, whole_step = _accumulation_step(mesh, 1, bn_group_size=8)
+  for _ in range(2):
+    accumulated, accumulated_metrics = accumulate_step(accumulated, sharding.to_global(batch, mesh))
+    whole, whole_metrics = whole_step(whole, sharding.to_global(permuted, mesh))
+  close = functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=2e-5)
+  jax.tree.map(close, jax.device_get(accumulated.params), jax.device_get(whole.params))
+  jax.tree.map(close, jax.device_get(accumulated.batch_stats), jax.device_get(whole.batch_stats))
+  close(accumulated_metrics['loss'], whole_metrics['loss'])
+  np.testing.assert_array_equal(np.asarray(accumulated_metrics['top1'])[contiguous],
+                                np.asarray(whole_metrics['top1']))
+
+
+def test_accumulation_moves_no_images_between_devices():
+  mesh = sharding.make_mesh()
+  state, step = _accumulation_step(mesh, 4, bn_group_size=0)
+  hlo = step.lower(state, sharding.to_global(_batch(size=64), mesh)).compile().as_text()
+  # The replicated outputs gather the per-example top1 ([64]); images or activations
+  # ([64, 8, 8, ...] and up) must stay where they are.
+  moved = [line for line in hlo.splitlines()
+           if re.search(r'(all-to-all|all-gather|collective-permute)(-start)?\(', line)
+           and not re.search(r'= \w+\[64\]\{0\} ', line)]
+  assert moved == [], moved[:3]

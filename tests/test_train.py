@@ -27,6 +27,23 @@ class _Killed(Exception):
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, digits_dir, monkeypatch):
   config = small_config(**{'dataset.data_dir': digits_dir, 'ema_decay': 0.9})
+  straight = _interrupted_at_step_3_then_resumed(config, tmp_path, monkeypatch)
+  assert set(straight) >= {'eval/top1', 'eval/top5', 'eval/loss', 'eval/num_examples',
+                           'eval_ema/top1'}
+  assert straight['eval/num_examples'] == 360
+
+
+def test_resume_with_gradient_accumulation_equals_uninterrupted(tmp_path, digits_dir,
+                                                                 monkeypatch):
+  """Each step is one update of 2 micro-batches: checkpoints fall between updates."""
+  config = small_config(**{'dataset.data_dir': digits_dir, 'grad_accum_steps': 2,
+                           'batch_size': 32})
+  _interrupted_at_step_3_then_resumed(config, tmp_path, monkeypatch)
+
+
+def _interrupted_at_step_3_then_resumed(config, tmp_path, monkeypatch):
+  """A run killed after its step-3 checkpoint and resumed ends bitwise as one that was
+  not; returns the uninterrupted run's final metrics."""
   straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
 
   real_save = checkpointing.Checkpointer.save
@@ -48,9 +65,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, digits_dir, mo
   a, b = _final_state(str(tmp_path / 'straight')), _final_state(str(tmp_path / 'resumed'))
   assert int(a['step']) == int(b['step']) == 6
   jax.tree.map(np.testing.assert_array_equal, a, b)
-  assert set(straight) >= {'eval/top1', 'eval/top5', 'eval/loss', 'eval/num_examples',
-                           'eval_ema/top1'}
-  assert straight['eval/num_examples'] == 360
+  return straight
 
 
 def test_already_finished_run_only_evaluates(tmp_path, digits_dir):

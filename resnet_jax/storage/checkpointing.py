@@ -1,11 +1,22 @@
 """Orbax CheckpointManager around the train state: restore-or-keep, async save, keep K.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a
-crash during a save leaves the previous checkpoints as they were. A checkpoint that
-fails to restore (truncated or missing files) is moved to `corrupt_checkpoints/` with a
-warning, and the previous one is tried; with none readable the run stops.
+crash during a save leaves the previous checkpoints as they were.
+
+Restoring is one decision for all processes. They try the steps newest first, in step,
+and after each try share whether they read it; the run resumes from the newest step that
+every process read. A step that some process cannot read because it is damaged (an
+integrity error: missing or truncated files, undecodable metadata, tensorstore's
+NOT_FOUND, DATA_LOSS, OUT_OF_RANGE, FAILED_PRECONDITION, INVALID_ARGUMENT) is skipped, and
+once a readable one is found process 0 alone moves the damaged ones to
+`corrupt_checkpoints/`. Any other error (an IO error, a timeout, a 503 from a bucket) is
+taken as transient: it is retried RESTORE_TRIES times, and if it persists the run stops
+on every process with the same CheckpointError, nothing moved. With none readable the
+run stops too.
 """
 
+import json
+import re
 import time
 from typing import Any
 
@@ -15,6 +26,17 @@ from absl import logging
 from etils import epath
 
 from resnet_jax import distributed
+
+# A transient read error is tried this many times in all, waiting RETRY_SECONDS, then twice
+# that, ... between tries, before the run stops.
+RESTORE_TRIES = 3
+RETRY_SECONDS = 2.0
+
+# tensorstore status codes (the start of its error messages) that mean damaged data.
+_INTEGRITY_CODES = frozenset(
+    {'NOT_FOUND', 'DATA_LOSS', 'OUT_OF_RANGE', 'FAILED_PRECONDITION', 'INVALID_ARGUMENT'})
+_STATUS_CODE = re.compile(r'([A-Z][A-Z_]+): ')
+_OK, _DAMAGED, _INCOMPATIBLE, _TRANSIENT = range(4)
 
 
 class CheckpointError(RuntimeError):
@@ -50,6 +72,69 @@ def _item_path(checkpoints: epath.Path, step: int) -> epath.Path:
 def _saved_tree(checkpoints: epath.Path, step: int) -> Any:
   """The recorded shapes and dtypes of checkpoint `step` (reads metadata only)."""
   return ocp.StandardCheckpointer().metadata(_item_path(checkpoints, step)).item_metadata
+
+
+def _restore_item(path: epath.Path, abstract: Any) -> Any:
+  """Checkpoint item `path` restored onto `abstract`'s shardings.
+
+  Through the handler, not CheckpointManager.restore: that ends in a barrier of all
+  processes, where the ones that read the step would wait forever for one that failed.
+  """
+  if not path.exists():
+    raise FileNotFoundError(f'{path} does not exist')
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    return handler.restore(path, args=ocp.args.StandardRestore(abstract))
+  finally:
+    handler.close()
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+  """`error` and the exceptions it came from (its causes and contexts), outermost first."""
+  links = []
+  while error is not None and error not in links:
+    links.append(error)
+    error = error.__cause__ or error.__context__
+  return links
+
+
+def is_integrity_error(error: BaseException) -> bool:
+  """True if `error`, raised reading a checkpoint, says the checkpoint is damaged
+  (missing or truncated files, undecodable metadata or data); False for the rest (IO
+  errors, timeouts, unavailable storage, permissions): those may pass.
+
+  Measured with orbax 0.12 / tensorstore 0.1 on a local checkpoint: a deleted or
+  truncated data file gives Exception('Encountered error while reading array index...')
+  from ValueError('FAILED_PRECONDITION: ... Truncated Zstd-compressed stream' or
+  'OUT_OF_RANGE: ...'); a garbled or deleted OCDBT manifest, ValueError('DATA_LOSS: ...')
+  or ValueError('NOT_FOUND: ...'); a garbled or empty _METADATA, json.JSONDecodeError; a
+  deleted item directory, FileNotFoundError.
+  """
+  for link in _chain(error):
+    if isinstance(link, (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                         json.JSONDecodeError, UnicodeDecodeError)):
+      return True
+    if type(link).__module__.startswith('msgpack'):
+      return True
+    if isinstance(link, OSError):  # EIO, ETIMEDOUT, ConnectionError, TimeoutError, ...
+      return False
+    status = _STATUS_CODE.match(str(link))
+    if status:
+      return status.group(1) in _INTEGRITY_CODES
+  return False
+
+
+def describe_error(error: BaseException) -> str:
+  """`error` in one line: its type and message, and the first cause with a status code
+  or a type of its own when the message alone says little."""
+  def words(link):
+    return f'{type(link).__name__}: {" ".join(str(link).split())}'[:300]
+  links = _chain(error)
+  text = words(error)
+  for link in links[1:]:
+    if _STATUS_CODE.match(str(link)) or isinstance(link, OSError):
+      return f'{text[:150]} (from {words(link)})'
+  return text
 
 
 def load_tree(path: epath.Path) -> Any:
@@ -91,48 +176,80 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def restore_or_keep(self, state: Any) -> Any:
-    """The newest readable checkpoint, with `state`'s structure and shardings, else `state`.
+    """The newest checkpoint every process reads, with `state`'s structure and shardings,
+    else `state` (no checkpoints). Call it on every process: it exchanges results.
 
-    Raises:
+    Raises (on every process alike):
       IncompatibleCheckpoint: the newest readable checkpoint holds other shapes.
-      CheckpointError: checkpoints exist, but none can be read.
+      CheckpointError: checkpoints exist, but none can be read; or a transient error
+        persisted through RESTORE_TRIES tries (nothing is set aside then).
     """
-    candidates = sorted(self._manager.all_steps(), reverse=True)
+    candidates = distributed.computed_once(
+        lambda: sorted((int(s) for s in self._manager.all_steps()), reverse=True),
+        'checkpoint steps')
     if not candidates:
       return state
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    expected, unreadable = leaf_shapes(abstract), []
+    expected, damaged = leaf_shapes(abstract), []
     for step in candidates:
-      try:
-        saved = leaf_shapes(_saved_tree(self.directory, step))
-      except Exception as error:  # noqa: BLE001  (orbax and tensorstore raise many types)
-        unreadable.append(self._reject(step, error))
+      outcome, result = self._read(step, abstract, expected)
+      everyone = distributed.gathered(outcome)
+      if _TRANSIENT in everyone:
+        source = everyone.index(_TRANSIENT)
+        error = distributed.shared_from(source, result if outcome == _TRANSIENT else None)
+        raise CheckpointError(
+            f'reading checkpoint {step} in {self.directory} failed on process {source} '
+            f'{RESTORE_TRIES} times: {error}. Taken as a storage error, not damage: nothing '
+            'was set aside; rerun once the storage answers')
+      if _INCOMPATIBLE in everyone:
+        source = everyone.index(_INCOMPATIBLE)
+        raise IncompatibleCheckpoint(
+            step, distributed.shared_from(source, result if outcome == _INCOMPATIBLE else None))
+      if _DAMAGED in everyone:
+        if outcome != _DAMAGED:
+          logging.warning('checkpoint %s is unreadable on processes %s; trying the one before',
+                          self.directory / str(step),
+                          [i for i, o in enumerate(everyone) if o == _DAMAGED])
+        damaged.append(step)
         continue
-      if saved != expected:
-        differ = sorted(k for k in expected.keys() | saved.keys()
-                        if expected.get(k) != saved.get(k))
-        raise IncompatibleCheckpoint(step, differ)
-      try:
-        restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-      except Exception as error:  # noqa: BLE001
-        unreadable.append(self._reject(step, error))
-        continue
-      if unreadable:
-        self._set_aside(unreadable)
+      if damaged:
+        self._set_aside(damaged)
       logging.info('Restored checkpoint of step %d from %s', step, self.directory)
-      return restored
+      return result
     raise CheckpointError(
         f'no checkpoint in {self.directory} restores (tried steps {candidates}); refusing to '
         'start again from step 0: move the checkpoints away to train from scratch')
 
-  def _reject(self, step: int, error: Exception) -> int:
-    message = ' '.join(str(error).split())[:300]
-    logging.warning('checkpoint %s is unreadable (%s: %s); trying the one before',
-                    self.directory / str(step), type(error).__name__, message)
-    return step
+  def _read(self, step: int, abstract: Any, expected: dict[str, tuple[int, ...]]
+            ) -> tuple[int, Any]:
+    """This process's try at `step`: (_OK, state), (_DAMAGED, None), (_INCOMPATIBLE,
+    differing paths) or (_TRANSIENT, the error in words), retrying transient errors."""
+    for attempt in range(1, RESTORE_TRIES + 1):
+      try:
+        saved = leaf_shapes(_saved_tree(self.directory, step))
+        if saved and saved != expected:  # no metadata (unreadable): the restore decides
+          return _INCOMPATIBLE, sorted(k for k in expected.keys() | saved.keys()
+                                       if expected.get(k) != saved.get(k))
+        return _OK, _restore_item(_item_path(self.directory, step), abstract)
+      except Exception as error:  # noqa: BLE001  (orbax and tensorstore raise many types)
+        if is_integrity_error(error):
+          logging.warning('checkpoint %s is unreadable (%s); trying the one before',
+                          self.directory / str(step), describe_error(error))
+          return _DAMAGED, None
+        if attempt == RESTORE_TRIES:
+          logging.error('reading checkpoint %s failed %d times (%s)', self.directory / str(step),
+                        attempt, describe_error(error))
+          return _TRANSIENT, describe_error(error)
+        delay = RETRY_SECONDS * 2 ** (attempt - 1)
+        logging.warning('reading checkpoint %s failed (%s); try %d of %d in %.1f s',
+                        self.directory / str(step), describe_error(error), attempt + 1,
+                        RESTORE_TRIES, delay)
+        time.sleep(delay)
+    raise AssertionError('unreachable')
 
   def _set_aside(self, bad_steps: list[int]) -> None:
-    """Moves unreadable checkpoints out of the way, so new saves can reuse their steps."""
+    """Moves unreadable checkpoints out of the way (process 0, once), so new saves can
+    reuse their steps; every process waits for it."""
     if jax.process_index() == 0:
       aside = self.workdir / 'corrupt_checkpoints'
       aside.mkdir(parents=True, exist_ok=True)

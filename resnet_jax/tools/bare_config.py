@@ -13,7 +13,6 @@ ml_collections, and neither do models, optim or steps.
 import contextlib
 import copy
 import importlib.util
-import math
 import os
 import sys
 import types
@@ -21,7 +20,7 @@ from typing import Any
 
 import optax
 
-from resnet_jax import config_files, models, optim
+from resnet_jax import config_files, models, optim, schedule, step_options
 
 IMAGENET_TRAIN_IMAGES = 1_281_167  # steps per epoch for the schedule (configs/recipes.py)
 
@@ -100,51 +99,18 @@ def load(spec: str, overrides: dict[str, Any] | None = None) -> Any:
   return config
 
 
-def nonfinite_policy(config: Any) -> str:
-  """config_checks.nonfinite_policy (that module imports the data pipeline): 'skip' or
-  'halt'; 'auto' skips with float16, else halts."""
-  if config.nonfinite_policy != 'auto':
-    return config.nonfinite_policy
-  return 'skip' if config.dtype == 'float16' else 'halt'
-
-
-def train_step_kwargs(config: Any, learning_rate_fn: optax.Schedule, *,
-                      steps_per_epoch: int = 0) -> dict[str, Any]:
-  """The keyword arguments of steps.train_step that train.bound_train_step binds (without
-  diagnostics); tests/test_gpu_benchmark.py checks that the two agree."""
-  uses_dropout = models.uses_dropout_rng(config)
-  ema_copy_steps = (int(round(config.warmup_epochs * steps_per_epoch))
-                    if config.ema_copy_during_warmup else 0)
-  return dict(
-      learning_rate_fn=learning_rate_fn,
-      drop_nonfinite=nonfinite_policy(config) == 'skip',
-      label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-      image_mean=tuple(config.dataset.mean), image_std=tuple(config.dataset.std),
-      freeze_batch_stats=config.freeze_batch_stats, mixup_alpha=config.mixup_alpha,
-      cutmix_alpha=config.cutmix_alpha, mix_switch_prob=config.mix_switch_prob,
-      mix_group_size=config.mix_group_size or config.bn_group_size, mix_seed=config.seed,
-      dropout_seed=config.seed + 1 if uses_dropout else None, loss=config.loss,
-      bce_target_threshold=config.bce_target_threshold,
-      random_erasing=config.random_erasing, random_erasing_mode=config.random_erasing_mode,
-      ema_every_steps=config.ema_every_steps, ema_copy_steps=ema_copy_steps,
-      diagnostics=False)
-
-
 def recipe_step(config: Any, num_classes: int, *, train_images: int = IMAGENET_TRAIN_IMAGES
                 ) -> tuple[Any, optax.GradientTransformation, optax.Schedule, dict[str, Any]]:
   """(model, optimizer, learning-rate schedule, train_step keyword arguments) as the
-  trainer builds them from `config` (train.create_state, train.bound_train_step); the
-  schedule spans config.num_epochs of `train_images` at config.batch_size."""
-  steps_per_epoch = max(1, math.ceil(train_images / config.batch_size))
-  num_train_steps = (config.num_train_steps if config.num_train_steps > 0
-                     else int(config.num_epochs * steps_per_epoch))
-  learning_rate_fn = optim.create_learning_rate_fn(
-      config, steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps)
+  trainer builds them from `config` (train.create_state, train.bound_train_step: the
+  same schedule.py and StepOptions.from_config), for `train_images` a split."""
+  length = schedule.run_length(config, train_images)
+  learning_rate_fn = schedule.learning_rate_fn(config, train_images)
   model = models.model_from_config(config, num_classes)
   if config.remat and getattr(model, 'remat_policy', 'full') != config.remat_policy:
     raise ValueError(f'remat_policy {config.remat_policy!r}: models.model_from_config does '
                      'not build it (the model has no such remat_policy)')
   tx = optim.create_optimizer(config, learning_rate_fn)
-  return model, tx, learning_rate_fn, train_step_kwargs(
-      config, learning_rate_fn, steps_per_epoch=steps_per_epoch)
-
+  options = step_options.StepOptions.from_config(config,
+                                                 steps_per_epoch=length.steps_per_epoch)
+  return model, tx, learning_rate_fn, {'learning_rate_fn': learning_rate_fn, 'options': options}

@@ -89,7 +89,7 @@ def check_bf16_step(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     with precision:
       state = steps.create_train_state(
           jax.random.key(0), model, tx, (config.dataset.image_size,) * 2 + (3,),
-          use_ema=kwargs['ema_decay'] > 0, mesh=mesh, loss_scale=steps.create_loss_scale(config))
+          use_ema=kwargs['options'].update.ema_decay > 0, mesh=mesh, loss_scale=steps.create_loss_scale(config))
       batch = jax.device_put(host_batch, sharding.batch_sharding(mesh))
       step = jax.jit(functools.partial(steps.train_step, **kwargs), donate_argnums=0)
       losses[dtype] = []

@@ -21,6 +21,7 @@ import optax
 from resnet_jax import models, optim, sharding, steps
 from resnet_jax.cpu import allocator
 from resnet_jax.errors import check_choice
+from resnet_jax.step_options import InputOptions, StepOptions, UpdateOptions
 from resnet_jax.tools import summary
 from resnet_jax.tools.flop_count import inference_flops, training_flops, xla_count_shown
 
@@ -96,7 +97,7 @@ def measure_step(model: nn.Module, tx: optax.GradientTransformation, *, mode: st
       training).
     process_start: time.perf_counter() at process start, for seconds_to_first_step.
     step_kwargs: train mode: steps.train_step's keyword arguments as the trainer binds
-      them (tools.bare_config.train_step_kwargs: loss, label smoothing, mixing, EMA...);
+      them ({'learning_rate_fn', 'options'}: tools.bare_config.recipe_step);
       they replace learning_rate_fn, image_mean, image_std and the non-finite policy.
 
   Returns:
@@ -108,7 +109,7 @@ def measure_step(model: nn.Module, tx: optax.GradientTransformation, *, mode: st
   learning_rate_fn = learning_rate_fn or optax.constant_schedule(0.1)
   state, init_seconds = _timed(lambda: steps.create_train_state(
       jax.random.key(0), model, tx, (image_size, image_size, channels),
-      use_ema=bool(step_kwargs and step_kwargs.get('ema_decay', 0) > 0),
+      use_ema=bool(step_kwargs and step_kwargs['options'].update.ema_decay > 0),
       mesh=mesh, loss_scale=loss_scale))
   rng = np.random.default_rng(0)
   host_batch = {'image': rng.integers(0, 256, (batch_size, image_size, image_size, channels),
@@ -118,8 +119,9 @@ def measure_step(model: nn.Module, tx: optax.GradientTransformation, *, mode: st
   batch = jax.device_put(host_batch, sharding.batch_sharding(mesh))
   normalize = dict(image_mean=tuple(image_mean), image_std=tuple(image_std))
   if mode == 'train':
-    kwargs = step_kwargs or dict(learning_rate_fn=learning_rate_fn,
-                                 drop_nonfinite=loss_scale is not None, **normalize)
+    kwargs = step_kwargs or dict(learning_rate_fn=learning_rate_fn, options=StepOptions(
+        inputs=InputOptions(**normalize),
+        update=UpdateOptions(drop_nonfinite=loss_scale is not None)))
     step_fn = jax.jit(functools.partial(steps.train_step, **kwargs), donate_argnums=0)
   else:
     step_fn = jax.jit(functools.partial(steps.eval_step, **normalize))
