@@ -164,6 +164,12 @@ def _whole_batch(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.swapaxes(x, 0, 1).reshape((x.shape[0] * x.shape[1], *x.shape[2:]))
 
 
+def _micro_batch_unroll(k: int) -> int:
+  """The micro-batch loop keeps one micro-batch's activations in memory; but XLA:CPU ran
+  it 15x slower than the whole batch (docs/training.md), so on the CPU it is unrolled."""
+  return k if jax.default_backend() == 'cpu' else 1
+
+
 def _gradients(state: TrainState, images: jnp.ndarray, targets: jnp.ndarray,
                forward: ForwardOptions, diagnostics: bool) -> tuple[Any, ...]:
   """(grads, mean loss, logits, new batch_stats, sown diagnostics) of one update, over
@@ -204,7 +210,8 @@ def _gradients(state: TrainState, images: jnp.ndarray, targets: jnp.ndarray,
 
     grad_sum, (micro_losses, micro_logits, micro_stats) = jax.lax.scan(
         micro_step, jax.tree.map(jnp.zeros_like, state.params),
-        (jnp.arange(k), _micro_batches(images, k), _micro_batches(targets, k)))
+        (jnp.arange(k), _micro_batches(images, k), _micro_batches(targets, k)),
+        unroll=_micro_batch_unroll(k))
     grads = jax.tree.map(lambda g: g / k, grad_sum)
     # Each micro-batch's running-average update from the same statistics, averaged: one
     # momentum step with the micro-batches' mean statistics, as BN groups of one

@@ -254,11 +254,14 @@ def _accumulation_step(mesh, accumulate, bn_group_size):
   return state, step
 
 
-@pytest.mark.parametrize('num_devices', [1, 8])
-def test_accumulated_micro_batches_make_the_update_of_the_whole_batch(num_devices):
+@pytest.mark.parametrize('num_devices,loop', [(1, 'unrolled'), (8, 'unrolled'), (8, 'scan')])
+def test_accumulated_micro_batches_make_the_update_of_the_whole_batch(num_devices, loop,
+                                                                      monkeypatch):
   """k = 4 micro-batches of 8 (example i in micro-batch i mod 4), BN per micro-batch,
   equal one batch of 32 with BN groups of 8 over the same micro-batches made contiguous:
   parameters, statistics, loss and per-example top1 after two updates."""
+  if loop == 'scan':  # what accelerators run; the CPU unrolls it
+    monkeypatch.setattr(steps, '_micro_batch_unroll', lambda k: 1)
   mesh = sharding.make_mesh(jax.devices()[:num_devices])
   batch = _batch(size=32)
   contiguous = np.concatenate([np.arange(j, 32, 4) for j in range(4)])
@@ -276,7 +279,10 @@ def test_accumulated_micro_batches_make_the_update_of_the_whole_batch(num_device
                                 np.asarray(whole_metrics['top1']))
 
 
-def test_accumulation_moves_no_images_between_devices():
+@pytest.mark.parametrize('loop', ['unrolled', 'scan'])
+def test_accumulation_moves_no_images_between_devices(loop, monkeypatch):
+  if loop == 'scan':
+    monkeypatch.setattr(steps, '_micro_batch_unroll', lambda k: 1)
   mesh = sharding.make_mesh()
   state, step = _accumulation_step(mesh, 4, bn_group_size=0)
   hlo = step.lower(state, sharding.to_global(_batch(size=64), mesh)).compile().as_text()
