@@ -162,14 +162,18 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  import tensorflow as tf  # noqa: PLC0415  (the input pipeline's; keep it off the GPUs)
-  tf.config.set_visible_devices([], 'GPU')
-  from resnet_jax.errors import ConfigError  # noqa: PLC0415
-  from resnet_jax.storage import checkpointing  # noqa: PLC0415
   try:
     depths = [int(depth) for depth in FLAGS.depths]
   except ValueError:
     sys.exit(f'error: --depths {",".join(FLAGS.depths)} must be integers, e.g. 20,56')
+  try:  # Before TensorFlow's import (~7 s): a bad depth is reported at once.
+    check_depths(depths, FLAGS.config.model)
+  except ValueError as error:
+    sys.exit(f'error: {error}')
+  import tensorflow as tf  # noqa: PLC0415  (the input pipeline's; keep it off the GPUs)
+  tf.config.set_visible_devices([], 'GPU')
+  from resnet_jax.errors import ConfigError  # noqa: PLC0415
+  from resnet_jax.storage import checkpointing  # noqa: PLC0415
   try:
     start = time.perf_counter()
     results = run_experiment(FLAGS.config, FLAGS.workdir, depths)

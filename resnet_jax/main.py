@@ -19,8 +19,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from resnet_jax import config_files, distributed, train  # noqa: E402
-from resnet_jax.data import pipeline  # noqa: E402
+from resnet_jax import config_files, distributed  # noqa: E402
 from resnet_jax.errors import ConfigError  # noqa: E402
 from resnet_jax.storage import checkpointing  # noqa: E402
 
@@ -70,11 +69,6 @@ def main(argv: list[str]) -> None:
   # Orbax logs dozens of INFO lines per checkpoint; keep its warnings and errors.
   logging.get_absl_handler().addFilter(
       lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname)
-  import tensorflow as tf  # Only the input pipeline uses TF: keep it off the accelerators.
-  tf.config.set_visible_devices([], 'GPU')
-  # TF's own pools, like tf.data's, get the CPUs this process may use, not the node's.
-  tf.config.threading.set_intra_op_parallelism_threads(pipeline.host_cpus())
-  tf.config.threading.set_inter_op_parallelism_threads(pipeline.host_cpus())
   distributed.run(_train_and_evaluate,
                   one_line_errors=(ConfigError, checkpointing.CheckpointError),
                   mode=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
@@ -83,6 +77,16 @@ def main(argv: list[str]) -> None:
 
 
 def _train_and_evaluate() -> None:
+  # The trainer and the input pipeline import TensorFlow (~7 s): imported only now, so a
+  # mistyped flag, override or launch setting is reported before that.
+  import tensorflow as tf
+
+  from resnet_jax import train
+  from resnet_jax.data import pipeline
+  tf.config.set_visible_devices([], 'GPU')  # only the input pipeline uses TF
+  # TF's own pools, like tf.data's, get the CPUs this process may use, not the node's.
+  tf.config.threading.set_intra_op_parallelism_threads(pipeline.host_cpus())
+  tf.config.threading.set_inter_op_parallelism_threads(pipeline.host_cpus())
   logging.info('JAX process %d of %d, local devices: %s; host allocator: %s',
                jax.process_index(), jax.process_count(), jax.local_devices(),
                allocator.active())

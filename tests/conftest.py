@@ -11,6 +11,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # suite must not fill ~/.cache (config.compilation_cache_dir's default). test_startup.py
 # turns it on in tmp_path.
 os.environ['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
+# XLA's cheap compile, here (below) and in every CLI subprocess: the suite's models are tiny,
+# so compiling them with full optimisation costs more than it saves (a digits run through
+# the CLI, 3 steps: 37 s with it, 23 s without, on the 2-core VM).
+os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -85,3 +89,8 @@ def trained_workdir(tmp_path_factory, digits_dir):
                            'checkpoint_async': False})
   train.train_and_evaluate(config, workdir)
   return workdir
+
+
+# PyTorch parity checks are the slow tier, whose install (requirements-slow.txt) brings
+# torch and torchvision: there they run, and fail if torch is missing; never skipped.
+needs_torch = pytest.mark.slow

@@ -102,7 +102,15 @@ def digits_data(digits_dir):
   return digits_dir
 
 
-@pytest.mark.parametrize('arguments,message', CLI_CASES, ids=[c[0] for c in CLI_CASES])
+# A subprocess each. The fast tier runs the flag-parsing cases (no TensorFlow import before
+# they fail) and one config value through the trainer; the rest are the slow tier.
+_FAST_CLI = ('--config.model=resnet19', '--config.modle=resnet20', '--config.batch_size=abc',
+             '--config=configs/no_such_config.py', '--distributed=maybe', '--heartbeat_timeout=0')
+
+
+@pytest.mark.parametrize('arguments,message', [
+    pytest.param(*case, id=case[0], marks=[] if case[0] in _FAST_CLI else [pytest.mark.slow])
+    for case in CLI_CASES])
 def test_bad_input_on_the_command_line(tmp_path, digits_data, arguments, message):
   workdir = tmp_path / 'workdir'
   arguments, message = _substitute(arguments, tmp_path), _substitute(message, tmp_path)

@@ -31,6 +31,7 @@ def test_json_figures(mode):
   assert result['seconds_to_first_step'] > result['compile_seconds']
 
 
+@pytest.mark.slow
 def test_compare_torch_reports_a_ratio_or_says_torch_is_missing():
   run = _benchmark('--mode=eval', '--model=resnet18', '--batch_size=8', '--image_size=32',
                    '--warmup_steps=0', '--timed_steps=1', '--compare_torch', '--format=json')
@@ -70,6 +71,7 @@ def test_gpu_benchmark_script_checks_its_arguments_and_backend():
   assert no_gpu.returncode == 1 and 'has no JAX GPU backend' in no_gpu.stderr
 
 
+@pytest.mark.slow
 def test_input_benchmark_prints_same_run_ratios(tmp_path):
   run = _benchmark('--mode=input', f'--work_dir={tmp_path}', '--input_files=4',
                    '--records_per_file=6', '--num_images=8', '--startup_files=300',

@@ -82,6 +82,11 @@ def _groups():
 
 
 RUNS = [members[0] for members in _groups()]
+# The ImageNet recipes' runs (bottleneck models, heavy augmentation) are the slow tier; the
+# CIFAR-10 and digits runs stay in the fast one.
+_RUN_PARAMS = [pytest.param(name, argument, marks=[pytest.mark.slow] * name.startswith('imagenet'),
+                            id=f'{name}:{argument}' if argument else name)
+               for name, argument in RUNS]
 
 
 def test_one_run_per_group_covers_every_config():
@@ -114,7 +119,7 @@ def test_config_models_have_the_papers_parameter_counts(name, expected):
   assert summary.summarize(config.model)['params'] == expected
 
 
-@pytest.mark.parametrize('name,argument', RUNS, ids=[f'{n}:{a}' if a else n for n, a in RUNS])
+@pytest.mark.parametrize('name,argument', _RUN_PARAMS)
 def test_config_trains_a_few_steps(name, argument, digits_dir):
   """The config's optimizer, schedule, precision, loss scaling, BN grouping, EMA,
   augmentations and mixing, with the smallest model of its family, on the embedded

@@ -1,7 +1,6 @@
 """PyTorch weight import: logits equal torchvision's; bad checkpoints named precisely."""
 
 import functools
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,11 +16,7 @@ from resnet_jax.storage import trained
 from resnet_jax.tools import convert, torch_parity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TORCH_MISSING = (importlib.util.find_spec('torch') is None or
-                 importlib.util.find_spec('torchvision') is None)
-needs_torch = pytest.mark.skipif(
-    TORCH_MISSING, reason='torch/torchvision are not installed here (requirements-test.txt '
-    'installs torch==2.14.1 torchvision==0.29.1; a platform without those wheels cannot)')
+from conftest import needs_torch  # PyTorch parity: the slow tier
 
 
 @needs_torch

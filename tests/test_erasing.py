@@ -2,7 +2,6 @@
 against torchvision's RandomErasing, and determinism under jit and sharding."""
 
 import functools
-import importlib.util
 import math
 import subprocess
 import sys
@@ -18,9 +17,7 @@ from resnet_jax import erasing
 SCALE, RATIO = (0.02, 0.33), (0.3, 3.3)
 BOXES = [(0, 0, 1, 1), (3, 5, 7, 2), (0, 0, 15, 15), (1, 0, 15, 16), (9, 12, 7, 4), (4, 4, 0, 3)]
 STATS_N, STATS_SIZE = 2000, (16, 16)
-needs_torch = pytest.mark.skipif(
-    importlib.util.find_spec('torch') is None or importlib.util.find_spec('torchvision') is None,
-    reason='torch/torchvision are not installed here (requirements-test.txt installs them)')
+from conftest import needs_torch  # PyTorch parity: the slow tier
 
 # Run in a subprocess: torch and TensorFlow (loaded by conftest) crash in one process.
 _TORCH_REFERENCE = f"""

@@ -110,7 +110,8 @@ def _inputs(size, batch=4, classes=10, seed=0):
           jnp.asarray(rng.randint(0, classes, size=(batch,)), jnp.int32))
 
 
-@pytest.mark.parametrize('name,size', [('resnet18', 32), ('resnet50', 64)])
+@pytest.mark.parametrize('name,size', [('resnet18', 32),
+                                       pytest.param('resnet50', 64, marks=pytest.mark.slow)])
 def test_dot_model_matches_xla_model(name, size):
   # In float64: a deep net's float32 gradients (no zero-init) differ by ~1e-3 between
   # any two summation orders, which would hide a real error; float64 leaves ~1e-9.
@@ -126,7 +127,8 @@ def test_dot_model_matches_xla_model(name, size):
   _assert_trees_close(got, want, rtol=1e-6, scaled_atol=1e-6)
 
 
-@pytest.mark.parametrize('name', ['resnet20', 'preact_resnet20', 'resnet50'])
+@pytest.mark.parametrize('name', ['resnet20', 'preact_resnet20',
+                                  pytest.param('resnet50', marks=pytest.mark.slow)])
 def test_scanned_blocks_compute_the_same_as_unrolled_ones(name):
   size = 8 if name.endswith('20') else 32
   images, labels = _inputs(size)
@@ -146,7 +148,7 @@ def test_scanned_blocks_compute_the_same_as_unrolled_ones(name):
                       variables['params'], rtol=0, scaled_atol=0)
 
 
-@pytest.mark.parametrize('name', ['resnet20', 'resnet50'])
+@pytest.mark.parametrize('name', ['resnet20', pytest.param('resnet50', marks=pytest.mark.slow)])
 def test_scanned_model_initialises_the_unscanned_weights(name):
   size = 8 if name == 'resnet20' else 32
   mesh = sharding.make_mesh(jax.devices()[:1])

@@ -50,6 +50,7 @@ def pretrained(halves, tmp_path_factory):
   return workdir, metrics
 
 
+@pytest.mark.slow
 def test_fine_tuning_beats_training_from_scratch(halves, pretrained, tmp_path):
   budget = {'num_train_steps': 8}
   scratch = train.train_and_evaluate(_config(halves[1], **budget), str(tmp_path / 'scratch'))
@@ -91,7 +92,13 @@ _COMBINATIONS = [(('workdir', 'converted')[(i + (ema > 0)) % 2], ema, freeze)
                  for i, freeze in enumerate(_FREEZES) for ema in (0.0, 0.99)]
 
 
-@pytest.mark.parametrize('source,ema,freeze', _COMBINATIONS)
+# Two combinations (one per source, EMA on and off) in the fast tier, the rest slow.
+_FAST = {('workdir', 0.99, 'batch_stats'), ('converted', 0.0, 'both')}
+assert _FAST <= set(_COMBINATIONS)
+
+
+@pytest.mark.parametrize('source,ema,freeze', [
+    pytest.param(*case, marks=[] if case in _FAST else [pytest.mark.slow]) for case in _COMBINATIONS])
 def test_every_fine_tuning_combination_trains(halves, pretrained, converted, tmp_path, source,
                                               ema, freeze):
   """With an EMA, params and ema shared buffers and the donating step failed at step 1

@@ -193,6 +193,7 @@ def test_a_row_cut_by_the_time_budget_is_listed_not_failed(monkeypatch, capsys, 
   assert 'gpu_benchmark: failed: plain, torch_eager, matmul, cached start' in out
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_without_them(bare_env, tmp_path):
   report_path = tmp_path / 'report.json'
   result = subprocess.run(

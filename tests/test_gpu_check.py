@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from test_gpu_benchmark import REPO, bare_env  # noqa: F401  (the fixture)
 
 SCRIPT = os.path.join(REPO, 'launch', 'gpu_check.sh')
+# Whole benchmark and numerics runs: the slow tier.
+pytestmark = pytest.mark.slow
 
 
 def _check(env, tmp_path, **variables):

@@ -103,6 +103,7 @@ def test_the_detector_sees_groups_that_straddle_devices():
   assert len(_all_gathers(config)) >= 10
 
 
+@pytest.mark.slow
 def test_no_recipe_layout_all_gathers_activations():
   """One compile per distinct layout (batch, BN groups, mixing groups) of every recipe."""
   layouts = {}

@@ -99,6 +99,7 @@ def test_unreadable_training_images_are_replaced_counted_and_logged(tmp_path, mo
       np.testing.assert_array_equal(expected[key], got[key])
 
 
+@pytest.mark.slow
 def test_the_trainer_counts_unreadable_images_in_its_metrics(tmp_path):
   config, *_ = _folder_run(tmp_path / 'data', ('junk',))
   config.num_train_steps, config.log_every_steps, config.eval_every_steps = 4, 2, 4

@@ -61,8 +61,8 @@ def _plain_loss_and_grads(name, size):
     *(('resnet20', 8, variant) for variant in ('remat', 'remat_conv_outputs', 'scan_blocks',
                                                'scan_remat', 'scan_remat_conv_outputs')),
     # Bottleneck units, the ImageNet stem and projection shortcuts.
-    ('resnet50', 32, 'remat_conv_outputs'),
-    ('resnet50', 32, 'scan_blocks'),
+    pytest.param('resnet50', 32, 'remat_conv_outputs', marks=pytest.mark.slow),
+    pytest.param('resnet50', 32, 'scan_blocks', marks=pytest.mark.slow),
 ])
 def test_remat_policies_and_scan_compute_the_plain_loss_and_gradients(name, size, variant):
   images, labels, variables, want = _plain_loss_and_grads(name, size)

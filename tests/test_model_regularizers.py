@@ -1,7 +1,6 @@
 """Stochastic depth (timm's drop_path) and FFCV's BlurPool: against their references."""
 
 import functools
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -21,9 +20,7 @@ from resnet_jax.models.resnet import drop_path_rates
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 IMAGES = jax.random.normal(jax.random.key(1), (16, 8, 8, 3))
-TORCH_MISSING = (importlib.util.find_spec('torch') is None or
-                 importlib.util.find_spec('torchvision') is None)
-needs_torch = pytest.mark.skipif(TORCH_MISSING, reason='torch/torchvision are not installed here')
+from conftest import needs_torch  # PyTorch parity: the slow tier
 
 
 def _init(name, **options):

@@ -17,6 +17,8 @@ from resnet_jax import distributed
 from resnet_jax.storage import checkpointing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Several processes each: the slow tier (`python -m pytest -m slow`).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
 
 from configs import default
+from conftest import needs_torch
 from resnet_jax import losses, models, optim, sharding, steps
 from resnet_jax.step_options import StepOptions, UpdateOptions
 
@@ -77,14 +77,17 @@ def test_lamb_equals_timms_lamb_with_its_gradient_clipping():
 
 def _timm_bce_target(labels, num_classes, smoothing, threshold):
   """timm/loss/binary_cross_entropy.py's dense target, then its target_threshold."""
+  import torch  # The slow tier installs it; the fast tier never imports it.
   off = smoothing / num_classes
   target = torch.full((len(labels), num_classes), off)
   target.scatter_(1, torch.as_tensor(labels).long().view(-1, 1), 1.0 - smoothing + off)
   return target.gt(threshold).to(target.dtype) if threshold is not None else target
 
 
+@needs_torch
 @pytest.mark.parametrize('smoothing,threshold', [(0.0, None), (0.1, None), (0.1, 0.2)])
 def test_bce_equals_torchs_binary_cross_entropy_with_timms_targets(smoothing, threshold):
+  import torch  # The slow tier installs it; the fast tier never imports it.
   rng = np.random.RandomState(3)
   logits = rng.normal(size=(6, 10)).astype(np.float32) * 3
   labels = rng.randint(0, 10, 6)

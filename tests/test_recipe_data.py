@@ -111,6 +111,7 @@ class _Killed(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_progressive_digits_run_compiles_once_per_resolution_and_resumes_bitwise(
     tmp_path, digits_dir, monkeypatch, caplog):
   from resnet_jax.storage import checkpointing
@@ -139,6 +140,7 @@ def test_progressive_digits_run_compiles_once_per_resolution_and_resumes_bitwise
                final(tmp_path / 'resumed'))
 
 
+@pytest.mark.slow
 def test_every_new_component_at_once_trains(tmp_path, digits_dir):
   """LAMB + BCE + stochastic depth + BlurPool + repeated augmentation + TrivialAugment-wide
   + random erasing + a periodic EMA, tested at a larger size with flip TTA: the loss falls."""

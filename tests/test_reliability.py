@@ -28,6 +28,7 @@ def _steps(workdir):
   return sorted(int(s) for s in os.listdir(workdir / 'checkpoints'))
 
 
+@pytest.mark.slow
 def test_a_live_run_locks_its_workdir(tmp_path, digits_dir):
   lock = workdir_lib.Lock(workdir_lib.path(str(tmp_path)))
   try:
@@ -39,6 +40,7 @@ def test_a_live_run_locks_its_workdir(tmp_path, digits_dir):
   train.train_and_evaluate(_config(digits_dir, num_train_steps=2), str(tmp_path))  # free now
 
 
+@pytest.mark.slow
 def test_resuming_another_model_names_the_changed_keys(tmp_path, digits_dir):
   train.train_and_evaluate(_config(digits_dir, num_train_steps=3), str(tmp_path))
   with pytest.raises(ConfigError, match=r"holds checkpoints of another model; changed config "
@@ -72,6 +74,7 @@ def _damage(checkpoint_dir, how):
     os.remove(biggest)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('how', ['truncate', 'delete', 'metadata'])
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, digits_dir, how,
                                                                caplog):
@@ -87,6 +90,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, digits
   assert [n.split('-')[0] for n in os.listdir(tmp_path / 'corrupt_checkpoints')] == ['6']
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path, digits_dir):
   train.train_and_evaluate(_config(digits_dir), str(tmp_path))
   for step in (3, 6):
@@ -133,6 +137,7 @@ def test_restore_errors_are_classified_as_damage_or_transient():
       'ValueError: FAILED_PRECONDITION: Truncated Zstd-compressed stream)')
 
 
+@pytest.mark.slow
 def test_a_transient_read_error_is_retried_and_never_sets_a_checkpoint_aside(
     tmp_path, digits_dir, monkeypatch, caplog):
   caplog.set_level('INFO')
@@ -171,6 +176,7 @@ def test_a_transient_read_error_is_retried_and_never_sets_a_checkpoint_aside(
   assert _steps(tmp_path) == [3, 6] and not (tmp_path / 'corrupt_checkpoints').exists()
 
 
+@pytest.mark.slow
 def test_a_failing_save_is_reported_and_the_previous_checkpoint_survives(
     tmp_path, digits_dir, monkeypatch):
   real_save = ocp.CheckpointManager.save
@@ -191,6 +197,7 @@ def test_a_failing_save_is_reported_and_the_previous_checkpoint_survives(
   assert _steps(tmp_path) == [3, 6]
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_keys_unless_allowed_and_records_them(tmp_path, digits_dir):
   train.train_and_evaluate(_config(digits_dir, num_train_steps=3), str(tmp_path))
   first_record = (tmp_path / 'config.json').read_text()

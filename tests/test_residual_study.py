@@ -261,6 +261,7 @@ def test_depth_order():
 
 # The degradation command -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_degradation_writes_table_figures_and_diagnostics(tmp_path, digits_dir):
   config = degradation_config.get_config()
   config.dataset.data_dir = digits_dir

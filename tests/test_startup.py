@@ -34,6 +34,7 @@ def _cache_files(directory):
   return sorted(name for name in os.listdir(directory) if name.endswith('-cache'))
 
 
+@pytest.mark.slow
 def test_a_resume_loads_its_programs_from_the_cache(tmp_path, digits_dir, monkeypatch, caplog,
                                                     cache_allowed):
   cache = tmp_path / 'cache'
@@ -123,6 +124,7 @@ def _traced_steps(workdir):
   return runs
 
 
+@pytest.mark.slow
 def test_profile_steps_traces_exactly_that_range(tmp_path, digits_dir):
   config = small_config(**{'dataset.data_dir': digits_dir, 'profile_steps': '2-3',
                            'num_train_steps': 4})

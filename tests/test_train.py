@@ -25,6 +25,7 @@ class _Killed(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, digits_dir, monkeypatch):
   config = small_config(**{'dataset.data_dir': digits_dir, 'ema_decay': 0.9})
   straight = _interrupted_at_step_3_then_resumed(config, tmp_path, monkeypatch)
@@ -33,6 +34,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, digits_dir, mo
   assert straight['eval/num_examples'] == 360
 
 
+@pytest.mark.slow
 def test_resume_with_gradient_accumulation_equals_uninterrupted(tmp_path, digits_dir,
                                                                  monkeypatch):
   """Each step is one update of 2 micro-batches: checkpoints fall between updates."""
@@ -68,6 +70,7 @@ def _interrupted_at_step_3_then_resumed(config, tmp_path, monkeypatch):
   return straight
 
 
+@pytest.mark.slow
 def test_already_finished_run_only_evaluates(tmp_path, digits_dir):
   config = small_config(**{'dataset.data_dir': digits_dir, 'num_train_steps': 2,
                            'checkpoint_every_steps': 2})
@@ -105,6 +108,7 @@ def _run_cli(*args, prelude=''):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_on_mock_cifar10(tmp_path):
   workdir = tmp_path / 'run'
   result = _run_cli(
@@ -130,6 +134,7 @@ def test_cli_on_mock_cifar10(tmp_path):
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
 
 
+@pytest.mark.slow
 def test_cli_embedded_digits(tmp_path, digits_dir):
   result = _run_cli('--config=configs/digits.py', f'--workdir={tmp_path}',
                     f'--config.dataset.data_dir={digits_dir}', '--config.num_train_steps=3',
@@ -139,6 +144,7 @@ def test_cli_embedded_digits(tmp_path, digits_dir):
   assert '[3] train/images_per_sec=' in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_trains_on_an_image_folder(tmp_path):
   folder = make_image_folder(tmp_path / 'images', {
       'train': {'red': 12, 'blue': 12}, 'validation': {'red': 5, 'blue': 6}}, size=(40, 30))

@@ -1,6 +1,5 @@
 """TrivialAugment-wide: every op against torchvision's, the draws, determinism, tf.data."""
 
-import importlib.util
 import subprocess
 import sys
 
@@ -13,9 +12,7 @@ from resnet_jax.data import trivialaugment as ta
 _GEOMETRIC = ('ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Rotate')
 _BINS = (0, 1, 15, 22, 30)  # 15: torch's 15.999999 px; 30: the largest.
 
-needs_torch = pytest.mark.skipif(
-    importlib.util.find_spec('torch') is None or importlib.util.find_spec('torchvision') is None,
-    reason='torch/torchvision are not installed here (requirements-test.txt installs them)')
+from conftest import needs_torch  # PyTorch parity: the slow tier
 
 # Runs in a subprocess: torch and TensorFlow (loaded by conftest) crash in one process.
 _TORCH_SCRIPT = '''
