@@ -60,8 +60,7 @@ def check_group_size(name: str, size: int, global_batch_size: int, mesh: Mesh, *
   A group inside one device's share is reduced locally; one spanning whole shares is an
   all-reduce of statistics. Any other group straddles a device boundary, and XLA then
   all-gathers per-example data (activations, or their per-example sums) in every layer
-  that uses it. `batch_label` names the
-  batch in the message (default 'batch_size N').
+  that uses it. `batch_label` names the batch in the message (default 'batch_size N').
   """
   devices = mesh.devices.size
   valid = group_sizes(global_batch_size, devices)

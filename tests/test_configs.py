@@ -84,7 +84,8 @@ def _groups():
 RUNS = [members[0] for members in _groups()]
 # The ImageNet recipes' runs (bottleneck models, heavy augmentation) are the slow tier; the
 # CIFAR-10 and digits runs stay in the fast one.
-_RUN_PARAMS = [pytest.param(name, argument, marks=[pytest.mark.slow] * name.startswith('imagenet'),
+_RUN_PARAMS = [pytest.param(name, argument,
+                            marks=[pytest.mark.slow] if name.startswith('imagenet') else [],
                             id=f'{name}:{argument}' if argument else name)
                for name, argument in RUNS]
 

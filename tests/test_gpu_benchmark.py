@@ -26,7 +26,7 @@ def bare_env(tmp_path_factory):
         f'raise ImportError("{name} is not on a bare CUDA JAX image")\n')
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'PYTHONPATH')}
   return env | {'PYTHONPATH': f'{shadow}{os.pathsep}{REPO}', 'JAX_PLATFORMS': 'cpu',
-                'TF_CPP_MIN_LOG_LEVEL': '2', 'JAX_DISABLE_MOST_OPTIMIZATIONS': '1'}
+                'TF_CPP_MIN_LOG_LEVEL': '2'}
 
 
 def test_the_blocked_packages_really_fail_to_import(bare_env):

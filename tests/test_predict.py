@@ -103,8 +103,7 @@ def test_bad_files_are_named(trained_workdir, image_files, tmp_path):
 
 def _cli(*args):
   return subprocess.run([sys.executable, '-m', 'resnet_jax.tools.predict', *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS='1'))
+                        capture_output=True, text=True, timeout=300)
 
 
 def test_cli(trained_workdir, image_files, results, tmp_path):

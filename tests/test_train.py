@@ -103,7 +103,7 @@ def _run_cli(*args, prelude=''):
   code = (f'{prelude}\nfrom absl import app\nfrom resnet_jax import main\n'
           'app.run(main.main, flags_parser=main.parse_flags)')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_DISABLE_MOST_OPTIMIZATIONS='1', TF_CPP_MIN_LOG_LEVEL='2')
+             TF_CPP_MIN_LOG_LEVEL='2')
   return subprocess.run([sys.executable, '-c', code, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
 
