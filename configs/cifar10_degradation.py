@@ -11,6 +11,14 @@ rising with depth (plain-56 above plain-20); ResNet-20/32/44/56 with test error 
 with depth: 8.75, 7.51, 7.17, 6.97 %. Not yet run here.
 Runtime: 8 runs × 64k steps, days on a 2-core CPU (~17 h for each 56-layer net); on a
 GPU, far less (not measured).
+
+The studies of the trained nets, with the papers' settings (config.study):
+  python -m resnet_jax.landscape --config=configs/cifar10_degradation.py --workdir=...
+  python -m resnet_jax.lesion --config=configs/cifar10_degradation.py --workdir=...
+Li et al. 2018 (Fig. 5): a 51 × 51 grid over [−1, 1]² on the whole training split (50,000
+images). Veit et al. 2016 (Fig. 3, 5): the whole test split (10,000). Not yet run here:
+2 × 2,601 evaluations of 50,000 images is ~25 times the digits study's work per net at
+16 times the pixels; meant for an accelerator.
 """
 
 from configs import recipes
@@ -19,4 +27,8 @@ from configs import recipes
 def get_config():
   config = recipes.cifar10_paper('resnet20')  # the model is set per run
   config.diagnostics_every_steps = 2_000
+  config.study.landscape_points = 51
+  config.study.landscape_examples = 0  # the whole training split
+  config.study.lesion_examples = 0  # the whole test split
+  config.study.eval_batch_size = 1000
   return config

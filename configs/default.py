@@ -203,4 +203,24 @@ def get_config() -> ml_collections.ConfigDict:
   # steps instead of recompiling. '': off. Shared by runs on this machine.
   config.compilation_cache_dir = '~/.cache/resnet_jax/jax_compilation_cache'
   config.seed = 0
+
+  # The studies of trained plain and residual nets (python -m resnet_jax.landscape and
+  # resnet_jax.lesion on a degradation workdir; docs/residual-study.md).
+  config.study = ml_collections.ConfigDict()
+  # Loss landscape (Li et al. 2018): a points × points grid over [−range, range]² along
+  # two filter-normalised random directions (the paper: 51 points, range 1), on the
+  # training split's first `landscape_examples` examples (0: all, as the paper).
+  config.study.landscape_points = 21
+  config.study.landscape_range = 1.0
+  config.study.landscape_examples = 512
+  # Lesions (Veit et al. 2016): the evaluation split's first `lesion_examples` (0: all);
+  # `lesion_draws` random sets of k units per k.
+  config.study.lesion_examples = 0
+  config.study.lesion_draws = 10
+  # Gradient per path length (Veit et al.'s Fig. 6b): `path_draws` sampled paths per
+  # length, on a batch of the training split's first `path_examples` examples.
+  config.study.path_draws = 4
+  config.study.path_examples = 64
+  config.study.eval_batch_size = 512  # examples per compiled evaluation
+  config.study.seed = 0  # the directions and the random deletions and paths
   return config

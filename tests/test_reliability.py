@@ -251,3 +251,15 @@ def test_after_a_batch_size_change_the_stream_goes_on_where_it_stopped(digits_di
 
 def _take(iterator, count):
   return [next(iterator) for _ in range(count)]
+
+
+def test_a_group_of_keys_added_since_the_run_began_replays(tmp_path):
+  # A resume with code that has a new config group records "group.key": [null, value];
+  # replaying it must create the group (KeyError before 2026-12-05), and a key removed
+  # since must go (AttributeError then: ConfigDict has no pop).
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text(json.dumps({'seed': 0, 'old_key': 1}))
+  (tmp_path / workdir_lib.HISTORY_FILE).write_text(json.dumps(
+      {'time': '', 'step': 3, 'changes': {'study.seed': [None, 5], 'old_key': [1, None]},
+       'allowed': []}) + '\n')
+  recorded = workdir_lib.read_config(tmp_path)
+  assert recorded.study.seed == 5 and recorded.seed == 0 and 'old_key' not in recorded

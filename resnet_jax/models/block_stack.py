@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from resnet_jax.models.blocks import DIAGNOSTICS
+from resnet_jax.models.blocks import DIAGNOSTICS, PATHS
 
 _BLOCK_NAME = re.compile(r'^stage(\d+)_block(\d+)$')
 
@@ -50,7 +50,7 @@ def scanned_blocks(block: Callable[..., nn.Module], length: int, name: str) -> n
   stacked along a leading axis of `length`.
   """
   stack = nn.scan(RepeatedBlock,
-                  variable_axes={'params': 0, 'batch_stats': 0, DIAGNOSTICS: 0},
+                  variable_axes={'params': 0, 'batch_stats': 0, DIAGNOSTICS: 0, PATHS: 0},
                   split_rngs={'params': True, 'dropout': True}, length=length)
   return stack(block=block, name=name)
 

@@ -45,6 +45,9 @@ SHORTCUTS = ('zero_pad', 'projection', 'projection_all')  # He et al. 2015 optio
 SHORTCUT_VARIANTS = ('identity', 'scaling', 'exclusive_gating', 'shortcut_gating', 'conv',
                      'dropout', 'none')
 DIAGNOSTICS = 'diagnostics'  # the collection the response stds are sown into
+# Per-unit scalars a study passes in (resnet_jax.lesion): `keep`, `backprop_branch`
+# (ResidualUnit._add). Absent, the units are as trained.
+PATHS = 'paths'
 BLUR_MIN_CHANNELS = 16  # FFCV blurs strided convs with at least this many input channels
 CONV_OUTPUT = 'conv_out'  # the checkpoint name of every Conv's output
 
@@ -83,6 +86,12 @@ def blur(x: jnp.ndarray) -> jnp.ndarray:
   x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   x = (x[:, :-2] + 2 * x[:, 1:-1] + x[:, 2:]) * 0.25
   return (x[:, :, :-2] + 2 * x[:, :, 1:-1] + x[:, :, 2:]) * 0.25
+
+
+def _gradient_scaled(x: jnp.ndarray, scale: jax.Array) -> jnp.ndarray:
+  """x in the forward pass; its gradient times `scale` in the backward pass."""
+  frozen = jax.lax.stop_gradient(x)
+  return frozen + scale.astype(x.dtype) * (x - frozen)
 
 
 def _subsample_and_zero_pad(x: jnp.ndarray, filters: int, strides: int) -> jnp.ndarray:
@@ -157,45 +166,80 @@ class ResidualUnit(nn.Module):
         self.sow(DIAGNOSTICS, f'conv{index}_response_std', jnp.std(y.astype(jnp.float32)))
       if bn_follows and (not is_last or placement == 'relu_before_add'):
         y = nn.relu(y)
-    y = self._merge(y, x, shortcut_input, out_filters, reshapes, placement, drop_key)
+    branch, shortcut = self._terms(y, x, shortcut_input, out_filters, reshapes, placement,
+                                   drop_key)
+    y = branch if shortcut is None else self._add(branch, shortcut)
     if placement == 'original':
-      return nn.relu(y)
-    if placement == 'bn_after_add':
-      return nn.relu(self.norm(name=f'bn{last}')(y))
+      y = nn.relu(y)
+    elif placement == 'bn_after_add':
+      y = nn.relu(self.norm(name=f'bn{last}')(y))
+    if shortcut is None:
+      y = self._plain_lesion(y, x, reshapes)
     return y
 
-  def _merge(self, branch: jnp.ndarray, x: jnp.ndarray, shortcut_input: jnp.ndarray,
+  def _terms(self, branch: jnp.ndarray, x: jnp.ndarray, shortcut_input: jnp.ndarray,
              out_filters: int, reshapes: bool, placement: str,
-             drop_key: jax.Array | None) -> jnp.ndarray:
-    """The unit's output before its final activation: branch and shortcut combined."""
+             drop_key: jax.Array | None) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+    """(branch term, shortcut term): the unit adds them before its final activation.
+    Every variant is such a sum (scaling and gating weight the terms); a plain unit has
+    no shortcut (None)."""
     variant = self.shortcut_variant
     if variant == 'none':
-      return branch
+      return branch, None
     # timm's place: after the branch's last BN (its last conv, or ReLU, where the placement
     # ends it so), before anything meets the shortcut.
     branch = self._drop_path(branch, drop_key)
     if reshapes:  # Table 1's variants act on identity shortcuts; these keep option A/B/C.
       if self.shortcut == 'zero_pad':
-        return branch + _subsample_and_zero_pad(shortcut_input, out_filters, self.strides)
-      return branch + self._projection(shortcut_input, out_filters, placement)
+        return branch, _subsample_and_zero_pad(shortcut_input, out_filters, self.strides)
+      return branch, self._projection(shortcut_input, out_filters, placement)
     if self.shortcut == 'projection_all':
-      return branch + self._projection(shortcut_input, out_filters, placement)
+      return branch, self._projection(shortcut_input, out_filters, placement)
     if variant == 'conv':
-      return branch + self.conv(out_filters, (1, 1), name='downsample_conv')(shortcut_input)
+      return branch, self.conv(out_filters, (1, 1), name='downsample_conv')(shortcut_input)
     if variant == 'scaling':
-      return self.residual_scale * branch + self.shortcut_scale * shortcut_input
+      return self.residual_scale * branch, self.shortcut_scale * shortcut_input
     if variant == 'dropout':
-      return branch + nn.Dropout(self.shortcut_dropout, deterministic=self.deterministic)(
+      return branch, nn.Dropout(self.shortcut_dropout, deterministic=self.deterministic)(
           shortcut_input)
     if variant in ('exclusive_gating', 'shortcut_gating'):
       bias = self.param('gate_bias', nn.initializers.constant(self.gate_bias_init),
                         (out_filters,), jnp.float32)
       gate = nn.sigmoid(self.conv(out_filters, (1, 1), name='gate_conv')(x) + bias)
       gate = gate.astype(branch.dtype)
-      if variant == 'exclusive_gating':
-        return (1 - gate) * shortcut_input + gate * branch
-      return (1 - gate) * shortcut_input + branch
-    return branch + shortcut_input
+      return (gate * branch if variant == 'exclusive_gating' else branch,
+              (1 - gate) * shortcut_input)
+    return branch, shortcut_input
+
+  def _path_variable(self, name: str) -> jax.Array | None:
+    """This unit's entry `name` of the PATHS collection, None where it is absent."""
+    return self.get_variable(PATHS, name) if self.has_variable(PATHS, name) else None
+
+  def _add(self, branch: jnp.ndarray, shortcut: jnp.ndarray) -> jnp.ndarray:
+    """branch + shortcut, with the PATHS collection's hooks where present: `keep`
+    multiplies the branch term (0 deletes it, Veit et al. 2016's lesion); `backprop_branch`
+    (0 or 1) routes the backward pass through the branch only (1) or the shortcut only
+    (0), leaving the forward values alone (their path-length sampling)."""
+    keep = self._path_variable('keep')
+    if keep is not None:
+      branch = branch * keep.astype(branch.dtype)
+    route = self._path_variable('backprop_branch')
+    if route is not None:
+      branch = _gradient_scaled(branch, route)
+      shortcut = _gradient_scaled(shortcut, 1 - route)
+    return branch + shortcut
+
+  def _plain_lesion(self, y: jnp.ndarray, x: jnp.ndarray, reshapes: bool) -> jnp.ndarray:
+    """A plain unit with `keep` in PATHS: keep × unit(x) + (1 − keep) × x, so 0 replaces
+    the unit by the identity (possible only where the unit keeps the shape)."""
+    keep = self._path_variable('keep')
+    if keep is None:
+      return y
+    if reshapes:
+      raise ValueError(f'{self.name} changes the shape {x.shape} -> {y.shape}: a plain unit '
+                       'can be replaced by the identity only where it keeps the shape')
+    keep = keep.astype(y.dtype)
+    return keep * y + (1 - keep) * x
 
   def _drop_path(self, branch: jnp.ndarray, key: jax.Array | None) -> jnp.ndarray:
     rate = self.drop_path_rate

@@ -203,9 +203,12 @@ def read_config(workdir: str | epath.Path) -> ml_collections.ConfigDict:
         *parents, leaf = key.split('.')
         target = config
         for parent in parents:
+          if parent not in target:  # a group of keys added to the code since
+            target[parent] = ml_collections.ConfigDict()
           target = target[parent]
         if new is None:
-          target.pop(leaf, None)  # removed from the code since
+          if leaf in target:  # removed from the code since (ConfigDict has no pop)
+            del target[leaf]
         else:
           target[leaf] = new
   return config

@@ -23,13 +23,14 @@ _GRAD = f'{diagnostics.PREFIX}/grad_norm/'
 _RESPONSE = f'{diagnostics.PREFIX}/response_std/'
 
 
-def _png(figure: Figure, path: epath.Path) -> None:
+def save_png(figure: Figure, path: epath.Path) -> None:
+  """The figure as a PNG at `path` (local or gs://)."""
   buffer = io.BytesIO()  # via bytes, so gs:// workdirs work too
   figure.savefig(buffer, format='png', dpi=100, bbox_inches='tight')
   epath.Path(path).write_bytes(buffer.getvalue())
 
 
-def _style(label: str) -> str:
+def line_style(label: str) -> str:
   """Plain nets dashed, residual nets solid (the paper's convention)."""
   return '--' if label.startswith('plain') else '-'
 
@@ -70,7 +71,7 @@ def plot_grad_norms(scalars: Scalars, path: epath.Path, title: str = '') -> bool
   axes.set_title(title or 'gradient norm per block over training (dark: early, light: late)')
   axes.grid(alpha=0.3)
   axes.legend()
-  _png(figure, path)
+  save_png(figure, path)
   return True
 
 
@@ -84,14 +85,14 @@ def plot_response_stds(runs: Mapping[str, Sequence[float]], path: epath.Path,
   figure = Figure(figsize=(8, 4.5))
   axes = figure.add_subplot()
   for index, (label, values) in enumerate(present.items()):
-    axes.plot(range(1, len(values) + 1), values, _style(label), label=label,
+    axes.plot(range(1, len(values) + 1), values, line_style(label), label=label,
               color=f'C{index // 2 if len(present) > 2 else index}')
   axes.set_xlabel('3×3 layer index (input → output)')
   axes.set_ylabel('std of response (after BN, before ReLU / addition)')
   axes.set_title(f'layer responses, {subtitle} (He et al. 2015, Fig. 7)')
   axes.grid(alpha=0.3)
   axes.legend()
-  _png(figure, path)
+  save_png(figure, path)
   return True
 
 
@@ -111,7 +112,7 @@ def plot_degradation(curves: Mapping[str, Mapping[str, list[tuple[int, float]]]]
         continue
       steps, errors = zip(*curve[kind])
       depth = name.removeprefix('plain').removeprefix('resnet')
-      axes.plot(steps, [100 * e for e in errors], _style(name), label=name,
+      axes.plot(steps, [100 * e for e in errors], line_style(name), label=name,
                 color=f'C{depths.index(depth)}', marker='.' if kind == 'test' else None)
     axes.set_xlabel('step')
     axes.set_ylabel(f'{title} (%)')
@@ -119,4 +120,4 @@ def plot_degradation(curves: Mapping[str, Mapping[str, list[tuple[int, float]]]]
     axes.set_ylim(0, None)
     axes.grid(alpha=0.3)
     axes.legend()
-  _png(figure, path)
+  save_png(figure, path)

@@ -21,7 +21,6 @@ The same as a function: `write_report(workdir, step=None, weights='auto', compar
 """
 
 import functools
-import io
 import json
 import sys
 from typing import Any
@@ -102,12 +101,6 @@ def read_scalars(workdir: str | epath.Path) -> dict[str, list[tuple[int, float]]
   return scalars
 
 
-def _png(figure: Figure, path: epath.Path) -> None:
-  buffer = io.BytesIO()  # via bytes, so gs:// workdirs work too
-  figure.savefig(buffer, format='png', dpi=100, bbox_inches='tight')
-  path.write_bytes(buffer.getvalue())
-
-
 def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple[str, ...],
                           path: epath.Path) -> None:
   """Rows: true class; colour: the row's fraction (so rare classes show); text: counts."""
@@ -130,7 +123,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple[str, ...],
   axes.set_xlabel('predicted')
   axes.set_ylabel('true')
   axes.set_title(f'confusion matrix ({int(matrix.sum())} examples)')
-  _png(figure, path)
+  diagnostics_plots.save_png(figure, path)
 
 
 def plot_curves(scalars: dict[str, list[tuple[int, float]]],
@@ -151,7 +144,7 @@ def plot_curves(scalars: dict[str, list[tuple[int, float]]],
     axes.grid(alpha=0.3)
     axes.legend()
     written[f'curves_{name}'] = directory / f'curves_{name}.png'
-    _png(figure, written[f'curves_{name}'])
+    diagnostics_plots.save_png(figure, written[f'curves_{name}'])
   return written
 
 

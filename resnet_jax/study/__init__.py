@@ -1,0 +1,30 @@
+"""Studies of why residual connections work, on the trained nets of a degradation workdir.
+
+- resnet_jax.landscape: loss surfaces along filter-normalised random directions (Li et
+  al. 2018); study/directions.py draws the directions.
+- resnet_jax.lesion: units deleted at test time, path lengths and the gradient per path
+  length (Veit et al. 2016); study/paths.py.
+- study/nets.py: the trained nets, the examples, one compiled evaluation.
+
+Their settings are the config's `study` block (configs/default.py); docs/residual-study.md
+shows the figures.
+"""
+
+from typing import Any
+
+from resnet_jax.errors import ConfigError
+
+
+def check_study(study: Any) -> None:
+  """ConfigError naming a study setting out of range."""
+  if study.landscape_points < 3 or study.landscape_points % 2 == 0:
+    raise ConfigError(f'study.landscape_points {study.landscape_points} must be odd and '
+                      '>= 3 (the centre is a grid point), e.g. 21')
+  if study.landscape_range <= 0:
+    raise ConfigError(f'study.landscape_range {study.landscape_range} must be > 0, e.g. 1.0')
+  for key in ('landscape_examples', 'lesion_examples'):
+    if study[key] < 0:
+      raise ConfigError(f'study.{key} {study[key]} must be >= 0 (0: the whole split)')
+  for key in ('eval_batch_size', 'lesion_draws', 'path_draws', 'path_examples'):
+    if study[key] < 1:
+      raise ConfigError(f'study.{key} {study[key]} must be >= 1')

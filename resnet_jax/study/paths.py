@@ -1,0 +1,135 @@
+"""Residual units as paths (Veit et al. 2016, "Residual Networks Behave Like Ensembles of
+Relatively Shallow Networks", arXiv:1605.06431): deleting units, counting and sampling
+paths.
+
+A net of n residual units unrolls into 2^n paths from input to output; a path of length
+k passes through k branches and n − k shortcuts, and C(n, k) paths have length k. The
+model reads per-unit scalars from the PATHS collection (models/blocks.py,
+ResidualUnit._add): `keep` 0 deletes a unit's branch (the shortcut stays; a plain unit
+becomes the identity), `backprop_branch` routes the backward pass through the branch (1)
+or the shortcut (0) without changing the forward values, which samples one path of the
+backward pass as the paper does for its Fig. 6.
+"""
+
+import math
+import re
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from resnet_jax import steps
+from resnet_jax.models.blocks import PATHS, ResidualUnit
+
+_UNIT = re.compile(r'^stage(\d+)_block(\d+)$')
+
+
+def unit_names(params: dict[str, Any]) -> list[str]:
+  """The residual units of an unscanned net's parameters, input to output."""
+  units = [(int(m.group(1)), int(m.group(2)), name) for name in params
+           if (m := _UNIT.match(name))]
+  return [name for *_, name in sorted(units)]
+
+
+def reshaping_units(model: nn.Module, variables: Any, image_shape: Sequence[int]) -> set[str]:
+  """The units whose output shape differs from their input's (the downsampling units)."""
+  shapes = {}
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, ResidualUnit) and context.method_name == '__call__':
+      shapes[context.module.name] = (args[0].shape, out.shape)
+    return out
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, *image_shape)), train=False),
+                   variables)
+  return {name for name, (before, after) in shapes.items() if before != after}
+
+
+def with_paths(variables: Any, names: Sequence[str], values: jax.Array,
+               field: str = 'keep') -> Any:
+  """`variables` with PATHS[name][field] = values[i] for the i-th of `names`."""
+  return variables | {PATHS: {name: {field: values[i]} for i, name in enumerate(names)}}
+
+
+def path_length_counts(units: int) -> list[int]:
+  """How many of the 2^units paths have length k = 0..units: C(units, k)."""
+  return [math.comb(units, k) for k in range(units + 1)]
+
+
+def random_subsets(candidates: Sequence[str], size: int, draws: int,
+                   rng: np.random.Generator) -> list[list[str]]:
+  """`draws` subsets of `size` distinct candidates (fewer where fewer exist)."""
+  if size in (0, len(candidates)):
+    return [list(candidates)[:size]]
+  return [sorted(rng.choice(candidates, size, replace=False).tolist(),
+                 key=list(candidates).index) for _ in range(draws)]
+
+
+def input_gradient(model: nn.Module, variables: Any, images: jax.Array, labels: jax.Array,
+                   route: jax.Array | None = None) -> jax.Array:
+  """The gradient of the summed cross-entropy with respect to the first unit's input,
+  the backward pass routed through unit i's branch where route[i] is 1 and its shortcut
+  where 0 (units in unit_names order; None: through both, the whole gradient). Summed
+  over all 2^n routes, it is the whole gradient: the backward pass is linear in what
+  flows back, so it splits into paths."""
+  names = unit_names(variables['params'])
+  first = names[0]
+
+  def is_first(context: Any) -> bool:
+    return (isinstance(context.module, ResidualUnit) and context.module.name == first
+            and context.method_name == '__call__')
+
+  def loss(delta: jax.Array) -> jax.Array:
+    def add_delta(next_fun, args, kwargs, context):
+      if is_first(context):
+        args = (args[0] + delta, *args[1:])
+      return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(add_delta):
+      routed = (variables if route is None
+                else with_paths(variables, names, route, 'backprop_branch'))
+      logits = model.apply(routed, images, train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    if is_first(context):
+      seen.append(jax.ShapeDtypeStruct(args[0].shape, args[0].dtype))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+  return jax.grad(loss)(jnp.zeros(seen[0].shape, seen[0].dtype))
+
+
+def gradient_by_path_length(net: Any, images: np.ndarray, labels: np.ndarray, draws: int,
+                            seed: int) -> list[float]:
+  """Veit et al.'s Fig. 6b: for each length k = 0..n, the mean over `draws` random paths
+  of length k of the mean per-example norm of the loss gradient that reaches the first
+  unit's input when the backward pass runs through the branches of k random units and
+  the shortcuts of the others (forward pass unchanged: the whole net)."""
+  model, info = net.model, net.restored.info
+  names = unit_names(net.restored.variables['params'])
+  images = steps.normalize_images(jnp.asarray(images), info.mean, info.std)
+  labels = jnp.asarray(labels)
+
+  @jax.jit
+  def mean_norm(variables: Any, route: jax.Array) -> jax.Array:
+    grads = input_gradient(model, variables, images, labels, route)
+    return jnp.sqrt(jnp.sum(jnp.square(grads), axis=(1, 2, 3))).mean()
+
+  rng = np.random.default_rng(seed)
+  magnitudes = []
+  for k in range(len(names) + 1):
+    norms = []
+    for subset in random_subsets(names, k, draws, rng):
+      route = jnp.asarray([1.0 if name in subset else 0.0 for name in names], jnp.float32)
+      norms.append(float(mean_norm(net.restored.variables, route)))
+    magnitudes.append(float(np.mean(norms)))
+  return magnitudes
