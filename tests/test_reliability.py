@@ -263,3 +263,9 @@ def test_a_group_of_keys_added_since_the_run_began_replays(tmp_path):
        'allowed': []}) + '\n')
   recorded = workdir_lib.read_config(tmp_path)
   assert recorded.study.seed == 5 and recorded.seed == 0 and 'old_key' not in recorded
+
+
+def test_study_settings_change_on_a_resume_without_allow_changes(tmp_path):
+  workdir_lib.check_changes(tmp_path, {'study.landscape_points': (21, 51)}, allowed=())
+  with pytest.raises(ConfigError, match='--allow_changes=seed$'):
+    workdir_lib.check_changes(tmp_path, {'seed': (0, 1), 'study.seed': (0, 1)}, allowed=())

@@ -34,6 +34,8 @@ RESUMABLE_CHANGES = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_e
                      'init_weights', 'diagnostics_every_steps', 'eval_flip',
                      'dataset.eval_image_size', 'dataset.eval_crop_fraction', 'profile_steps',
                      'compilation_cache_dir')
+# Groups of keys that never reach training (the studies of trained nets read them).
+RESUMABLE_GROUPS = ('study',)
 
 
 def path(workdir: str) -> epath.Path:
@@ -132,10 +134,11 @@ def check_allowed_keys(allowed: Sequence[str], config: ml_collections.ConfigDict
 
 def check_changes(workdir: epath.Path, changes: dict[str, tuple[Any, Any]],
                   allowed: Sequence[str]) -> None:
-  """Raises ConfigError unless every change of a resume is in RESUMABLE_CHANGES, in
-  `allowed` (--allow_changes) or a key the record lacks."""
+  """Raises ConfigError unless every change of a resume is in RESUMABLE_CHANGES or
+  RESUMABLE_GROUPS, in `allowed` (--allow_changes) or a key the record lacks."""
   refused = {k: v for k, v in changes.items()
-             if k not in RESUMABLE_CHANGES and k not in allowed and v[0] is not None}
+             if k not in RESUMABLE_CHANGES and k.split('.')[0] not in RESUMABLE_GROUPS
+             and k not in allowed and v[0] is not None}
   if refused:
     raise ConfigError(
         f'workdir {str(workdir)!r} holds checkpoints of a run with other settings: '
