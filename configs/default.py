@@ -218,7 +218,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.study.lesion_examples = 0
   config.study.lesion_draws = 10
   # Gradient per path length (Veit et al.'s Fig. 6b): `path_draws` sampled paths per
-  # length, on a batch of the training split's first `path_examples` examples.
+  # length, each measured on its own batch of `path_examples` training examples (the
+  # split's first path_draws × path_examples).
   config.study.path_draws = 4
   config.study.path_examples = 64
   config.study.eval_batch_size = 512  # examples per compiled evaluation

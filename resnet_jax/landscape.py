@@ -90,16 +90,16 @@ def net_landscape(net: Any, images: np.ndarray, labels: np.ndarray,
                             transform=at)
   span = study.landscape_range
   coords = np.linspace(-span, span, study.landscape_points)
-  line = [evaluate(first, second, np.float32(a), np.float32(0)) for a in coords]
   grid = [[evaluate(first, second, np.float32(a), np.float32(b)) for b in coords]
           for a in coords]
   loss = np.array([[point[0] for point in row] for row in grid])
   error = np.array([[point[1] for point in row] for row in grid])
   centre = study.landscape_points // 2
+  line = list(zip(loss[:, centre], error[:, centre]))  # β = 0: the 1-D interpolation
   return {'model': net.name, 'family': net.family, 'depth': net.depth,
           'coordinates': coords.tolist(),
           'centre_loss': float(loss[centre, centre]), 'centre_error': float(error[centre, centre]),
-          'line_loss': [p[0] for p in line], 'line_error': [p[1] for p in line],
+          'line_loss': [float(p[0]) for p in line], 'line_error': [float(p[1]) for p in line],
           'grid_loss': loss.tolist(), 'grid_error': error.tolist(),
           'surface_shape': surface_shape(loss, span)}
 
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> None:
   from resnet_jax import study  # noqa: PLC0415
   from resnet_jax.errors import ConfigError  # noqa: PLC0415
   try:
-    study.check_study(FLAGS.config.study)
+    study.check_study(FLAGS.config.get('study'))
   except ConfigError as error:
     sys.exit(f'error: {error}')
   import tensorflow as tf  # noqa: PLC0415  (the input pipeline's; keep it off the GPUs)

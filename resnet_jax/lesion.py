@@ -16,8 +16,9 @@ evaluation split (the first `study.lesion_examples`; 0: all), in evaluation mode
   keep the shape), so plain and residual nets are compared on the same deletions;
 - path lengths (Fig. 6) of the residual nets: how many of the 2^n paths have each
   length, the gradient magnitude that paths of each length carry to the first unit's
-  input (`study.path_draws` sampled paths per length, `study.path_examples` training
-  examples), and that times the number of paths (the total per length).
+  input (`study.path_draws` sampled paths per length, each on its own batch of
+  `study.path_examples` training examples), and that times the number of paths (the
+  total per length).
 
 Writes DIR/lesion.json, DIR/lesion_single.png, DIR/lesion_random.png and
 DIR/path_lengths.png, and prints the table.
@@ -64,10 +65,10 @@ def net_lesions(net: Any, images: np.ndarray, labels: np.ndarray, study: Any
   rng = np.random.default_rng(study.seed)
   random = []
   for k in range(1, len(shared) + 1):
-    errors = [error_without(subset)
-              for subset in paths.random_subsets(shared, k, study.lesion_draws, rng)]
+    subsets = paths.random_subsets(shared, k, study.lesion_draws, rng)
+    errors = [error_without(subset) for subset in subsets]
     random.append({'k': k, 'mean': float(np.mean(errors)), 'std': float(np.std(errors)),
-                   'errors': errors})
+                   'errors': errors, 'deleted': subsets})
   return {'model': net.name, 'family': net.family, 'depth': net.depth, 'units': names,
           'downsampling': sorted(reshaping, key=names.index),
           'error': error_without([]),
@@ -88,9 +89,11 @@ def run_lesion(config: Any, root: str, names: Sequence[str] | None = None
   loaded = [nets.load_net(root, name, config) for name in names]
   images, labels = nets.read_examples(config, config.dataset.eval_split,
                                       study.lesion_examples)
+  path_images = path_labels = None
   if any(net.family == 'resnet' for net in loaded):
-    train_images, train_labels = nets.read_examples(config, config.dataset.train_split,
-                                                    study.path_examples)
+    # A batch of its own for each sampled path (the paper measures on random batches).
+    path_images, path_labels = nets.read_examples(config, config.dataset.train_split,
+                                                  study.path_examples * study.path_draws)
   results = []
   for net in loaded:
     start = time.perf_counter()
@@ -98,7 +101,7 @@ def run_lesion(config: Any, root: str, names: Sequence[str] | None = None
     row['examples'] = len(labels)
     if net.family == 'resnet':
       units = len(row['units'])
-      magnitude = paths.gradient_by_path_length(net, train_images, train_labels,
+      magnitude = paths.gradient_by_path_length(net, path_images, path_labels,
                                                 study.path_draws, study.seed)
       counts = paths.path_length_counts(units)
       row['paths'] = {'counts': counts, 'gradient': magnitude,
@@ -135,9 +138,9 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
             'k random deleted (k=1 / 3 / 5 / 10) | effective paths (90 % of gradient) | '
             'seconds |'), '|---|---:|---|---|---|---:|']
   for r in results:
-    plain_units = [e for n, e in r['single'].items() if n not in r['downsampling']]
+    same_shape = [e for n, e in r['single'].items() if n not in r['downsampling']]
     down = [e for n, e in r['single'].items() if n in r['downsampling']]
-    single = (f'{100 * np.median(plain_units):.1f} % / {100 * max(plain_units):.1f} %' +
+    single = (f'{100 * np.median(same_shape):.1f} % / {100 * max(same_shape):.1f} %' +
               (f' ({", ".join(f"{100 * e:.1f} %" for e in down)})' if down else ''))
     by_k = {row['k']: row['mean'] for row in r['random']}
     randoms = ' / '.join(f'{100 * by_k[k]:.1f}' if k in by_k else '–' for k in (1, 3, 5, 10))
@@ -156,7 +159,7 @@ def main(argv: list[str]) -> None:
   from resnet_jax import study  # noqa: PLC0415
   from resnet_jax.errors import ConfigError  # noqa: PLC0415
   try:
-    study.check_study(FLAGS.config.study)
+    study.check_study(FLAGS.config.get('study'))
   except ConfigError as error:
     sys.exit(f'error: {error}')
   import tensorflow as tf  # noqa: PLC0415  (the input pipeline's; keep it off the GPUs)
@@ -168,8 +171,10 @@ def main(argv: list[str]) -> None:
   except (ConfigError, checkpointing.CheckpointError) as error:
     sys.exit(f'error: {error}')
   print(format_table(results))
+  written = [RESULTS_FILE, SINGLE_FILE, RANDOM_FILE] + (
+      [PATHS_FILE] if any('paths' in row for row in results) else [])
   print(f'{len(results)} nets in {time.perf_counter() - start:.0f} s; wrote '
-        f'{FLAGS.workdir}/{RESULTS_FILE}, {SINGLE_FILE}, {RANDOM_FILE}, {PATHS_FILE}')
+        f'{FLAGS.workdir}/{", ".join(written)}')
 
 
 if __name__ == '__main__':

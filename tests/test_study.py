@@ -45,8 +45,11 @@ def _net(name, seed=0):
   stats = [0.3 * jax.random.normal(k, x.shape) if i % 2 == 0 else
            jax.random.uniform(k, x.shape, minval=0.5, maxval=2.0)
            for i, (k, x) in enumerate(zip(keys, leaves))]  # flax sorts: mean, var
-  params = jax.tree.map(lambda x: x if x.ndim > 1 else jax.random.uniform(
-      jax.random.key(x.size + seed), x.shape, minval=0.5, maxval=1.5), variables['params'])
+  leaves, param_tree = jax.tree.flatten(variables['params'])
+  keys = jax.random.split(jax.random.key(seed + 2), len(leaves))
+  params = jax.tree.unflatten(param_tree, [
+      x if x.ndim > 1 else jax.random.uniform(k, x.shape, minval=0.5, maxval=1.5)
+      for k, x in zip(keys, leaves)])
   variables = variables | {'params': params, 'batch_stats': jax.tree.unflatten(treedef, stats)}
   restored = trained.Restored(info=info, variables=variables, step=0, weights='live')
   family = 'plain' if name.startswith('plain') else 'resnet'
@@ -61,8 +64,8 @@ def _examples(count=24, seed=0):
 
 def _logits(net, variables, images):
   info = net.restored.info
-  return net.model.apply(variables, (jnp.asarray(images, jnp.float32) - 8.0) / 4.0,
-                         train=False)
+  normalised = (jnp.asarray(images, jnp.float32) - info.mean[0]) / info.std[0]
+  return net.model.apply(variables, normalised, train=False)
 
 
 # Filter-normalised directions ----------------------------------------------------------
@@ -75,7 +78,9 @@ def test_each_filter_of_a_direction_has_its_filters_norm():
     if w.ndim <= 1:
       assert not np.any(np.asarray(d)), 'BN and bias entries keep a zero direction'
       continue
-    np.testing.assert_allclose(directions.filter_norms(d), directions.filter_norms(w),
+    # A filter: one output channel (the last axis; a dense layer's output unit).
+    d, w = (np.asarray(x).reshape(-1, x.shape[-1]) for x in (d, w))
+    np.testing.assert_allclose(np.linalg.norm(d, axis=0), np.linalg.norm(w, axis=0),
                                rtol=1e-5)
     checked += 1
   assert checked == 19 + 1  # 19 convolutions and the classifier
@@ -116,6 +121,9 @@ def test_surface_shape_tells_a_bowl_from_a_rough_surface():
   assert 0 < bowl['rise_0.25'] < bowl['rise_0.5'] < bowl['rise_1']
   rough = landscape.surface_shape(a**2 + b**2 + 0.3 * np.sin(12 * a) * np.sin(12 * b), 1.0)
   assert rough['local_minima'] > 1 and rough['negative_curvature'] > 0.2
+  # The cross term: a saddle everywhere, and a tilted bowl that is still convex.
+  assert landscape.surface_shape(a * b, 1.0)['negative_curvature'] == 1
+  assert landscape.surface_shape(a**2 + b**2 + 1.9 * a * b, 1.0)['negative_curvature'] == 0
 
 
 # Lesions ---------------------------------------------------------------------------------
@@ -130,6 +138,15 @@ def test_deleting_no_unit_reproduces_the_models_error(name):
   assert len(row['single']) == deletable
   assert [r['k'] for r in row['random']] == list(range(1, 8))
   assert len(row['random'][0]['errors']) == 2 and len(row['random'][-1]['errors']) == 1
+
+
+def test_plain_and_residual_twins_lose_the_same_random_units():
+  images, labels = _examples()
+  settings = _study_settings(lesion_draws=3)
+  plain, residual = (lesion.net_lesions(_net(name), images, labels, settings)
+                     for name in ('plain20', 'resnet20'))
+  assert [r['deleted'] for r in plain['random']] == [r['deleted'] for r in residual['random']]
+  assert len({tuple(d) for d in plain['random'][1]['deleted']}) > 1  # draws differ
 
 
 @pytest.mark.parametrize('unit', ['stage1_block2', 'stage2_block1'])
@@ -221,10 +238,26 @@ def test_effective_lengths_is_the_shortest_window():
     ({'landscape_range': 0.0}, 'study.landscape_range 0.0 must be > 0'),
     ({'lesion_examples': -1}, 'study.lesion_examples -1 must be >= 0'),
     ({'lesion_draws': 0}, 'study.lesion_draws 0 must be >= 1'),
+    ({'eval_batch_size': 0}, 'study.eval_batch_size 0 must be >= 1'),
+    ({'path_draws': 0}, 'study.path_draws 0 must be >= 1'),
+    ({'path_examples': 0}, 'study.path_examples 0 must be >= 1'),
+    ({'landscape_examples': -2}, 'study.landscape_examples -2 must be >= 0'),
 ])
 def test_bad_study_settings_are_named(override, message):
   with pytest.raises(ConfigError, match=message):
     study.check_study(_study_settings(**override))
+
+
+def test_a_config_without_a_study_block_is_named():
+  with pytest.raises(ConfigError, match='^the config has no study block'):
+    study.check_study(None)
+
+
+def test_gradient_per_path_length_has_one_figure_per_length():
+  images, labels = _examples(count=12)
+  magnitudes = paths.gradient_by_path_length(_net('resnet20'), images, labels, draws=2,
+                                             seed=0)
+  assert len(magnitudes) == 10 and all(np.isfinite(m) and m > 0 for m in magnitudes)
 
 
 def test_a_workdir_without_nets_says_how_to_make_them(tmp_path):

@@ -203,15 +203,22 @@ def read_config(workdir: str | epath.Path) -> ml_collections.ConfigDict:
   if history.exists():
     for line in history.read_text().splitlines():
       for key, (_, new) in json.loads(line)['changes'].items():
-        *parents, leaf = key.split('.')
-        target = config
-        for parent in parents:
-          if parent not in target:  # a group of keys added to the code since
-            target[parent] = ml_collections.ConfigDict()
-          target = target[parent]
-        if new is None:
-          if leaf in target:  # removed from the code since (ConfigDict has no pop)
-            del target[leaf]
-        else:
-          target[leaf] = new
+        _replay(config, key, new)
   return config
+
+
+def _replay(config: ml_collections.ConfigDict, key: str, new: Any) -> None:
+  """Sets dotted `key` to `new` in place; None removes it. A group added to the code
+  since the run began is created; a key of a group removed since is already gone."""
+  *parents, leaf = key.split('.')
+  target = config
+  for parent in parents:
+    if parent not in target:
+      if new is None:
+        return
+      target[parent] = ml_collections.ConfigDict()
+    target = target[parent]
+  if new is not None:
+    target[leaf] = new
+  elif leaf in target:  # ConfigDict has no pop
+    del target[leaf]

@@ -16,7 +16,10 @@ from resnet_jax.errors import ConfigError
 
 
 def check_study(study: Any) -> None:
-  """ConfigError naming a study setting out of range."""
+  """ConfigError naming a study setting out of range, or a config without the block."""
+  if study is None:
+    raise ConfigError('the config has no study block: use a config derived from '
+                      'configs/default.py, which defines study.*')
   if study.landscape_points < 3 or study.landscape_points % 2 == 0:
     raise ConfigError(f'study.landscape_points {study.landscape_points} must be odd and '
                       '>= 3 (the centre is a grid point), e.g. 21')

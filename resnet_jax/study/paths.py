@@ -113,23 +113,31 @@ def gradient_by_path_length(net: Any, images: np.ndarray, labels: np.ndarray, dr
   """Veit et al.'s Fig. 6b: for each length k = 0..n, the mean over `draws` random paths
   of length k of the mean per-example norm of the loss gradient that reaches the first
   unit's input when the backward pass runs through the branches of k random units and
-  the shortcuts of the others (forward pass unchanged: the whole net)."""
+  the shortcuts of the others (forward pass unchanged: the whole net). The examples are
+  split into `draws` batches, one per sampled path (the paper: random batches)."""
   model, info = net.model, net.restored.info
   names = unit_names(net.restored.variables['params'])
-  images = steps.normalize_images(jnp.asarray(images), info.mean, info.std)
-  labels = jnp.asarray(labels)
+  size = len(labels) // draws
+  batches = []
+  for j in range(draws):
+    part = slice(j * size, (j + 1) * size)
+    batches.append((steps.normalize_images(jnp.asarray(images[part]), info.mean, info.std),
+                    jnp.asarray(labels[part])))
 
   @jax.jit
-  def mean_norm(variables: Any, route: jax.Array) -> jax.Array:
-    grads = input_gradient(model, variables, images, labels, route)
+  def mean_norm(variables: Any, batch_images: jax.Array, batch_labels: jax.Array,
+                route: jax.Array) -> jax.Array:
+    grads = input_gradient(model, variables, batch_images, batch_labels, route)
     return jnp.sqrt(jnp.sum(jnp.square(grads), axis=(1, 2, 3))).mean()
 
   rng = np.random.default_rng(seed)
   magnitudes = []
   for k in range(len(names) + 1):
+    subsets = random_subsets(names, k, draws, rng)
+    subsets = subsets * draws if len(subsets) == 1 else subsets  # k = 0, n: one path
     norms = []
-    for subset in random_subsets(names, k, draws, rng):
+    for subset, batch in zip(subsets, batches):
       route = jnp.asarray([1.0 if name in subset else 0.0 for name in names], jnp.float32)
-      norms.append(float(mean_norm(net.restored.variables, route)))
+      norms.append(float(mean_norm(net.restored.variables, *batch, route)))
     magnitudes.append(float(np.mean(norms)))
   return magnitudes
