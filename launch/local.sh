@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Runs `python -m resnet_jax.main FLAGS...` as N processes on this machine, wired together
-# through jax.distributed: the multi-host code path, on one CPU box.
+# through jax.distributed: the multi-host code path on one box.
 #
 #   launch/local.sh N [FLAGS...]
 #   launch/local.sh 2 --config=configs/digits.py --workdir=/tmp/digits_2proc
 #
-# Each process gets DEVICES_PER_PROCESS fake CPU devices (default 2). Its output goes to
+# Devices: with GPUs (nvidia-smi lists them; DEVICE=gpu|cpu overrides the choice),
+# process i gets GPU i (CUDA_VISIBLE_DEVICES=i), one process per GPU; N may not exceed
+# the GPUs. Without, each process gets DEVICES_PER_PROCESS fake CPU devices (default 2)
+# and JAX_PLATFORMS=cpu. Each process's output goes to
 # the terminal prefixed with [process i] and, if LOG_DIR is set, to LOG_DIR/process_<i>.log.
 # Exits non-zero if any process fails, and then ends the others: the trainer's own peer
 # watch normally stops them within seconds; whatever still runs GRACE seconds (default
 # 30) after the first failure is killed. Ctrl-C or SIGTERM reaches every process as
-# SIGTERM (they agree on a step, checkpoint and exit 0). PORT picks the coordinator port.
+# SIGTERM (they agree on a step, checkpoint and exit 0). The coordinator port is one the
+# kernel reports free (bound to port 0), or PORT, which must be free.
 # Relative paths in FLAGS are relative to the current directory.
 set -euo pipefail
 
@@ -22,9 +26,36 @@ num_processes=$1
 shift
 devices=${DEVICES_PER_PROCESS:-2}
 grace=${GRACE:-30}
-port=${PORT:-$((20000 + RANDOM % 20000))}
 python=${PYTHON:-python}
 export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+
+# A random port can be taken (or in the ephemeral range, by any client): ask the kernel.
+free_port='import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+print(s.getsockname()[1])'
+if [[ -n "${PORT:-}" ]]; then
+  port=$("$python" -c "$free_port" "$PORT") || {
+    echo "$0: PORT $PORT is in use; unset PORT to let the kernel pick a free one" >&2; exit 2; }
+else
+  port=$("$python" -c "$free_port" 0)
+fi
+
+gpus=0
+if [[ ${DEVICE:-auto} != cpu ]] && command -v nvidia-smi > /dev/null; then
+  gpus=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU ' || true)
+fi
+if [[ ${DEVICE:-auto} == gpu && $gpus -eq 0 ]]; then
+  echo "$0: DEVICE=gpu but nvidia-smi lists no GPU" >&2
+  exit 2
+fi
+if ((gpus > 0 && num_processes > gpus)); then
+  echo "$0: $num_processes processes but $gpus GPUs: one process per GPU (or DEVICE=cpu)" >&2
+  exit 2
+fi
 
 pids=()
 forward() { kill -TERM "${pids[@]}" 2>/dev/null || true; }
@@ -33,8 +64,12 @@ trap forward TERM INT
 for ((i = 0; i < num_processes; i++)); do
   (
     trap '' INT  # Ctrl-C reaches the whole process group: let the TERM forwarded below act.
-    export JAX_PLATFORMS=cpu
-    export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${devices}"
+    if ((gpus > 0)); then
+      export CUDA_VISIBLE_DEVICES=$i
+    else
+      export JAX_PLATFORMS=cpu
+      export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${devices}"
+    fi
     exec "$python" -m resnet_jax.main --coordinator_address="127.0.0.1:${port}" \
       --num_processes="$num_processes" --process_id="$i" "$@" 2>&1
   ) > >(

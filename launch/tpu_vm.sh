@@ -1,95 +1,222 @@
 #!/usr/bin/env bash
-# Trains on a Cloud TPU VM slice: create it, install on every worker, run the same
-# command on all workers, collect the logs, delete it.
+# Trains on a Cloud TPU VM slice: create it (directly or as a queued resource), install on
+# every worker, start training detached on all workers, watch it, collect the logs.
 #
 #   export TPU_NAME=resnet50 ZONE=us-west4-a ACCELERATOR_TYPE=v5litepod-64 \
-#          RUNTIME_VERSION=v2-alpha-tpuv5-lite WORKDIR=gs://my-bucket/runs/r50
+#          WORKDIR=gs://my-bucket/runs/r50
 #   launch/tpu_vm.sh all --config=configs/imagenet50.py --config.dataset.data_dir=gs://my-bucket/tfds
 #
-# Steps (each can be run alone): create | install | run | logs | delete | all.
-# `run` starts training in the background on every worker (nohup) and returns; `logs`
-# copies each worker's log to ./tpu_logs/<TPU_NAME>/worker_<i>.log. Run `run` again after a
-# preemption or maintenance event: it resumes from the newest checkpoint in $WORKDIR.
+# Steps (each can be run alone): create | install | run | status | wait | logs | delete |
+# recreate | all.
+# - create: `tpu-vm create`, or with QUEUED=1 a queued resource (Cloud TPU's way to wait
+#   for capacity; SPOT=1 for spot capacity), polled until ACTIVE. RUNTIME_VERSION follows
+#   ACCELERATOR_TYPE (v4, v5litepod/v5e, v5p, v6e) unless set.
+# - install: the working tree to every worker, a venv, the package and jax[tpu]; run it
+#   again to push a code change (the venv is kept).
+# - run: clears stale TPU holders (a leftover trainer, processes holding /dev/accel* or
+#   /dev/vfio/*, /tmp/libtpu_lockfile), then starts training detached (setsid nohup: it
+#   survives the ssh session) with its own log, ~/resnet-jax-logs/train-<time>-<pid>.log
+#   (latest.log points to it), and its exit code in ~/resnet-jax-logs/exit_code.
+# - status: each worker's state: running, exit=<code> or idle. wait: polls status with
+#   short ssh calls every POLL seconds (a failed poll is retried, MAX_POLL_FAILURES in a
+#   row end the wait); exits 0 once every worker's trainer exited 0.
+# - logs: every worker's logs to ./tpu_logs/<TPU_NAME>/worker_<i>/ (and LOG_BUCKET).
+# - all: create, install, run, wait; deletes the slice only after every worker exited
+#   0. Anything else (a failed trainer, a lost connection) keeps the slice.
+# - recreate: after a preemption (a spot slice cannot be restarted): deletes what is left
+#   of the slice, creates it again, installs and runs: training resumes from $WORKDIR.
 # WORKDIR must be a gs:// path every worker can write (checkpoints, summaries, config).
-# A worker whose trainer stops with an error ends the others' too (the trainer's peer
-# watch); one that dies silently is noticed by jax.distributed's heartbeats (30 s).
 # Needs: gcloud, authenticated, with the TPU API enabled in the current project.
 set -euo pipefail
 
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${WORKDIR:?set WORKDIR (gs://...)}"
 ACCELERATOR_TYPE=${ACCELERATOR_TYPE:-v5litepod-8}
-RUNTIME_VERSION=${RUNTIME_VERSION:-v2-alpha-tpuv5-lite}
 REMOTE_DIR=${REMOTE_DIR:-resnet-jax}
 LOG_DIR=${LOG_DIR:-tpu_logs/${TPU_NAME}}
-SPOT=${SPOT:-}  # set to 1 for a spot (preemptible) slice
+LOG_BUCKET=${LOG_BUCKET:-}  # gs://... : logs also copied there
+SPOT=${SPOT:-}  # 1: spot (preemptible) capacity
+QUEUED=${QUEUED:-}  # 1: create through a queued resource
+QR_NAME=${QR_NAME:-${TPU_NAME}-qr}
+POLL=${POLL:-60}
+MAX_POLL_FAILURES=${MAX_POLL_FAILURES:-30}
+SSH_TIMEOUT=${SSH_TIMEOUT:-120}
+QUEUE_TIMEOUT=${QUEUE_TIMEOUT:-86400}
 
-step=${1:?usage: $0 create|install|run|logs|delete|all [resnet_jax.main flags...]}
+step=${1:?usage: $0 create|install|run|status|wait|logs|delete|recreate|all [resnet_jax.main flags...]}
 shift
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
 tpu=(gcloud compute tpus tpu-vm)
+queued=(gcloud compute tpus queued-resources)
+
+default_runtime() {
+  case "$ACCELERATOR_TYPE" in
+    v4-*) echo tpu-ubuntu2204-base ;;
+    v5litepod-* | v5e-*) echo v2-alpha-tpuv5-lite ;;
+    v5p-*) echo v2-alpha-tpuv5 ;;
+    v6e-*) echo v2-alpha-tpuv6e ;;
+    *) echo "error: no default runtime for ACCELERATOR_TYPE $ACCELERATOR_TYPE (known: v4-*, " \
+         "v5litepod-*, v5e-*, v5p-*, v6e-*): set RUNTIME_VERSION" >&2
+       return 2 ;;
+  esac
+}
 
 on_all_workers() {
-  "${tpu[@]}" ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1"
+  timeout "$SSH_TIMEOUT" "${tpu[@]}" ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1"
 }
 
 create() {
-  "${tpu[@]}" create "$TPU_NAME" --zone="$ZONE" --accelerator-type="$ACCELERATOR_TYPE" \
-    --version="$RUNTIME_VERSION" ${SPOT:+--spot}
+  local runtime state waited=0
+  runtime=${RUNTIME_VERSION:-}
+  [[ -n $runtime ]] || runtime=$(default_runtime) || exit 2
+  if [[ -z $QUEUED ]]; then
+    "${tpu[@]}" create "$TPU_NAME" --zone="$ZONE" --accelerator-type="$ACCELERATOR_TYPE" \
+      --version="$runtime" ${SPOT:+--spot}
+    return
+  fi
+  "${queued[@]}" create "$QR_NAME" --node-id="$TPU_NAME" --zone="$ZONE" \
+    --accelerator-type="$ACCELERATOR_TYPE" --runtime-version="$runtime" ${SPOT:+--spot}
+  while :; do
+    state=$("${queued[@]}" describe "$QR_NAME" --zone="$ZONE" --format='value(state.state)' \
+      || echo UNKNOWN)
+    case "$state" in
+      ACTIVE) echo "queued resource $QR_NAME is ACTIVE"; return ;;
+      FAILED | SUSPENDED)
+        echo "error: queued resource $QR_NAME is $state; see: ${queued[*]} describe $QR_NAME --zone=$ZONE" >&2
+        exit 1 ;;
+    esac
+    if ((waited >= QUEUE_TIMEOUT)); then
+      echo "error: queued resource $QR_NAME still $state after $QUEUE_TIMEOUT s" >&2
+      exit 1
+    fi
+    echo "queued resource $QR_NAME: $state; waiting"
+    sleep "$POLL"
+    waited=$((waited + POLL))
+  done
 }
 
 install() {
   # The working tree, without local virtualenvs or outputs, to every worker.
   local bundle
   bundle=$(mktemp -d)/resnet-jax.tar.gz
-  tar -C "$repo_root" --exclude=.git --exclude=.venv --exclude=tpu_logs -czf "$bundle" .
+  tar -C "$repo_root" --exclude=.git --exclude='.venv*' --exclude=tpu_logs -czf "$bundle" .
   "${tpu[@]}" scp "$bundle" "$TPU_NAME:~/" --zone="$ZONE" --worker=all
-  # JAX >= 0.7 needs Python >= 3.11, newer than some TPU images ship: uv brings its own.
-  on_all_workers "mkdir -p ~/$REMOTE_DIR && tar -xzf ~/resnet-jax.tar.gz -C ~/$REMOTE_DIR && \
-    cd ~/$REMOTE_DIR && python3 -m pip install -q --user uv && \
-    ~/.local/bin/uv venv --python 3.12 .venv && . .venv/bin/activate && \
-    ~/.local/bin/uv pip install -q -r requirements.txt 'jax[tpu]'"
+  # The old code goes, the venv stays: a second install pushes a change. JAX >= 0.7 needs
+  # Python >= 3.11, newer than some TPU images ship: uv brings its own.
+  "${tpu[@]}" ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="set -e
+    mkdir -p ~/$REMOTE_DIR && cd ~/$REMOTE_DIR
+    find . -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
+    tar -xzf ~/resnet-jax.tar.gz
+    command -v ~/.local/bin/uv > /dev/null || python3 -m pip install -q --user uv
+    [ -d .venv ] || ~/.local/bin/uv venv --python 3.12 .venv
+    . .venv/bin/activate && ~/.local/bin/uv pip install -q -e . 'jax[tpu]'"
 }
 
 run() {
   local flags=''
   [[ $# -gt 0 ]] && flags=$(printf ' %q' "$@")
   # --distributed=yes: jax.distributed.initialize() finds the other workers itself.
-  on_all_workers "cd ~/$REMOTE_DIR && . .venv/bin/activate && \
-    nohup python -m resnet_jax.main --distributed=yes --workdir=$(printf %q "$WORKDIR")$flags \
-    > ~/train.log 2>&1 < /dev/null &"
-  echo "started on all workers; follow with: $0 logs   (or ssh --worker=0 'tail -f ~/train.log')"
+  on_all_workers "cd ~/$REMOTE_DIR
+    pkill -f '[r]esnet_jax.main' || true
+    sudo lsof -t -w /dev/accel* /dev/vfio/* 2> /dev/null | xargs -r sudo kill -9 || true
+    sudo rm -f /tmp/libtpu_lockfile
+    mkdir -p ~/resnet-jax-logs && rm -f ~/resnet-jax-logs/exit_code
+    log=~/resnet-jax-logs/train-\$(date +%Y%m%d-%H%M%S)-\$\$.log
+    ln -sfn \"\$log\" ~/resnet-jax-logs/latest.log
+    setsid nohup bash -c \". .venv/bin/activate; python -m resnet_jax.main --distributed=yes \
+--workdir=$(printf %q "$WORKDIR")$flags >> \$log 2>&1; echo \\\$? > ~/resnet-jax-logs/exit_code\" \
+      > /dev/null 2>&1 < /dev/null &"
+  echo "started on all workers; follow with: $0 status | $0 wait | $0 logs"
+}
+
+status() {
+  on_all_workers "if pgrep -f '[r]esnet_jax.main' > /dev/null; then echo running;
+    elif [ -f ~/resnet-jax-logs/exit_code ]; then echo exit=\$(cat ~/resnet-jax-logs/exit_code);
+    else echo idle; fi"
+}
+
+num_workers() {
+  "${tpu[@]}" describe "$TPU_NAME" --zone="$ZONE" \
+    --format='value(networkEndpoints[].ipAddress)' | tr ';,' '\n\n' | grep -c .
+}
+
+wait_for_training() {
+  # Short polls, never one long ssh session: a dropped connection is a retry, not an end.
+  local workers out failures=0
+  workers=$(num_workers)
+  while :; do
+    if ! out=$(status); then
+      failures=$((failures + 1))
+      if ((failures >= MAX_POLL_FAILURES)); then
+        echo "$0: $failures status polls failed in a row; the slice is kept" >&2
+        return 1
+      fi
+      echo "status poll failed ($failures/$MAX_POLL_FAILURES); retrying in $POLL s" >&2
+      sleep "$POLL"
+      continue
+    fi
+    failures=0
+    if grep -q running <<< "$out"; then
+      sleep "$POLL"
+      continue
+    fi
+    if (($(grep -c '^.*exit=0$' <<< "$out" || true) == workers)); then
+      echo "training ended with exit code 0 on all $workers workers"
+      return 0
+    fi
+    echo "$0: training did not end cleanly on every worker:" >&2
+    echo "$out" >&2
+    return 1
+  done
 }
 
 logs() {
-  mkdir -p "$LOG_DIR"
   local workers
-  workers=$("${tpu[@]}" describe "$TPU_NAME" --zone="$ZONE" \
-    --format='value(networkEndpoints[].ipAddress)' | tr ';,' '\n\n' | grep -c .)
+  workers=$(num_workers)
   for ((i = 0; i < workers; i++)); do
-    "${tpu[@]}" scp "$TPU_NAME:~/train.log" "$LOG_DIR/worker_$i.log" --zone="$ZONE" --worker="$i"
+    mkdir -p "$LOG_DIR/worker_$i"
+    "${tpu[@]}" scp --recurse "$TPU_NAME:~/resnet-jax-logs/*" "$LOG_DIR/worker_$i/" \
+      --zone="$ZONE" --worker="$i"
   done
+  [[ -n $LOG_BUCKET ]] && gcloud storage cp --recursive "$LOG_DIR" "$LOG_BUCKET/"
   echo "logs in $LOG_DIR"
 }
 
 delete() {
-  "${tpu[@]}" delete "$TPU_NAME" --zone="$ZONE" --quiet
+  if [[ -n $QUEUED ]]; then
+    "${queued[@]}" delete "$QR_NAME" --zone="$ZONE" --force --quiet
+  else
+    "${tpu[@]}" delete "$TPU_NAME" --zone="$ZONE" --quiet
+  fi
 }
 
 case "$step" in
   create) create ;;
   install) install ;;
   run) run "$@" ;;
+  status) status ;;
+  wait) wait_for_training ;;
   logs) logs ;;
   delete) delete ;;
+  recreate)
+    delete || echo "nothing to delete (or already gone); creating"
+    create
+    install
+    run "$@"
+    ;;
   all)
     create
     install
     run "$@"
-    # Wait for worker 0's process to end, then collect logs and delete the slice.
-    # '[r]esnet' so that pgrep does not find this very command line.
-    on_all_workers "while pgrep -f '[r]esnet_jax.main' > /dev/null; do sleep 60; done" || true
-    logs
-    delete
+    if wait_for_training; then
+      logs
+      delete
+    else
+      logs || true
+      echo "$0: the slice $TPU_NAME is kept; look at the logs ($LOG_DIR), then $0 recreate" \
+        "(it resumes from $WORKDIR) or $0 delete" >&2
+      exit 1
+    fi
     ;;
-  *) echo "unknown step '$step'; valid: create install run logs delete all" >&2; exit 2 ;;
+  *) echo "unknown step '$step'; valid: create install run status wait logs delete recreate all" >&2
+     exit 2 ;;
 esac

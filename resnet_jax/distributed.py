@@ -2,7 +2,8 @@
 shared-workdir check, preemption, and one process's failure ending the whole run.
 
 Each host runs the same command; `jax.distributed` wires the processes together. On TPU
-VMs, SLURM and Open MPI, `jax.distributed.initialize()` finds the coordinator itself;
+VMs (gcloud or queued resources), GKE, SLURM, Open MPI and Kubernetes,
+`jax.distributed.initialize()` finds the coordinator itself (clusters.py);
 anywhere else pass --coordinator_address, --num_processes and --process_id.
 
 A failing process must not leave the others waiting in a collective: it reports its
@@ -30,6 +31,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from resnet_jax import clusters
 from resnet_jax.errors import ConfigError, check_choice
 
 MODES = ('auto', 'yes', 'no')
@@ -41,16 +43,6 @@ def _poll_seconds() -> float:
   """How often each process asks the coordination service for a failure report: once
   a second, less often on big pods, so process 0's service answers ~100 asks a second."""
   return min(10.0, max(1.0, jax.process_count() / 100))
-
-
-def _cluster_detected() -> bool:
-  """True where an environment variable says this is one of several processes."""
-  def count(name: str) -> int:
-    value = os.environ.get(name, '')
-    return int(value) if value.isdigit() else 0
-  # SLURM_STEP_NUM_TASKS is set inside `srun` only, not in the batch script's own shell.
-  return (count('SLURM_STEP_NUM_TASKS') > 1 or count('OMPI_COMM_WORLD_SIZE') > 1 or
-          ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''))
 
 
 def initialize(mode: str = 'auto', coordinator_address: str | None = None,
@@ -73,12 +65,19 @@ def initialize(mode: str = 'auto', coordinator_address: str | None = None,
                       'of seconds')
   if mode == 'no':
     return
+  started = True
   if coordinator_address:
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                heartbeat_timeout_seconds=heartbeat_timeout)
-  elif mode == 'yes' or _cluster_detected():
+  elif mode == 'yes' or clusters.detected_cluster():
     jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout)
   else:
+    started = False
+  if 'SLURM_STEP_NUM_TASKS' in os.environ:  # inside srun: the devices match the allocation
+    clusters.check_allocation(os.environ, jax.default_backend(), jax.local_device_count(),
+                              jax.device_count(),
+                              [d.local_hardware_id for d in jax.local_devices()])
+  if not started:
     return
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
