@@ -61,7 +61,10 @@ default_runtime() {
 }
 
 on_all_workers() {
-  timeout "$SSH_TIMEOUT" "${tpu[@]}" ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1"
+  # A bounded ssh where coreutils' timeout exists (macOS lacks it unless installed).
+  local limit=()
+  command -v timeout > /dev/null && limit=(timeout "$SSH_TIMEOUT")
+  ${limit[@]+"${limit[@]}"} "${tpu[@]}" ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1"
 }
 
 create() {
