@@ -73,12 +73,14 @@ def initialize(mode: str = 'auto', coordinator_address: str | None = None,
     jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout)
   else:
     started = False
-  if 'SLURM_STEP_NUM_TASKS' in os.environ:  # inside srun: the devices match the allocation
+  if not started:
+    return
+  # Inside srun: one GPU per task, as allocated. (A lone, undistributed task may use every
+  # GPU of its node: JAX binds a GPU per process only once distributed.)
+  if 'SLURM_STEP_NUM_TASKS' in os.environ:
     clusters.check_allocation(os.environ, jax.default_backend(), jax.local_device_count(),
                               jax.device_count(),
                               [d.local_hardware_id for d in jax.local_devices()])
-  if not started:
-    return
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count())
