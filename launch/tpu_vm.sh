@@ -13,13 +13,14 @@
 #   ACCELERATOR_TYPE (v4, v5litepod/v5e, v5p, v6e) unless set.
 # - install: the working tree to every worker, a venv, the package and jax[tpu]; run it
 #   again to push a code change (the venv is kept).
-# - run: clears stale TPU holders (a leftover trainer, processes holding /dev/accel* or
-#   /dev/vfio/*, /tmp/libtpu_lockfile), then starts training detached (setsid nohup: it
+# - run: clears stale TPU holders (a leftover trainer: SIGTERM, STOP_GRACE s to save a
+#   checkpoint, then -9; processes holding /dev/accel* or /dev/vfio/*;
+#   /tmp/libtpu_lockfile), then starts training detached (setsid nohup: it
 #   survives the ssh session) with its own log, ~/resnet-jax-logs/train-<time>-<pid>.log
 #   (latest.log points to it), and its exit code in ~/resnet-jax-logs/exit_code.
 # - status: each worker's state: running, exit=<code> or idle. wait: polls status with
-#   short ssh calls every POLL seconds (a failed poll is retried, MAX_POLL_FAILURES in a
-#   row end the wait); exits 0 once every worker's trainer exited 0.
+#   short ssh calls every POLL seconds (a failed or partial poll is retried,
+#   MAX_POLL_FAILURES in a row end the wait); exits 0 once every worker's trainer exited 0.
 # - logs: every worker's logs to ./tpu_logs/<TPU_NAME>/worker_<i>/ (and LOG_BUCKET).
 # - all: create, install, run, wait; deletes the slice only after every worker exited
 #   0. Anything else (a failed trainer, a lost connection) keeps the slice.
@@ -40,6 +41,7 @@ QR_NAME=${QR_NAME:-${TPU_NAME}-qr}
 POLL=${POLL:-60}
 MAX_POLL_FAILURES=${MAX_POLL_FAILURES:-30}
 SSH_TIMEOUT=${SSH_TIMEOUT:-120}
+STOP_GRACE=${STOP_GRACE:-60}  # s a leftover trainer gets to checkpoint; < SSH_TIMEOUT
 QUEUE_TIMEOUT=${QUEUE_TIMEOUT:-86400}
 
 step=${1:?usage: $0 create|install|run|status|wait|logs|delete|recreate|all [resnet_jax.main flags...]}
@@ -117,58 +119,73 @@ install() {
 run() {
   local flags=''
   [[ $# -gt 0 ]] && flags=$(printf ' %q' "$@")
+  # The module name is spelled through $m: the remote shell running this command must not
+  # match pkill's pattern itself (pkill -f would kill its own caller). The old trainer's
+  # wrapper does match, so it goes too and cannot write a stale exit_code later.
   # --distributed=yes: jax.distributed.initialize() finds the other workers itself.
   on_all_workers "cd ~/$REMOTE_DIR
-    pkill -f '[r]esnet_jax.main' || true
+    m=resnet_jax
+    # A running trainer saves a checkpoint on SIGTERM: STOP_GRACE seconds for that, then -9.
+    if pkill -f '[r]esnet_jax[.]main'; then
+      for _ in \$(seq $STOP_GRACE); do pgrep -f '[r]esnet_jax[.]main' > /dev/null || break; sleep 1; done
+      pkill -9 -f '[r]esnet_jax[.]main' || true
+    fi
     sudo lsof -t -w /dev/accel* /dev/vfio/* 2> /dev/null | xargs -r sudo kill -9 || true
     sudo rm -f /tmp/libtpu_lockfile
     mkdir -p ~/resnet-jax-logs && rm -f ~/resnet-jax-logs/exit_code
     log=~/resnet-jax-logs/train-\$(date +%Y%m%d-%H%M%S)-\$\$.log
     ln -sfn \"\$log\" ~/resnet-jax-logs/latest.log
-    setsid nohup bash -c \". .venv/bin/activate; python -m resnet_jax.main --distributed=yes \
+    setsid nohup bash -c \". .venv/bin/activate; python -m \$m.main --distributed=yes \
 --workdir=$(printf %q "$WORKDIR")$flags >> \$log 2>&1; echo \\\$? > ~/resnet-jax-logs/exit_code\" \
       > /dev/null 2>&1 < /dev/null &"
   echo "started on all workers; follow with: $0 status | $0 wait | $0 logs"
 }
 
 status() {
-  on_all_workers "if pgrep -f '[r]esnet_jax.main' > /dev/null; then echo running;
-    elif [ -f ~/resnet-jax-logs/exit_code ]; then echo exit=\$(cat ~/resnet-jax-logs/exit_code);
-    else echo idle; fi"
+  # One marked line per worker, so that wait can tell a full answer from a partial one.
+  on_all_workers "if pgrep -f '[r]esnet_jax[.]main' > /dev/null; then s=running;
+    elif [ -f ~/resnet-jax-logs/exit_code ]; then s=exit=\$(cat ~/resnet-jax-logs/exit_code);
+    else s=idle; fi; echo \"resnet-jax-status \$(hostname) \$s\""
 }
 
 num_workers() {
-  "${tpu[@]}" describe "$TPU_NAME" --zone="$ZONE" \
-    --format='value(networkEndpoints[].ipAddress)' | tr ';,' '\n\n' | grep -c .
+  local n
+  n=$("${tpu[@]}" describe "$TPU_NAME" --zone="$ZONE" \
+    --format='value(networkEndpoints[].ipAddress)' | tr ';,' '\n\n' | grep -c .) || true
+  ((n > 0)) || { echo "$0: cannot count the workers of $TPU_NAME (tpu-vm describe)" >&2; return 1; }
+  echo "$n"
 }
 
 wait_for_training() {
   # Short polls, never one long ssh session: a dropped connection is a retry, not an end.
-  local workers out failures=0
-  workers=$(num_workers)
+  # Only a full answer counts: every worker's line, each running or exit=<code>.
+  local workers='' out lines failures=0
   while :; do
-    if ! out=$(status); then
-      failures=$((failures + 1))
-      if ((failures >= MAX_POLL_FAILURES)); then
-        echo "$0: $failures status polls failed in a row; the slice is kept" >&2
+    [[ -n $workers ]] || workers=$(num_workers) || workers=''
+    if [[ -n $workers ]] && out=$(status); then
+      lines=$(grep -o 'resnet-jax-status .*' <<< "$out" || true)  # whatever gcloud prefixes
+      if (($(grep -c . <<< "$lines" || true) == workers)); then
+        failures=0
+        if grep -q ' running$' <<< "$lines"; then
+          sleep "$POLL"
+          continue
+        fi
+        if (($(grep -c ' exit=0$' <<< "$lines" || true) == workers)); then
+          echo "training ended with exit code 0 on all $workers workers"
+          return 0
+        fi
+        echo "$0: training did not end cleanly on every worker:" >&2
+        echo "$lines" >&2
         return 1
       fi
-      echo "status poll failed ($failures/$MAX_POLL_FAILURES); retrying in $POLL s" >&2
-      sleep "$POLL"
-      continue
     fi
-    failures=0
-    if grep -q running <<< "$out"; then
-      sleep "$POLL"
-      continue
+    failures=$((failures + 1))
+    if ((failures >= MAX_POLL_FAILURES)); then
+      echo "$0: $failures status polls failed in a row; the slice is kept" >&2
+      return 1
     fi
-    if (($(grep -c '^.*exit=0$' <<< "$out" || true) == workers)); then
-      echo "training ended with exit code 0 on all $workers workers"
-      return 0
-    fi
-    echo "$0: training did not end cleanly on every worker:" >&2
-    echo "$out" >&2
-    return 1
+    echo "status poll failed ($failures/$MAX_POLL_FAILURES); retrying in $POLL s" >&2
+    sleep "$POLL"
   done
 }
 

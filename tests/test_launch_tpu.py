@@ -1,31 +1,41 @@
 """launch/tpu_vm.sh driven by a stub `gcloud`: its ssh runs the remote command here, in a
-fake home per worker, with stand-ins for uv, python, sudo and lsof; every call is
-logged. What it creates, how it waits, what it never deletes."""
+fake home per worker, with stand-ins for uv, python, sudo, lsof, pgrep and pkill; every
+call is logged. What it creates, how it waits, what it never deletes.
+
+TPU_VM_SH=/path/to/launch/tpu_vm.sh drives another copy (an older one, to see these
+tests fail on it)."""
 
 import os
 import pathlib
+import signal
 import stat
 import subprocess
+import time
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = os.environ.get('TPU_VM_SH', str(REPO / 'launch' / 'tpu_vm.sh'))
 
 # gcloud's stand-in. ssh --worker=all runs the command once per worker (STUB_WORKERS) in
-# $STUB_ROOT/worker_<i> as HOME, unless STUB_SSH_FAIL is set (a dropped connection);
-# describe prints one address per worker; queued-resources describe prints the next
-# state of STUB_QR_STATES.
+# $STUB_ROOT/worker_<i> as HOME; with STUB_SSH_FAIL=1 every ssh fails (255), with
+# STUB_SSH_FAIL=after-start every ssh after the one that started training does (the laptop
+# slept, the network dropped). describe prints one address per worker (STUB_DESCRIBED
+# overrides the count); queued-resources describe prints the next state of STUB_QR_STATES.
 _GCLOUD = r'''#!/usr/bin/env bash
 echo "gcloud $*" >> "$STUB_LOG"
 args="$*"
 case "$args" in
   *" ssh "*)
-    [[ -n "${STUB_SSH_FAIL:-}" ]] && exit 255
+    [[ "${STUB_SSH_FAIL:-}" == 1 ]] && exit 255
+    [[ "${STUB_SSH_FAIL:-}" == after-start && -e "$STUB_ROOT/started" ]] && exit 255
     for a in "$@"; do [[ $a == --command=* ]] && command="${a#--command=}"; done
     for ((w = 0; w < ${STUB_WORKERS:-1}; w++)); do
       mkdir -p "$STUB_ROOT/worker_$w"
       (cd "$STUB_ROOT/worker_$w" && HOME="$STUB_ROOT/worker_$w" bash -c "$command") || exit $?
-    done ;;
+    done
+    [[ $command == *nohup* ]] && touch "$STUB_ROOT/started"
+    exit 0 ;;
   *" scp "*)
     # gcloud compute tpus tpu-vm scp SOURCE ...: the bundle reaches every worker's home.
     if [[ $args == *resnet-jax.tar.gz* ]]; then
@@ -37,13 +47,40 @@ case "$args" in
     states=(${STUB_QR_STATES:-ACTIVE}); n=$(grep -c "queued-resources describe" "$STUB_LOG")
     echo "${states[$(( n - 1 < ${#states[@]} ? n - 1 : ${#states[@]} - 1 ))]}" ;;
   *"tpu-vm describe"*)
-    for ((w = 0; w < ${STUB_WORKERS:-1}; w++)); do printf '10.0.0.%d;' "$w"; done; echo ;;
+    for ((w = 0; w < ${STUB_DESCRIBED:-${STUB_WORKERS:-1}}; w++)); do
+      printf '10.0.0.%d;' "$w"
+    done
+    echo ;;
 esac
 exit 0
 '''
 
-# Remote stand-ins: uv refuses an existing venv as the real one does; the trainer
-# records its arguments and exits with STUB_TRAIN_EXIT.
+# pgrep/pkill -f as procps has them, but only over processes whose working directory is
+# under $STUB_ROOT (the suite's other processes stay out of reach). Like the real ones they
+# match the shell that runs them too: a remote command that contains pkill's pattern
+# literally kills itself.
+_PROCS = r'''#!/usr/bin/env bash
+signal=TERM
+while [[ $1 == -* ]]; do
+  case $1 in -f) ;; -*) signal=${1#-} ;; esac
+  shift
+done
+pattern=$1 found=1
+for d in /proc/[0-9]*; do
+  pid=${d#/proc/}
+  [[ $pid == "$$" ]] && continue
+  [[ $(readlink "$d/cwd" 2> /dev/null) == "$STUB_ROOT"* ]] || continue
+  tr '\0' ' ' < "$d/cmdline" 2> /dev/null | grep -qE -- "$pattern" || continue
+  found=0
+  if [[ $(basename "$0") == pkill ]]; then
+    echo "pkill -$signal $pid" >> "$STUB_LOG"
+    kill "-$signal" "$pid" 2> /dev/null
+  fi
+done
+exit $found
+'''
+
+# Remote stand-ins: uv refuses an existing venv as the real one does; lsof finds nothing.
 _REMOTE_BIN = {
     'python3': '#!/usr/bin/env bash\nmkdir -p ~/.local/bin\ncp "$STUB_BIN/uv" ~/.local/bin/uv\n',
     'uv': r'''#!/usr/bin/env bash
@@ -57,15 +94,38 @@ exit 0
 ''',
     'sudo': '#!/usr/bin/env bash\necho "sudo $*" >> "$STUB_LOG"\n[[ $1 == rm ]] && exit 0\n"$@"\n',
     'lsof': '#!/usr/bin/env bash\nexit 1\n',
-    'pkill': '#!/usr/bin/env bash\necho "pkill $*" >> "$STUB_LOG"\nexit 1\n',
+    'pgrep': _PROCS,
+    'pkill': _PROCS,
 }
-_TRAINER = '#!/usr/bin/env bash\necho "trainer $*"\nexit ${STUB_TRAIN_EXIT:-0}\n'
+# The trainer records its arguments and exits with STUB_TRAIN_EXIT; with STUB_TRAIN_SLEEP
+# it runs that long unless it gets SIGTERM, then it exits 0 as resnet_jax.main does after
+# its checkpoint.
+_TRAINER = r'''#!/usr/bin/env bash
+echo "trainer $*"
+if [[ -n ${STUB_TRAIN_SLEEP:-} ]]; then
+  trap 'echo "trainer: SIGTERM, checkpoint written"; kill $child; exit 0' TERM
+  sleep "$STUB_TRAIN_SLEEP" & child=$!
+  wait $child
+fi
+exit ${STUB_TRAIN_EXIT:-0}
+'''
 
 
 def _executable(path, text):
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(text)
   path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def _stub_processes(root):
+  pids = []
+  for proc in pathlib.Path('/proc').glob('[0-9]*'):
+    try:
+      if os.readlink(proc / 'cwd').startswith(str(root)):
+        pids.append(int(proc.name))
+    except OSError:
+      pass
+  return pids
 
 
 @pytest.fixture
@@ -80,12 +140,17 @@ def gcloud(tmp_path):
          'STUB_LOG': str(log), 'STUB_ROOT': str(root), 'STUB_BIN': str(bin_dir),
          'TPU_NAME': 'r50', 'ZONE': 'us-west4-a', 'WORKDIR': 'gs://bucket/r50',
          'POLL': '0', 'LOG_DIR': str(tmp_path / 'logs')}
-  return env, log, root
+  yield env, log, root
+  for pid in _stub_processes(root):  # a detached trainer a failing test left behind
+    try:
+      os.kill(pid, signal.SIGKILL)
+    except OSError:
+      pass
 
 
 def _script(env, *args, **extra):
-  return subprocess.run(['bash', 'launch/tpu_vm.sh', *args], cwd=REPO,
-                        env={**env, **extra}, capture_output=True, text=True, timeout=120)
+  return subprocess.run(['bash', SCRIPT, *args], cwd=REPO, env={**env, **extra},
+                        capture_output=True, text=True, timeout=60, check=False)
 
 
 def _calls(log):
@@ -93,8 +158,7 @@ def _calls(log):
 
 
 def _wait_for_exit_codes(root, workers):
-  import time  # noqa: PLC0415
-  deadline = time.time() + 20
+  deadline = time.time() + 10
   while time.time() < deadline:
     if all((root / f'worker_{w}' / 'resnet-jax-logs' / 'exit_code').exists()
            for w in range(workers)):
@@ -119,6 +183,7 @@ def test_an_unknown_accelerator_type_creates_nothing(gcloud):
   assert result.returncode == 2 and not _calls(log)
   assert 'no default runtime for ACCELERATOR_TYPE v9-8' in result.stderr
   assert 'set RUNTIME_VERSION' in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_a_queued_spot_slice_waits_until_active(gcloud):
@@ -136,11 +201,14 @@ def test_a_queued_spot_slice_waits_until_active(gcloud):
 
 def test_install_twice_succeeds(gcloud):
   env, _, root = gcloud
-  for _ in range(2):
-    result = _script(env, 'install')
-    assert result.returncode == 0, result.stderr
-  assert (root / 'worker_0' / 'resnet-jax' / '.venv' / 'bin' / 'activate').exists()
-  assert (root / 'worker_0' / 'resnet-jax' / 'launch' / 'tpu_vm.sh').exists()
+  tree = root / 'worker_0' / 'resnet-jax'
+  assert _script(env, 'install').returncode == 0
+  (tree / 'removed_since.py').write_text('')
+  result = _script(env, 'install')
+  assert result.returncode == 0, result.stderr
+  assert (tree / '.venv' / 'bin' / 'activate').exists()
+  assert (tree / 'launch' / 'tpu_vm.sh').exists()
+  assert not (tree / 'removed_since.py').exists()  # the code tree is replaced
 
 
 def test_run_twice_keeps_both_logs_and_clears_stale_holders(gcloud):
@@ -155,37 +223,65 @@ def test_run_twice_keeps_both_logs_and_clears_stale_holders(gcloud):
   for path in logs:
     assert 'trainer -m resnet_jax.main --distributed=yes --workdir=gs://bucket/r50 ' \
         '--config=configs/imagenet50.py' in path.read_text()
-  calls = _calls(log)
-  assert 'sudo rm -f /tmp/libtpu_lockfile' in calls
-  assert any(c.startswith('pkill -f [r]esnet_jax.main') for c in calls)
+  latest = root / 'worker_0' / 'resnet-jax-logs' / 'latest.log'
+  assert latest.is_symlink() and latest.resolve() in logs
+  assert 'sudo rm -f /tmp/libtpu_lockfile' in _calls(log)
+  sent = log.read_text()  # the ssh commands as sent (over several lines)
+  assert 'lsof' in sent and '/dev/accel*' in sent and '/dev/vfio/*' in sent
+  assert 'pkill -f' in sent
 
 
-def _all(env, root, **extra):
-  result = _script(env, 'all', '--config=configs/digits.py', **extra)
-  return result
+def test_run_stops_a_leftover_trainer_first(gcloud):
+  env, log, root = gcloud
+  assert _script(env, 'install').returncode == 0
+  assert _script(env, 'run', STUB_TRAIN_SLEEP='60').returncode == 0
+  status = _script(env, 'status')
+  assert status.returncode == 0 and status.stdout.rstrip().endswith(' running')
+  first = (root / 'worker_0' / 'resnet-jax-logs' / 'latest.log').resolve()
+  result = _script(env, 'run', STOP_GRACE='10')
+  assert result.returncode == 0, result.stderr
+  _wait_for_exit_codes(root, 1)
+  # SIGTERM, so the leftover wrote its checkpoint; no -9 needed; nothing of it is left.
+  assert 'SIGTERM, checkpoint written' in first.read_text()
+  assert not any(c.startswith(('pkill -KILL', 'pkill -9')) for c in _calls(log))
+  assert (root / 'worker_0' / 'resnet-jax-logs' / 'exit_code').read_text().strip() == '0'
+  assert 'exit=0' in _script(env, 'status').stdout
+  assert not _stub_processes(root)
+
+
+def _all(env, **extra):
+  return _script(env, 'all', '--config=configs/digits.py', **extra)
 
 
 def test_all_deletes_only_after_every_worker_exited_cleanly(gcloud):
-  env, log, root = gcloud
-  result = _all(env, root, STUB_WORKERS='2')
+  env, log, _ = gcloud
+  result = _all(env, STUB_WORKERS='2')
   assert result.returncode == 0, result.stderr
-  assert any(c.startswith('gcloud compute tpus tpu-vm delete r50') for c in _calls(log))
+  calls = _calls(log)
+  assert calls[-1].startswith('gcloud compute tpus tpu-vm delete r50')
+  assert sum(' delete' in c for c in calls) == 1
 
 
-@pytest.mark.parametrize('failure', [{'STUB_TRAIN_EXIT': '1'}, 'lost connection'])
+@pytest.mark.parametrize('failure', [
+    {'STUB_TRAIN_EXIT': '1'},  # a trainer failed
+    {'STUB_SSH_FAIL': 'after-start'},  # every poll fails: no news is no success
+    {'STUB_DESCRIBED': '3'},  # only 2 of 3 workers answer
+])
 def test_all_never_deletes_after_a_failure(gcloud, failure):
-  env, log, root = gcloud
-  if failure == 'lost connection':
-    # Training started; then every poll fails (the laptop slept, the network dropped).
-    assert _script(env, 'install').returncode == 0
-    assert _script(env, 'run').returncode == 0
-    result = _script(env, 'wait', STUB_SSH_FAIL='1', MAX_POLL_FAILURES='3')
-    assert result.returncode == 1 and 'status polls failed in a row' in result.stderr
-    script_text = (REPO / 'launch' / 'tpu_vm.sh').read_text()
-    assert '|| true\n    logs\n    delete' not in script_text
-  else:
-    result = _all(env, root, STUB_WORKERS='2', **failure)
-    assert result.returncode == 1
-    assert 'training did not end cleanly' in result.stderr
-    assert 'is kept' in result.stderr
+  env, log, _ = gcloud
+  result = _all(env, STUB_WORKERS='2', MAX_POLL_FAILURES='3', **failure)
+  assert result.returncode != 0
+  assert 'is kept' in result.stderr
+  assert 'create' in _calls(log)[0]
   assert not any(' delete' in c for c in _calls(log))
+  if 'STUB_TRAIN_EXIT' in failure:
+    assert 'training did not end cleanly' in result.stderr
+  else:
+    assert 'status polls failed in a row' in result.stderr
+
+
+def test_a_failed_queued_create_deletes_nothing(gcloud):
+  env, log, _ = gcloud
+  result = _all(env, QUEUED='1', SPOT='1', STUB_QR_STATES='WAITING_FOR_RESOURCES SUSPENDED')
+  assert result.returncode == 1 and 'is SUSPENDED' in result.stderr
+  assert not any(' delete' in c or ' ssh ' in c for c in _calls(log))
