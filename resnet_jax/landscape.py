@@ -20,20 +20,15 @@ and prints the table. --config=configs/cifar10_degradation.py has the paper's se
 """
 
 import json
-import os
-import sys
 import time
 from typing import Any, Sequence
 
 import numpy as np
-from absl import app, flags
 
-from resnet_jax import config_files
+from resnet_jax.study import command
 
 RESULTS_FILE = 'landscape.json'
 INTERPOLATION_FILE = 'interpolation.png'
-
-FLAGS = flags.FLAGS
 
 
 def surface_figure(depth: int) -> str:
@@ -144,40 +139,9 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from resnet_jax import study  # noqa: PLC0415
-  from resnet_jax.errors import ConfigError  # noqa: PLC0415
-  try:
-    study.check_study(FLAGS.config.get('study'))
-  except ConfigError as error:
-    sys.exit(f'error: {error}')
-  import tensorflow as tf  # noqa: PLC0415  (the input pipeline's; keep it off the GPUs)
-  tf.config.set_visible_devices([], 'GPU')
-  from resnet_jax.storage import checkpointing  # noqa: PLC0415
-  start = time.perf_counter()
-  try:
-    results = run_landscape(FLAGS.config, FLAGS.workdir, FLAGS.models)
-  except (ConfigError, checkpointing.CheckpointError) as error:
-    sys.exit(f'error: {error}')
-  print(format_table(results))
-  print(f'{len(results)} nets in {time.perf_counter() - start:.0f} s; wrote '
-        f'{FLAGS.workdir}/{RESULTS_FILE}, landscape_<depth>.png, {INTERPOLATION_FILE}')
+main = command.main_for(run_landscape, format_table,
+                        lambda rows: [RESULTS_FILE, 'landscape_<depth>.png', INTERPOLATION_FILE])
 
 
 if __name__ == '__main__':
-  from ml_collections import config_flags
-
-  from resnet_jax.cpu import allocator
-  allocator.reexec_with_fast_allocator()
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-  default_config = config_files.checkout_config('degradation_digits')
-  flags.DEFINE_string('workdir', None, 'A degradation workdir: its plainN/resnetN runs.')
-  config_flags.DEFINE_config_file('config', default_config, 'The recipe the nets were '
-                                  'trained with; its `study` settings.', lock_config=True)
-  flags.DEFINE_list('models', [], 'Runs under --workdir to study (default: every plainN '
-                    'and resnetN).')
-  flags.mark_flags_as_required(['workdir'])
-  config_files.make_importable([*sys.argv, f'--config={default_config}'])
-  app.run(main)
+  command.start(main)
