@@ -59,9 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data.
   config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = 'imagenet2012'  # a TFDS name (sklearn_digits ships with us), or
-  #                                       image_folder: data_dir/<split>/<class>/<images>
-  config.dataset.data_dir = ''  # TFDS data_dir ('' = ~/tensorflow_datasets), or the folder
+  config.dataset.name = 'imagenet2012'  # a TFDS name (sklearn_digits ships with us;
+  #   fashion_mnist reads Debian's dataset-fashion-mnist files offline), or
+  #   image_folder: data_dir/<split>/<class>/<images>
+  config.dataset.data_dir = ''  # TFDS data_dir ('' = ~/tensorflow_datasets), the folder, or
+  #                               one holding Fashion-MNIST's four IDX files
   config.dataset.manual_dir = ''  # where ImageNet's tar files lie, for preparing it
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
@@ -95,6 +97,11 @@ def get_config() -> ml_collections.ConfigDict:
   # (steps per epoch do not change); the images come from one shuffled pass over the
   # split after another, so every `repeated_augmentation` epochs cover the whole split.
   config.dataset.repeated_augmentation = 1
+  # tf_data: stream through tf.data on the host (any dataset, any augmentation); device:
+  # hold the whole splits on every device and augment there (augment none or cifar, flip;
+  # erasing, mixup and cutmix as always in the step), no TensorFlow for fashion_mnist's IDX
+  # files and sklearn_digits (resnet_jax/data/device_input.py).
+  config.dataset.pipeline = 'tf_data'
   config.dataset.cache = False  # keep a TFDS split's encoded images in memory (small sets)
   config.dataset.shuffle_buffer = 16_384  # TFDS records; image folders shuffle fully
   # TFRecord files read at once, interleaved record by record (each shuffled within

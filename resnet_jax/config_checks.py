@@ -6,12 +6,15 @@ from jax.sharding import Mesh
 
 from resnet_jax import erasing, losses, models, optim, profiling, sharding, step_options, steps
 from resnet_jax.cpu import conv
-from resnet_jax.data import pipeline, preprocess, resolution, sources
+from resnet_jax.data import inputs, resolution
 from resnet_jax.errors import ConfigError, check_choice
 from resnet_jax.storage import trained
 
 # The policy lives with the step's options (no ml_collections there: bare accelerator images).
 NONFINITE_POLICIES, nonfinite_policy = step_options.NONFINITE_POLICIES, step_options.nonfinite_policy
+# preprocess.AUGMENTATIONS and pipeline.ORDERS, which import TensorFlow (tests hold them equal).
+AUGMENTATIONS = ('none', 'cifar', 'imagenet')
+ORDERS = ('global', 'per_process')
 
 
 def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
@@ -29,9 +32,12 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     conv.check_conv_impl(config.conv_impl)
     check_choice('loss_scale', config.loss_scale, steps.LOSS_SCALES)
     optim.check_choices(config)
-    sources.check_dataset_name(config.dataset.name)
-    check_choice('dataset.augment', config.dataset.augment, preprocess.AUGMENTATIONS)
-    check_choice('dataset.order', config.dataset.order, pipeline.ORDERS)
+    if inputs.needs_tensorflow(config):
+      from resnet_jax.data import sources  # noqa: PLC0415  (imports TensorFlow)
+      sources.check_dataset_name(config.dataset.name)
+    check_choice('dataset.augment', config.dataset.augment, AUGMENTATIONS)
+    check_choice('dataset.order', config.dataset.order, ORDERS)
+    inputs.check(config)
     sharding.check_batch_size(config.batch_size, mesh)
     check_choice('nonfinite_policy', config.nonfinite_policy, NONFINITE_POLICIES)
     accumulation = config.grad_accum_steps

@@ -12,7 +12,7 @@ from resnet_jax.cpu import allocator
 if __name__ == '__main__':
   allocator.reexec_with_fast_allocator()  # jemalloc/tcmalloc if installed: see allocator.py
 
-# Before TensorFlow is first imported (by the input pipeline): its C++ INFO lines are noise.
+# Before TensorFlow is first imported (by the tf.data input): its C++ INFO lines are noise.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 import jax  # noqa: E402
@@ -77,16 +77,9 @@ def main(argv: list[str]) -> None:
 
 
 def _train_and_evaluate() -> None:
-  # The trainer and the input pipeline import TensorFlow (~7 s): imported only now, so a
+  # The trainer is imported only now (and TensorFlow only by the tf.data input), so a
   # mistyped flag, override or launch setting is reported before that.
-  import tensorflow as tf
-
   from resnet_jax import train
-  from resnet_jax.data import pipeline
-  tf.config.set_visible_devices([], 'GPU')  # only the input pipeline uses TF
-  # TF's own pools, like tf.data's, get the CPUs this process may use, not the node's.
-  tf.config.threading.set_intra_op_parallelism_threads(pipeline.host_cpus())
-  tf.config.threading.set_inter_op_parallelism_threads(pipeline.host_cpus())
   logging.info('JAX process %d of %d, local devices: %s; host allocator: %s',
                jax.process_index(), jax.process_count(), jax.local_devices(),
                allocator.active())

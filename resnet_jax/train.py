@@ -8,13 +8,13 @@ import jax
 import ml_collections
 import optax
 from absl import logging
-from clu import metric_writers, periodic_actions
 from etils import epath
 from jax.sharding import Mesh
 
 from resnet_jax import (compilation_cache, config_checks, distributed, finetune, metrics, models,
-                        optim, profiling, schedule, sharding, step_options, steps)
-from resnet_jax.data import pipeline, sources
+                        optim, profiling, progress, schedule, sharding, step_options, steps,
+                        summaries)
+from resnet_jax.data import dataset_info, inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained
 from resnet_jax.storage import workdir as workdir_lib
@@ -47,13 +47,12 @@ _eval_step = jax.jit(_eval_and_accumulate, donate_argnums=2,
                      static_argnames=('use_ema', 'image_mean', 'image_std', 'flip'))
 
 
-def evaluate(state: steps.TrainState, source: Any, config: ml_collections.ConfigDict,
-             info: sources.DatasetInfo, mesh: Mesh, *, use_ema: bool = False,
-             prefix: str = 'eval') -> dict[str, float]:
+def evaluate(state: steps.TrainState, data: inputs.Input, config: ml_collections.ConfigDict,
+             mesh: Mesh, *, use_ema: bool = False, prefix: str = 'eval') -> dict[str, float]:
   """Masked metrics over the whole evaluation split, every example counted once."""
   totals = metrics.empty(metrics.EvalMetrics, mesh)
-  for batch in pipeline.eval_batches(source, config, info):
-    totals = _eval_step(state, sharding.to_global(batch, mesh), totals, use_ema=use_ema,
+  for batch in data.eval_batches():
+    totals = _eval_step(state, batch, totals, use_ema=use_ema,
                         image_mean=tuple(config.dataset.mean),
                         image_std=tuple(config.dataset.std), flip=config.eval_flip)
   return metrics.to_host(totals, prefix)
@@ -86,8 +85,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = workdir_lib.path(workdir)
   logging.info('Compilation cache: %s',
                compilation_cache.enable(config.compilation_cache_dir) or 'off')
-  source = sources.create_source(config)
-  info = sources.dataset_info(source, config)
+  data = inputs.create(config, mesh)
+  info = data.info
+  logging.info('Data: %s', data.description)
   if info.num_train_examples < config.batch_size:
     raise ConfigError(f'batch_size {config.batch_size} exceeds the {info.num_train_examples} '
                       f'examples of {config.dataset.train_split!r}')
@@ -96,12 +96,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     init_variables = finetune.load_init_variables(config)
   lock = workdir_lib.Lock(workdir)
   try:
-    return _train(config, workdir, source, info, mesh, init_variables, allow_changes)
+    return _train(config, workdir, data, mesh, init_variables, allow_changes)
   finally:
     lock.release()
 
 
-def create_state(config: ml_collections.ConfigDict, info: sources.DatasetInfo, mesh: Mesh,
+def create_state(config: ml_collections.ConfigDict, info: dataset_info.DatasetInfo, mesh: Mesh,
                  learning_rate_fn: optax.Schedule) -> steps.TrainState:
   """The config's model and optimizer, initialised from config.seed, replicated."""
   model = models.model_from_config(config, info.num_classes)
@@ -150,23 +150,24 @@ def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.S
 
 
 def _evaluate_only(state: steps.TrainState, config: ml_collections.ConfigDict,
-                   workdir: epath.Path, source: Any, info: sources.DatasetInfo, mesh: Mesh, *,
+                   workdir: epath.Path, data: inputs.Input, mesh: Mesh, *,
                    initialised: bool) -> dict[str, float]:
   """config.eval_only: the metrics of the restored (or initial) state; nothing is written."""
   if not int(state.step) and not initialised:
     raise ConfigError(f'eval_only: workdir {str(workdir)!r} holds no checkpoint and '
                       'init_checkpoint is empty: nothing to evaluate')
-  summary = evaluate(state, source, config, info, mesh)
+  summary = evaluate(state, data, config, mesh)
   if state.ema is not None:
-    summary |= evaluate(state, source, config, info, mesh, use_ema=True, prefix='eval_ema')
-  metric_writers.LoggingWriter().write_scalars(int(state.step), summary)
+    summary |= evaluate(state, data, config, mesh, use_ema=True, prefix='eval_ema')
+  summaries.SummaryWriter(None).write_scalars(int(state.step), summary)
   return summary
 
 
-def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
-           info: sources.DatasetInfo, mesh: Mesh, init_variables: dict[str, Any] | None,
+def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.Input,
+           mesh: Mesh, init_variables: dict[str, Any] | None,
            allow_changes: Sequence[str]) -> dict[str, float]:
   """train_and_evaluate() once the config, the data and the workdir are known to be good."""
+  info = data.info
   length = schedule.run_length(config, info.num_train_examples)
   steps_per_epoch, num_train_steps = length.steps_per_epoch, length.num_train_steps
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
@@ -211,10 +212,9 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   examples_before = workdir_lib.examples_trained(workdir, start_step, config.batch_size)
   if config.eval_only:
     checkpointer.close()
-    return _evaluate_only(state, config, workdir, source, info, mesh,
+    return _evaluate_only(state, config, workdir, data, mesh,
                           initialised=init_variables is not None)
-  writer = metric_writers.create_default_writer(str(workdir),
-                                                just_logging=jax.process_index() > 0)
+  writer = summaries.SummaryWriter(str(workdir), just_logging=jax.process_index() > 0)
   workdir_lib.record_config(workdir, config, changes=changes, step=start_step,
                             allowed=allow_changes, learning_rate=rate_change)
   trained.write_model_info(workdir, trained.model_info_from_config(
@@ -227,16 +227,15 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
   diagnostics_step = (make_train_step(config, learning_rate_fn, mesh, diagnostics=True,
                                       steps_per_epoch=steps_per_epoch)
                       if diagnostics_every > 0 else None)
-  batches = sharding.prefetch_to_mesh(
-      pipeline.train_batches(source, config, info, start_step=start_step,
-                             examples_before=examples_before), mesh)
-  report_progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps,
-                                                    writer=writer)
+  batches = data.train_batches(start_step=start_step, examples_before=examples_before)
+  report_progress = progress.Progress(first_step=start_step, last_step=num_train_steps,
+                                      steps_per_epoch=steps_per_epoch,
+                                      batch_size=config.batch_size)
 
   def run_evaluation(state: steps.TrainState, step: int) -> dict[str, float]:
-    summary = evaluate(state, source, config, info, mesh)
+    summary = evaluate(state, data, config, mesh)
     if state.ema is not None:
-      summary |= evaluate(state, source, config, info, mesh, use_ema=True, prefix='eval_ema')
+      summary |= evaluate(state, data, config, mesh, use_ema=True, prefix='eval_ema')
     writer.write_scalars(step, summary)
     return summary
 
@@ -298,5 +297,5 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, source: Any,
     trace.stop()
     preemption.close()
     checkpointer.close()
-    writer.flush()
+    writer.close()
   return eval_summary

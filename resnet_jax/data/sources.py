@@ -8,7 +8,6 @@ split stored as TFRecord files is also read file by file (`file_pieces`, `file_r
 its records parsed where the images are decoded (`parser`).
 """
 
-import dataclasses
 import os
 from typing import Any, Callable
 
@@ -23,19 +22,10 @@ from resnet_jax.data import (
   digits,  # noqa: F401  (registers the embedded builder)
   image_folder,
 )
+from resnet_jax.data.dataset_info import DatasetInfo
 from resnet_jax.errors import ConfigError
 
 IMAGE_FOLDER = 'image_folder'
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """What the trainer needs to know about a dataset before building anything."""
-  num_classes: int
-  class_names: tuple[str, ...]
-  num_train_examples: int
-  num_eval_examples: int
-  image_shape: tuple[int, int, int]
 
 
 def check_dataset_name(name: str) -> None:

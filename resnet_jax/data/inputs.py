@@ -1,0 +1,88 @@
+"""The trainer's one door to data: `create(config, mesh)` gives an input with `info`,
+global training batches and global evaluation batches, from either pipeline
+(`dataset.pipeline`):
+
+- 'tf_data' (pipeline.py): streams any TFDS dataset or image folder through tf.data on
+  the host, any augmentation;
+- 'device' (device_input.py): holds the whole splits on the devices and augments there;
+  no TensorFlow at all for Fashion-MNIST's IDX files and scikit-learn's digits.
+"""
+
+from typing import Iterator, Protocol
+
+import jax
+import ml_collections
+from jax.sharding import Mesh
+
+from resnet_jax import sharding
+from resnet_jax.data import dataset_info, device_input, in_memory
+from resnet_jax.errors import check_choice
+
+PIPELINES = ('tf_data', 'device')
+
+
+class Input(Protocol):
+  info: dataset_info.DatasetInfo
+  description: str
+
+  def train_batches(self, *, start_step: int = 0,
+                    examples_before: int | None = None) -> Iterator[dict[str, jax.Array]]: ...
+
+  def eval_batches(self) -> Iterator[dict[str, jax.Array]]: ...
+
+
+class TfDataInput:
+  """The tf.data pipeline's batches, copied to the mesh."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
+    from resnet_jax.data import pipeline, sources  # noqa: PLC0415  (TensorFlow: ~7 s)
+    pipeline.configure_tensorflow()
+    self._pipeline, self.config, self.mesh = pipeline, config, mesh
+    self.source = sources.create_source(config)
+    self.info = sources.dataset_info(self.source, config)
+    self.description = (f'{self.info.num_train_examples:,} train + '
+                        f'{self.info.num_eval_examples:,} eval examples, streamed by tf.data')
+
+  def train_batches(self, *, start_step: int = 0,
+                    examples_before: int | None = None) -> Iterator[dict[str, jax.Array]]:
+    return sharding.prefetch_to_mesh(self._pipeline.train_batches(
+        self.source, self.config, self.info, start_step=start_step,
+        examples_before=examples_before), self.mesh)
+
+  def eval_batches(self) -> Iterator[dict[str, jax.Array]]:
+    for batch in self._pipeline.eval_batches(self.source, self.config, self.info):
+      yield sharding.to_global(batch, self.mesh)
+
+
+def create(config: ml_collections.ConfigDict, mesh: Mesh) -> Input:
+  """The input `config.dataset.pipeline` names."""
+  if config.dataset.pipeline == 'device':
+    return device_input.DeviceInput(config, mesh)
+  return TfDataInput(config, mesh)
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """ValueError naming the first setting the chosen pipeline cannot do."""
+  data = config.dataset
+  check_choice('dataset.pipeline', data.pipeline, PIPELINES)
+  if data.pipeline != 'device':
+    return
+  check_choice('dataset.augment (with dataset.pipeline=device)', data.augment,
+               device_input.AUGMENTATIONS)
+  unsupported = {
+      'dataset.randaugment_layers': (data.randaugment_layers, 0),
+      'dataset.trivial_augment': (data.trivial_augment, False),
+      'dataset.repeated_augmentation': (data.repeated_augmentation, 1),
+      'dataset.min_image_size': (data.min_image_size, 0),
+      'dataset.order': (data.order, 'global'),
+  }
+  for key, (value, supported) in unsupported.items():
+    if value != supported:
+      raise ValueError(f'{key} {value!r} needs dataset.pipeline=tf_data (the device input '
+                       f'supports {supported!r} only)')
+
+
+def needs_tensorflow(config: ml_collections.ConfigDict) -> bool:
+  """Whether the config's data is read through TensorFlow."""
+  return (config.dataset.pipeline != 'device' or config.dataset.name not in in_memory.NATIVE
+          or in_memory.fashion_mnist_via_tfds(config))

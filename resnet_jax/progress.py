@@ -1,0 +1,58 @@
+"""The training loop's progress line: step, epoch, images/s, time left, and the share of
+time evaluation and checkpointing took (in place of clu's ReportProgress, which needs
+TensorFlow through clu's metric writers)."""
+
+import contextlib
+import time
+from typing import Iterator
+
+from absl import logging
+
+
+def duration(seconds: float) -> str:
+  """'1h02m', '12m34s', '45s'."""
+  seconds = int(round(max(seconds, 0.0)))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  if hours:
+    return f'{hours}h{minutes:02d}m'
+  return f'{minutes}m{seconds:02d}s' if minutes else f'{seconds}s'
+
+
+class Progress:
+  """Call with each finished step; logs a line every `every_secs` seconds of training."""
+
+  def __init__(self, *, first_step: int, last_step: int, steps_per_epoch: int,
+               batch_size: int, every_secs: float = 30.0):
+    self._last_step, self._steps_per_epoch = last_step, steps_per_epoch
+    self._batch_size, self._every = batch_size, every_secs
+    self._start = self._mark = time.perf_counter()
+    self._mark_step = first_step
+    self._paused = {'eval': 0.0, 'checkpoint': 0.0}
+    self._paused_mark = 0.0
+
+  def __call__(self, step: int) -> None:
+    now = time.perf_counter()
+    if now - self._mark < self._every and step != self._last_step:
+      return
+    paused = sum(self._paused.values())
+    training = (now - self._mark) - (paused - self._paused_mark)
+    rate = (step - self._mark_step) / training if training > 0 else 0.0
+    left = (self._last_step - step) / rate if rate > 0 else float('nan')
+    elapsed = now - self._start
+    shares = ', '.join(f'{name} {100 * seconds / elapsed:.0f}%'
+                       for name, seconds in self._paused.items() if seconds)
+    logging.info('step %d/%d (epoch %.2f): %.0f img/s, %s elapsed, %s left%s', step,
+                 self._last_step, step / max(self._steps_per_epoch, 1),
+                 rate * self._batch_size, duration(elapsed),
+                 duration(left) if left == left else '?', f' ({shares} of the time)' if shares else '')
+    self._mark, self._mark_step, self._paused_mark = now, step, paused
+
+  @contextlib.contextmanager
+  def timed(self, name: str) -> Iterator[None]:
+    """Counts the block's time as `name` ('eval', 'checkpoint'), not as training."""
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._paused[name] = self._paused.get(name, 0.0) + time.perf_counter() - start
