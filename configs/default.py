@@ -157,6 +157,9 @@ def get_config() -> ml_collections.ConfigDict:
   # noise per pixel and channel (timm's mode 'pixel').
   config.random_erasing = 0.0
   config.random_erasing_mode = 'const'
+  # The box's geometry: torchvision (the figures above) or zhong (Zhong et al.'s code:
+  # area 2-40 %, aspect ratio uniform in [0.3, 1/0.3], 100 tries; resnet_jax/erasing.py).
+  config.random_erasing_box = 'torchvision'
   # Batch-level mixing on the device (resnet_jax/mixing.py); alpha 0: off. With both on,
   # each batch takes cutmix with probability mix_switch_prob, else mixup.
   config.mixup_alpha = 0.0

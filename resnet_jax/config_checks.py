@@ -87,6 +87,7 @@ def _check_recipe_components(config: ml_collections.ConfigDict) -> None:
   if not 0 <= config.random_erasing <= 1:
     raise ValueError(f'random_erasing {config.random_erasing} must be in [0, 1] (0: off)')
   check_choice('random_erasing_mode', config.random_erasing_mode, erasing.MODES)
+  check_choice('random_erasing_box', config.random_erasing_box, erasing.BOXES)
   repeats = config.dataset.repeated_augmentation
   if not 1 <= repeats <= config.batch_size:
     raise ValueError(f'dataset.repeated_augmentation {repeats} must be in [1, batch_size '

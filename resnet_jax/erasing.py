@@ -15,6 +15,16 @@ import jax
 import jax.numpy as jnp
 
 MODES = ('const', 'pixel')
+# The box's geometry: torchvision's RandomErasing defaults (area 2-33 %, aspect ratio
+# log-uniform in [0.3, 3.3], 10 tries), or Zhong et al.'s own code (zhunzhong07/
+# Random-Erasing, transforms.py as fashionmnist.py calls it: area 2-40 %, aspect ratio
+# uniform in [0.3, 1/0.3], 100 tries).
+BOXES = {
+    'torchvision': {'scale': (0.02, 0.33), 'ratio': (0.3, 3.3), 'log_ratio': True,
+                    'attempts': 10},
+    'zhong': {'scale': (0.02, 0.4), 'ratio': (0.3, 1 / 0.3), 'log_ratio': False,
+              'attempts': 100},
+}
 
 
 def _check(probability: float, mode: str) -> None:
@@ -27,7 +37,8 @@ def _check(probability: float, mode: str) -> None:
 def box_from_draws(scale_u: jnp.ndarray, ratio_u: jnp.ndarray, top_u: jnp.ndarray,
                    left_u: jnp.ndarray, height: int, width: int, *,
                    scale: tuple[float, float] = (0.02, 0.33),
-                   ratio: tuple[float, float] = (0.3, 3.3)) -> tuple[jnp.ndarray, ...]:
+                   ratio: tuple[float, float] = (0.3, 3.3),
+                   log_ratio: bool = True) -> tuple[jnp.ndarray, ...]:
   """The box torchvision's get_params picks for given U[0, 1) draws.
 
   Args:
@@ -41,8 +52,11 @@ def box_from_draws(scale_u: jnp.ndarray, ratio_u: jnp.ndarray, top_u: jnp.ndarra
   """
   area = height * width
   erase_area = area * (scale[0] + (scale[1] - scale[0]) * scale_u)
-  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-  aspect = jnp.exp(log_lo + (log_hi - log_lo) * ratio_u)
+  if log_ratio:  # torchvision
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = jnp.exp(log_lo + (log_hi - log_lo) * ratio_u)
+  else:  # Zhong et al.'s random.uniform(r1, 1 / r1)
+    aspect = ratio[0] + (ratio[1] - ratio[0]) * ratio_u
   # jnp.round rounds halves to even, as Python's round().
   hs = jnp.round(jnp.sqrt(erase_area * aspect)).astype(jnp.int32)
   ws = jnp.round(jnp.sqrt(erase_area / aspect)).astype(jnp.int32)
@@ -61,7 +75,7 @@ def box_from_draws(scale_u: jnp.ndarray, ratio_u: jnp.ndarray, top_u: jnp.ndarra
 def erasing_params(rng: jax.Array, batch: int, height: int, width: int, channels: int, *,
                    probability: float, mode: str = 'const',
                    scale: tuple[float, float] = (0.02, 0.33),
-                   ratio: tuple[float, float] = (0.3, 3.3),
+                   ratio: tuple[float, float] = (0.3, 3.3), log_ratio: bool = True,
                    attempts: int = 10) -> tuple[jnp.ndarray, ...]:
   """Per-example boxes and fill for random_erasing, from the same key.
 
@@ -75,7 +89,8 @@ def erasing_params(rng: jax.Array, batch: int, height: int, width: int, channels
     coin_key, scale_key, ratio_key, corner_key, fill_key = jax.random.split(key, 5)
     top, left, h, w, accepted = box_from_draws(
         jax.random.uniform(scale_key, (attempts,)), jax.random.uniform(ratio_key, (attempts,)),
-        *jax.random.uniform(corner_key, (2,)), height, width, scale=scale, ratio=ratio)
+        *jax.random.uniform(corner_key, (2,)), height, width, scale=scale, ratio=ratio,
+        log_ratio=log_ratio)
     # torch.rand(1) < p: never for p = 0, always for p = 1.
     erased = accepted & (jax.random.uniform(coin_key) < probability)
     return top, left, jnp.where(erased, h, 0), jnp.where(erased, w, 0), fill_key
@@ -103,7 +118,8 @@ def erase(images: jnp.ndarray, top: jnp.ndarray, left: jnp.ndarray, h: jnp.ndarr
 
 def random_erasing(rng: jax.Array, images: jnp.ndarray, *, probability: float,
                    mode: str = 'const', scale: tuple[float, float] = (0.02, 0.33),
-                   ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> jnp.ndarray:
+                   ratio: tuple[float, float] = (0.3, 3.3), log_ratio: bool = True,
+                   attempts: int = 10) -> jnp.ndarray:
   """Erases one box per example with `probability` (see the module docstring).
 
   Args:
@@ -113,10 +129,12 @@ def random_erasing(rng: jax.Array, images: jnp.ndarray, *, probability: float,
     mode: 'const' fills with 0 (the mean colour after normalisation: torchvision's
       value=0); 'pixel' with per-pixel, per-channel N(0, 1) (timm's mode='pixel').
     scale: range of the erased area as a fraction of the image.
-    ratio: range of the box's aspect ratio h / w (sampled log-uniformly).
+    ratio: range of the box's aspect ratio h / w (BOXES: torchvision's or Zhong et al.'s).
+    log_ratio: sample the aspect ratio log-uniformly (torchvision), else uniformly.
     attempts: tries at a box that fits before the example is left unchanged.
   """
   batch, height, width, channels = images.shape
   params = erasing_params(rng, batch, height, width, channels, probability=probability,
-                          mode=mode, scale=scale, ratio=ratio, attempts=attempts)
+                          mode=mode, scale=scale, ratio=ratio, log_ratio=log_ratio,
+                          attempts=attempts)
   return erase(images, *params)

@@ -33,8 +33,9 @@ class InputOptions:
   Attributes:
     image_mean, image_std: per-channel normalisation.
     label_smoothing: weight of the uniform target.
-    random_erasing, random_erasing_mode: per-example probability of erasing a box in
-      the normalised image (erasing.random_erasing) and its fill.
+    random_erasing, random_erasing_mode, random_erasing_box: per-example probability of
+      erasing a box in the normalised image (erasing.random_erasing), its fill and its
+      geometry (erasing.BOXES).
     mixup_alpha, cutmix_alpha, mix_switch_prob, mix_group_size: batch mixing
       (mixing.mix_batch); off when both alphas are 0. top1 counts the unmixed labels.
     seed: mixing draws from (seed, step), erasing from (seed + 2, step), so a resumed
@@ -45,6 +46,7 @@ class InputOptions:
   label_smoothing: float = 0.0
   random_erasing: float = 0.0
   random_erasing_mode: str = 'const'
+  random_erasing_box: str = 'torchvision'
   mixup_alpha: float = 0.0
   cutmix_alpha: float = 0.0
   mix_switch_prob: float = 0.5
@@ -110,7 +112,8 @@ class StepOptions:
         inputs=InputOptions(
             image_mean=tuple(config.dataset.mean), image_std=tuple(config.dataset.std),
             label_smoothing=config.label_smoothing, random_erasing=config.random_erasing,
-            random_erasing_mode=config.random_erasing_mode, mixup_alpha=config.mixup_alpha,
+            random_erasing_mode=config.random_erasing_mode,
+            random_erasing_box=config.random_erasing_box, mixup_alpha=config.mixup_alpha,
             cutmix_alpha=config.cutmix_alpha, mix_switch_prob=config.mix_switch_prob,
             mix_group_size=config.mix_group_size or config.bn_group_size, seed=config.seed),
         forward=ForwardOptions(

@@ -142,7 +142,8 @@ def _prepared(step: jnp.ndarray, batch: dict[str, jnp.ndarray], num_classes: int
   if inputs.random_erasing:
     images = erasing.random_erasing(
         jax.random.fold_in(jax.random.key(inputs.seed + 2), step), images,
-        probability=inputs.random_erasing, mode=inputs.random_erasing_mode)
+        probability=inputs.random_erasing, mode=inputs.random_erasing_mode,
+        **erasing.BOXES[inputs.random_erasing_box])
   if inputs.mixup_alpha or inputs.cutmix_alpha:
     return mixing.mix_batch(
         jax.random.fold_in(jax.random.key(inputs.seed), step), images, batch['label'],
