@@ -82,7 +82,7 @@ def evaluate_trained(run_dir: str, config: Any) -> tuple[float, list[float]]:
   import numpy as np  # noqa: PLC0415
 
   from resnet_jax import diagnostics, steps  # noqa: PLC0415
-  from resnet_jax.data import pipeline, sources  # noqa: PLC0415
+  from resnet_jax.data import inputs  # noqa: PLC0415
   from resnet_jax.models.blocks import DIAGNOSTICS  # noqa: PLC0415
   from resnet_jax.storage import trained  # noqa: PLC0415
   from resnet_jax.tools import diagnostics_plots  # noqa: PLC0415
@@ -95,23 +95,19 @@ def evaluate_trained(run_dir: str, config: Any) -> tuple[float, list[float]]:
     logits, sown = model.apply(variables, images, train=False, mutable=[DIAGNOSTICS])
     return logits.argmax(axis=-1), diagnostics.response_stds(sown[DIAGNOSTICS])
 
-  source = sources.create_source(config)
-  info = sources.dataset_info(source, config)
-  on_train = copy.deepcopy(config)
-  with on_train.unlocked():
-    on_train.dataset.eval_split = config.dataset.train_split
-  wrong = total = 0
-  for batch in pipeline.eval_batches(source, on_train, info, process_index=0, process_count=1):
-    keep = batch['mask'].astype(bool)
-    predicted = np.asarray(forward(restored.variables, batch['image'])[0])
-    wrong += int((predicted[keep] != batch['label'][keep]).sum())
-    total += int(keep.sum())
-  # Read to the end: a cached split read in part is discarded, with a warning.
-  first, *_ = list(pipeline.eval_batches(source, config, info, process_index=0,
-                                         process_count=1))
-  keep = first['mask'].astype(bool)
-  stds = forward(restored.variables, first['image'] if keep.all() else first['image'][keep])[1]
-  return wrong / total, [float(stds[name]) for name in diagnostics_plots.layer_order(stds)]
+  images, labels = inputs.host_examples(config, config.dataset.train_split)
+  batch = config.batch_size
+  wrong = 0
+  for start in range(0, len(labels), batch):
+    # Padded to whole batches: one compiled forward pass.
+    chunk = images[start:start + batch]
+    padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]),
+                                              chunk.dtype)])
+    predicted = np.asarray(forward(restored.variables, padded)[0])[:len(chunk)]
+    wrong += int((predicted != labels[start:start + batch]).sum())
+  first, _ = inputs.host_examples(config, config.dataset.eval_split, batch)
+  stds = forward(restored.variables, first)[1]
+  return wrong / len(labels), [float(stds[name]) for name in diagnostics_plots.layer_order(stds)]
 
 
 def run_experiment(config: Any, workdir: str, depths: Sequence[int]) -> list[dict[str, Any]]:

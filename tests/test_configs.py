@@ -101,10 +101,11 @@ def test_one_run_per_group_covers_every_config():
       (m for m in cifar if m[0].startswith('cifar10_resnet')), key=lambda m: int(m[0][14:]))
   assert ('cifar10_table6', None) in cifar  # its default, plain56: the same recipe
   # + lars, cifar110 (its warmup differs) with the Identity Mappings default (ResNet-110),
-  # the two degradation recipes (diagnostics on), torchvision V2, RSB, FFCV's two.
+  # the two degradation recipes (diagnostics on), torchvision V2, RSB, FFCV's two,
+  # Fashion-MNIST's cpu recipe and its degradation recipe.
   assert ('cifar10_identity_mappings', None) in next(
       g for g in groups if ('cifar10_resnet110', None) in g)
-  assert len(groups) == 11
+  assert len(groups) == 13
 
 
 @pytest.mark.parametrize('name,expected', [

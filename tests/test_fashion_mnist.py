@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 
-from conftest import small_config
 from configs import fashion_mnist as fashion_mnist_config
 from resnet_jax.data import fashion_mnist, idx, in_memory
 from resnet_jax.errors import ConfigError

@@ -12,7 +12,7 @@ from absl import logging
 
 from conftest import make_image_folder, small_config
 from resnet_jax import sharding, train
-from resnet_jax.data import pipeline, sources
+from resnet_jax.data import inputs, pipeline, sources
 from resnet_jax.errors import ConfigError
 from resnet_jax.tools import report
 
@@ -124,7 +124,7 @@ def test_unreadable_images_are_left_out_of_evaluation(tmp_path):
                                                                           validation[7]})
   mesh = sharding.make_mesh()
   state = train.create_state(config, info, mesh, lambda step: 0.1)
-  summary = train.evaluate(state, source, config, info, mesh)
+  summary = train.evaluate(state, inputs.TfDataInput(config, mesh, source), config, mesh)
   assert summary['eval/num_examples'] == 9
 
 

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from conftest import make_image_folder, small_config
 from resnet_jax import models, sharding, steps, train
-from resnet_jax.data import pipeline, sources
+from resnet_jax.data import inputs, pipeline, sources
 
 
 def _source(config):
@@ -143,7 +143,7 @@ def test_evaluation_counts_every_example_once(folder):
   model = models.create_model('resnet20', num_classes=info.num_classes)
   state = steps.create_train_state(jax.random.key(0), model, optax.sgd(0.1), info.image_shape,
                                    use_ema=False, mesh=mesh)
-  summary = train.evaluate(state, source, config, info, mesh)
+  summary = train.evaluate(state, inputs.TfDataInput(config, mesh, source), config, mesh)
   images = np.concatenate([b['image'][b['mask'] == 1] for b in batches])
   labels = np.concatenate([b['label'][b['mask'] == 1] for b in batches])
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},

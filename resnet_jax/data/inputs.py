@@ -8,10 +8,12 @@ global training batches and global evaluation batches, from either pipeline
   no TensorFlow at all for Fashion-MNIST's IDX files and scikit-learn's digits.
 """
 
+import copy
 from typing import Iterator, Protocol
 
 import jax
 import ml_collections
+import numpy as np
 from jax.sharding import Mesh
 
 from resnet_jax import sharding
@@ -34,11 +36,12 @@ class Input(Protocol):
 class TfDataInput:
   """The tf.data pipeline's batches, copied to the mesh."""
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
+  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, source=None):
+    """`source`: an existing sources.create_source(config) (default: a new one)."""
     from resnet_jax.data import pipeline, sources  # noqa: PLC0415  (TensorFlow: ~7 s)
     pipeline.configure_tensorflow()
     self._pipeline, self.config, self.mesh = pipeline, config, mesh
-    self.source = sources.create_source(config)
+    self.source = sources.create_source(config) if source is None else source
     self.info = sources.dataset_info(self.source, config)
     self.description = (f'{self.info.num_train_examples:,} train + '
                         f'{self.info.num_eval_examples:,} eval examples, streamed by tf.data')
@@ -86,3 +89,32 @@ def needs_tensorflow(config: ml_collections.ConfigDict) -> bool:
   """Whether the config's data is read through TensorFlow."""
   return (config.dataset.pipeline != 'device' or config.dataset.name not in in_memory.NATIVE
           or in_memory.fashion_mnist_via_tfds(config))
+
+
+def host_examples(config: ml_collections.ConfigDict, split: str, count: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """(uint8 images, int32 labels) of `split`'s first `count` examples (0: all) as the
+  config's evaluation prepares them, on the host: what the studies of trained nets read.
+  The device pipeline's datasets are read without TensorFlow."""
+  on_split = copy.deepcopy(config)
+  with on_split.unlocked():
+    on_split.dataset.eval_split = split
+  if config.dataset.pipeline == 'device':
+    examples = in_memory.load(on_split).eval
+    images, labels = examples.images, examples.labels
+  else:
+    from resnet_jax.data import pipeline, sources  # noqa: PLC0415  (TensorFlow)
+    source = sources.create_source(on_split)
+    info = sources.dataset_info(source, on_split)
+    image_parts, label_parts = [], []
+    for batch in pipeline.eval_batches(source, on_split, info, process_index=0,
+                                       process_count=1):
+      keep = batch['mask'].astype(bool)
+      image_parts.append(batch['image'][keep])
+      label_parts.append(batch['label'][keep])
+      # A big split is not read whole for a few examples; a cached one is (tf.data drops
+      # a cache read in part, with a warning).
+      if 0 < count <= sum(map(len, label_parts)) and not config.dataset.cache:
+        break
+    images, labels = np.concatenate(image_parts), np.concatenate(label_parts)
+  return (images, labels) if count <= 0 else (images[:count], labels[:count])

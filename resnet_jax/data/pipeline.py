@@ -67,9 +67,12 @@ def host_cpus() -> int:
 def configure_tensorflow() -> None:
   """TensorFlow on the host only, its pools sized to the CPUs this process may use (as
   tf.data's are, not the node's). Call before TensorFlow runs anything."""
-  tf.config.set_visible_devices([], 'GPU')  # only the input pipeline uses TF
-  tf.config.threading.set_intra_op_parallelism_threads(host_cpus())
-  tf.config.threading.set_inter_op_parallelism_threads(host_cpus())
+  try:
+    tf.config.set_visible_devices([], 'GPU')  # only the input pipeline uses TF
+    tf.config.threading.set_intra_op_parallelism_threads(host_cpus())
+    tf.config.threading.set_inter_op_parallelism_threads(host_cpus())
+  except RuntimeError:  # TensorFlow already ran something (a notebook, a test): keep it so
+    pass
 
 
 def _options() -> tf.data.Options:

@@ -6,7 +6,6 @@ A study evaluates every net in evaluation mode (running BN statistics), as Li et
 through the evaluation pipeline (no augmentation; the first `count` of the split).
 """
 
-import copy
 import dataclasses
 import os
 from typing import Any, Callable, Sequence
@@ -83,25 +82,9 @@ def load_net(root: str, name: str, config: ml_collections.ConfigDict) -> Trained
 def read_examples(config: ml_collections.ConfigDict, split: str, count: int,
                   ) -> tuple[np.ndarray, np.ndarray]:
   """(uint8 images, int labels) of the split's first `count` examples (0: all), as the
-  evaluation pipeline prepares them."""
-  from resnet_jax.data import pipeline, sources  # noqa: PLC0415  (TensorFlow)
-  on_split = copy.deepcopy(config)
-  with on_split.unlocked():
-    on_split.dataset.eval_split = split
-  source = sources.create_source(on_split)
-  info = sources.dataset_info(source, on_split)
-  images, labels = [], []
-  for batch in pipeline.eval_batches(source, on_split, info, process_index=0,
-                                     process_count=1):
-    keep = batch['mask'].astype(bool)
-    images.append(batch['image'][keep])
-    labels.append(batch['label'][keep])
-    # A big split is not read whole for a few examples; a cached one is (tf.data drops a
-    # cache read in part, with a warning).
-    if 0 < count <= sum(len(part) for part in labels) and not config.dataset.cache:
-      break
-  images, labels = np.concatenate(images), np.concatenate(labels)
-  return (images, labels) if count <= 0 else (images[:count], labels[:count])
+  evaluation pipeline prepares them (inputs.host_examples: either pipeline)."""
+  from resnet_jax.data import inputs  # noqa: PLC0415
+  return inputs.host_examples(config, split, count)
 
 
 Evaluate = Callable[..., tuple[float, float]]

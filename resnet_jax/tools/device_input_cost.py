@@ -13,7 +13,6 @@ the input's share of the step, and the input's images/s: the headroom over an
 accelerator's step rate (ResNet-20 at 28²: ~40-50k img/s on an H100, the issue's figure).
 """
 
-import statistics
 import sys
 import time
 

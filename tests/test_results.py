@@ -1,0 +1,100 @@
+"""The figures a run reports: TensorBoard scalars written without TensorFlow, final and
+best accuracy over seeds (tools/results.py), a recipe fitted to a time budget
+(tools/budgeted_run.py) and its launcher rehearsed with TensorFlow blocked."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import fashion_mnist as fashion_mnist_config
+from resnet_jax import progress, summaries
+from resnet_jax.tools import budgeted_run, results
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(workdir, top1_by_step, rate=100.0):
+  writer = summaries.SummaryWriter(str(workdir))
+  for step, top1 in top1_by_step:
+    writer.write_scalars(step, {'eval/top1': top1, 'train/images_per_sec': rate})
+  writer.close()
+  return str(workdir)
+
+
+def test_scalars_are_tensorboard_scalars(tmp_path):
+  from tensorboard.backend.event_processing import event_accumulator  # noqa: PLC0415
+  _run(tmp_path, [(10, 0.5), (20, 0.75)])
+  accumulator = event_accumulator.EventAccumulator(str(tmp_path))
+  accumulator.Reload()
+  assert 'eval/top1' in accumulator.Tags()['scalars']
+  assert [(e.step, e.value) for e in accumulator.Scalars('eval/top1')] == [(10, 0.5), (20, 0.75)]
+
+
+def test_final_comes_first_and_best_beside_it(tmp_path):
+  result = results.run_result(_run(tmp_path, [(1, 0.80), (2, 0.93), (3, 0.91)]))
+  assert (result['final'], result['final_step']) == pytest.approx((0.91, 3))
+  assert (result['best'], result['best_step']) == pytest.approx((0.93, 2))
+  assert result['evaluations'] == 3
+
+
+def test_a_resumed_runs_repeated_steps_count_once(tmp_path):
+  _run(tmp_path, [(1, 0.5), (2, 0.6)])
+  _run(tmp_path, [(2, 0.7), (3, 0.8)])  # the resume re-evaluates step 2
+  result = results.run_result(str(tmp_path))
+  assert result['evaluations'] == 3 and result['best_step'] == 3
+
+
+def test_mean_and_sample_std_over_seeds(tmp_path):
+  runs = [results.run_result(_run(tmp_path / str(i), [(1, top1)])) for i, top1 in
+          enumerate((0.94, 0.95, 0.96))]
+  summary = results.over_runs(runs)
+  assert summary['final_mean'] == pytest.approx(0.95)
+  assert summary['final_std'] == pytest.approx(0.01)  # sample std (n - 1)
+  assert '3 runs: final 95.00 ± 1.00 %' in results.describe(runs)
+
+
+def test_a_run_without_evaluations_is_one_line(tmp_path, capsys):
+  _run(tmp_path, [])
+  assert results.main([str(tmp_path)]) == 1
+  assert 'no eval/top1' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('seconds,text', [(5.4, '5s'), (754, '12m34s'), (3720, '1h02m')])
+def test_durations_read_as_minutes_and_seconds(seconds, text):
+  assert progress.duration(seconds) == text
+
+
+def test_a_slow_machine_fits_fewer_epochs_with_the_schedule_scaled():
+  config = fashion_mnist_config.get_config('zhong')
+  figures = {'step_s': 0.01, 'eval_s': 1.0, 'steps_per_epoch': 468}  # 5.68 s an epoch
+  assert budgeted_run.fit_epochs(config, figures, 10_000) == 300
+  epochs = budgeted_run.fit_epochs(config, figures, 568.0)
+  assert epochs == 100
+  config = budgeted_run.scaled(config, epochs)
+  assert config.num_epochs == 100 and config.lr_boundaries_epochs == pytest.approx((50, 75))
+  assert budgeted_run.fit_epochs(config, figures, 1.0) == 1  # never none
+
+
+@pytest.mark.slow
+def test_gpu_results_rehearses_on_a_cpu_without_tensorflow(tmp_path):
+  # The launcher as on a bare CUDA JAX image: TensorFlow and TFDS cannot be imported;
+  # the real files (their checksums are written in the code), a few thousand images.
+  from resnet_jax.data import fashion_mnist  # noqa: PLC0415
+  assert fashion_mnist.find_folder(), ("the slow tier needs Debian's dataset-fashion-mnist "
+                                       '(.ci/run installs it)')
+  shadow = tmp_path / 'shadow'
+  for name in ('tensorflow', 'tensorflow_datasets'):
+    (shadow / name).mkdir(parents=True)
+    (shadow / name / '__init__.py').write_text(f'raise ImportError("{name} is blocked")\n')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env |= {'PYTHONPATH': str(shadow), 'PYTHON': sys.executable, 'ALLOW_CPU': '1',
+          'BUDGET': '150', 'WORKDIR': str(tmp_path / 'run'), 'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run(
+      ['launch/gpu_results.sh', 'zhong', "--config.dataset.train_split=train[:1280]",
+       "--config.dataset.eval_split=test[:500]", '--calibration_steps=3'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "WARNING:" in result.stdout and "of the recipe's 300 epochs fit" in result.stdout
+  assert 'final top-1' in result.stdout and 'best' in result.stdout
