@@ -96,11 +96,11 @@ def run_lesion(config: Any, root: str, names: Sequence[str] | None = None
     row['examples'] = len(labels)
     if net.family == 'resnet':
       units = len(row['units'])
-      magnitude = paths.gradient_by_path_length(net, path_images, path_labels,
-                                                study.path_draws, study.seed)
+      norms = paths.gradient_by_path_length(net, path_images, path_labels,
+                                            study.path_draws, study.seed)
       counts = paths.path_length_counts(units)
-      row['paths'] = {'counts': counts, 'gradient': magnitude,
-                      'total_gradient': [m * c for m, c in zip(magnitude, counts)]}
+      row['paths'] = {'counts': counts, 'draws': study.path_draws,
+                      **paths.path_gradient_summary(norms, counts, seed=study.seed)}
     row['seconds'] = round(time.perf_counter() - start, 1)
     results.append(row)
   out = epath.Path(root)
@@ -142,7 +142,10 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     paths_text = '–'
     if 'paths' in r:
       lo, hi = effective_lengths(r['paths']['total_gradient'])
-      paths_text = f'lengths {lo}–{hi} of {len(r["units"])}'
+      share = r['paths'].get('peak_share')
+      peak = (f'; peak at {int(np.argmax(share))} in {100 * max(share):.0f} % of resamples'
+              if share else '')
+      paths_text = f'lengths {lo}–{hi} of {len(r["units"])}{peak}'
     lines.append(f'| {r["model"]} | {100 * r["error"]:.1f} % | {single} | {randoms} % | '
                  f'{paths_text} | {r["seconds"]:.0f} |')
   return '\n'.join(lines)

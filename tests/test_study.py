@@ -255,9 +255,23 @@ def test_a_config_without_a_study_block_is_named():
 
 def test_gradient_per_path_length_has_one_figure_per_length():
   images, labels = _examples(count=12)
-  magnitudes = paths.gradient_by_path_length(_net('resnet20'), images, labels, draws=2,
-                                             seed=0)
-  assert len(magnitudes) == 10 and all(np.isfinite(m) and m > 0 for m in magnitudes)
+  norms = paths.gradient_by_path_length(_net('resnet20'), images, labels, draws=2, seed=0)
+  assert len(norms) == 10 and all(len(n) == 2 for n in norms)
+  assert all(np.isfinite(m) and m > 0 for n in norms for m in n)
+
+
+def test_path_gradient_summary_spread_and_peak_stability():
+  counts = [1, 3, 3, 1]
+  # Length 2 clearly peaks in total gradient (3 × 5); the draws of length 1 vary.
+  norms = [[1.0, 1.0], [1.0, 3.0], [5.0, 5.0], [0.5, 0.5]]
+  summary = paths.path_gradient_summary(norms, counts, resamples=200, seed=1)
+  assert summary['gradient'] == [1.0, 2.0, 5.0, 0.5]
+  assert summary['total_gradient'] == [1.0, 6.0, 15.0, 0.5]
+  assert summary['gradient_p10'][1] == pytest.approx(1.2) and summary['gradient_p90'][1] == pytest.approx(2.8)
+  assert summary['peak_share'] == [0.0, 0.0, 1.0, 0.0]
+  # Two lengths close in total gradient with noisy draws: the share splits between them.
+  noisy = paths.path_gradient_summary([[1, 1], [1, 9], [4, 6], [1, 1]], counts, resamples=400)
+  assert 0.1 < noisy['peak_share'][1] < 0.9 and noisy['peak_share'][1] + noisy['peak_share'][2] == 1
 
 
 def test_a_workdir_without_nets_says_how_to_make_them(tmp_path):

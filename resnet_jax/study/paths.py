@@ -109,12 +109,12 @@ def input_gradient(model: nn.Module, variables: Any, images: jax.Array, labels: 
 
 
 def gradient_by_path_length(net: Any, images: np.ndarray, labels: np.ndarray, draws: int,
-                            seed: int) -> list[float]:
-  """Veit et al.'s Fig. 6b: for each length k = 0..n, the mean over `draws` random paths
-  of length k of the mean per-example norm of the loss gradient that reaches the first
-  unit's input when the backward pass runs through the branches of k random units and
-  the shortcuts of the others (forward pass unchanged: the whole net). The examples are
-  split into `draws` batches, one per sampled path (the paper: random batches)."""
+                            seed: int) -> list[list[float]]:
+  """Veit et al.'s Fig. 6b, per draw: for each length k = 0..n, `draws` measurements, each
+  the mean per-example norm of the loss gradient that reaches the first unit's input when
+  the backward pass runs through the branches of k random units and the shortcuts of the
+  others (forward pass unchanged: the whole net), each on its own batch (the examples split
+  into `draws` batches; the paper: random batches). `path_gradient_summary` reduces them."""
   model, info = net.model, net.restored.info
   names = unit_names(net.restored.variables['params'])
   size = len(labels) // draws
@@ -139,5 +139,30 @@ def gradient_by_path_length(net: Any, images: np.ndarray, labels: np.ndarray, dr
     for subset, batch in zip(subsets, batches):
       route = jnp.asarray([1.0 if name in subset else 0.0 for name in names], jnp.float32)
       norms.append(float(mean_norm(net.restored.variables, *batch, route)))
-    magnitudes.append(float(np.mean(norms)))
+    magnitudes.append(norms)
   return magnitudes
+
+
+def path_gradient_summary(norms: Sequence[Sequence[float]], counts: Sequence[int], *,
+                          resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+  """The curve of gradient_by_path_length's measurements and how stable it is.
+
+  Returns:
+    'gradient' (mean per length), 'gradient_p10' / 'gradient_p90' (the measurements'
+    10th / 90th percentiles), 'total_gradient' (mean × paths of that length), and
+    'peak_share': per length, the share of `resamples` bootstrap resamples of the draws
+    (each length's measurements resampled with replacement) whose total gradient peaks
+    there. A stable curve puts most of it on one or two lengths.
+  """
+  table = np.asarray(norms, dtype=float)  # [lengths, draws]
+  counts = np.asarray(counts, dtype=float)
+  rng = np.random.default_rng(seed)
+  picks = rng.integers(0, table.shape[1], (resamples, *table.shape))
+  resampled = np.take_along_axis(table[None], picks, axis=2).mean(axis=2)  # [resamples, lengths]
+  peaks = np.argmax(resampled * counts, axis=1)
+  mean = table.mean(axis=1)
+  return {'gradient': mean.tolist(),
+          'gradient_p10': np.percentile(table, 10, axis=1).tolist(),
+          'gradient_p90': np.percentile(table, 90, axis=1).tolist(),
+          'total_gradient': (mean * counts).tolist(),
+          'peak_share': (np.bincount(peaks, minlength=len(counts)) / resamples).tolist()}

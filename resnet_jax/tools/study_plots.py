@@ -131,7 +131,8 @@ def plot_random_lesions(rows: Rows, path: epath.Path) -> None:
 
 def plot_path_lengths(rows: Rows, path: epath.Path) -> None:
   """Veit et al.'s Fig. 6: (a) paths per length, (b) gradient magnitude at the input per
-  path length, (c) the two multiplied: the total gradient per length."""
+  path length, (c) the two multiplied: the total gradient per length; (b) and (c) with the
+  10th-90th percentile band of the sampled paths' measurements."""
   figure = Figure(figsize=(16, 4.3))
   panels = (('counts', 'share of the 2^n paths (%)', '(a) path length distribution'),
             ('gradient', 'gradient magnitude at the input', '(b) gradient per path'),
@@ -144,6 +145,14 @@ def plot_path_lengths(rows: Rows, path: epath.Path) -> None:
         values = 100 * values / values.sum()
       axes.plot(range(len(values)), values, marker='.', color=_colour(row, rows),
                 label=f'{row["model"]} ({len(row["units"])} units)')
+      if key != 'counts' and 'gradient_p10' in row['paths']:
+        # The spread of the measurements: 10th to 90th percentile over the sampled paths.
+        scale = (np.asarray(row['paths']['counts'], dtype=float) if key == 'total_gradient'
+                 else 1.0)
+        axes.fill_between(range(len(values)),
+                          scale * np.asarray(row['paths']['gradient_p10'], dtype=float),
+                          scale * np.asarray(row['paths']['gradient_p90'], dtype=float),
+                          color=_colour(row, rows), alpha=0.2, linewidth=0)
     if key == 'gradient':
       axes.set_yscale('log')
     axes.set_xlabel('path length (branches passed)')
