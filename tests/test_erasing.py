@@ -219,3 +219,23 @@ def test_bad_arguments():
   for probability in (-0.1, 1.5):
     with pytest.raises(ValueError, match=rf'probability {probability}.*\[0, 1\]'):
       erasing.random_erasing(jax.random.key(0), images, probability=probability)
+
+
+def test_zhong_boxes_follow_their_code_area_and_uniform_aspect():
+  # Zhong et al.'s transforms.py: area U(0.02, 0.4), aspect U(0.3, 1/0.3) (linear, not
+  # log), 100 tries, strict fit. Large images, so rounding hardly moves the figures.
+  box = erasing.BOXES['zhong']
+  rng = np.random.default_rng(0)
+  n, side = 4000, 400
+  draws = jax.vmap(lambda s, r: erasing.box_from_draws(
+      s, r, jnp.float32(0.5), jnp.float32(0.5), side, side, scale=box['scale'],
+      ratio=box['ratio'], log_ratio=box['log_ratio']))(
+          jnp.asarray(rng.random((n, 1)), jnp.float32), jnp.asarray(rng.random((n, 1)), jnp.float32))
+  _, _, h, w, accepted = (np.asarray(x) for x in draws)
+  h, w = h[accepted], w[accepted]
+  area, aspect = h * w / side**2, h / w
+  assert area.min() >= 0.019 and area.max() <= 0.41
+  assert aspect.min() >= 0.29 and aspect.max() <= 3.4
+  # Uniform in [0.3, 3.33]: mean 1.82 (log-uniform, torchvision's: 1.26), among boxes that fit.
+  assert 1.6 < aspect.mean() < 1.95, aspect.mean()
+  assert box['attempts'] == 100 and erasing.BOXES['torchvision']['attempts'] == 10
