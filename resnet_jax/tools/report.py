@@ -47,6 +47,28 @@ _ANNOTATE_MAX_CLASSES = 30  # beyond this, numbers in the cells are unreadable
 _TICK_LABELS_MAX_CLASSES = 60
 
 
+def _eval_batches(config: ml_collections.ConfigDict) -> Any:
+  """Host batches {'image', 'label', 'mask'} of the evaluation split, padded to the batch
+  size: read as the run's pipeline reads them (the device input's data without TF)."""
+  if config.dataset.pipeline == 'device':
+    from resnet_jax.data import inputs  # noqa: PLC0415
+    images, labels = inputs.host_examples(config, config.dataset.eval_split)
+    size = config.batch_size
+    for start in range(0, len(labels), size):
+      count = len(labels[start:start + size])
+      pad = ((0, size - count),)
+      yield {'image': np.pad(images[start:start + size], pad + ((0, 0),) * 3),
+             'label': np.pad(labels[start:start + size], pad),
+             'mask': np.pad(np.ones(count, np.int32), pad)}
+    return
+  # TensorFlow prints two lines to stderr when imported, whatever TF_CPP_MIN_LOG_LEVEL says:
+  # importing it only here keeps an error about the workdir or the flags the only line.
+  from resnet_jax.data import pipeline, sources  # noqa: PLC0415
+  source = sources.create_source(config)
+  info = sources.dataset_info(source, config)
+  yield from pipeline.eval_batches(source, config, info, process_index=0, process_count=1)
+
+
 def predict_split(restored: trained.Restored,
                   config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
   """(labels, predictions) of every example of the config's evaluation split, in order.
@@ -54,11 +76,6 @@ def predict_split(restored: trained.Restored,
   Runs in this process only (a report is a one-host job); the batch is sharded over the
   local devices when they divide it, else it runs on one device.
   """
-  # TensorFlow prints two lines to stderr when imported, whatever TF_CPP_MIN_LOG_LEVEL says:
-  # importing it only here keeps an error about the workdir or the flags the only line.
-  from resnet_jax.data import pipeline, sources  # noqa: PLC0415
-  source = sources.create_source(config)
-  info = sources.dataset_info(source, config)
   devices = jax.local_devices()
   mesh = sharding.make_mesh(devices if config.batch_size % len(devices) == 0 else devices[:1])
   logits = restored.logits_fn()
@@ -69,7 +86,7 @@ def predict_split(restored: trained.Restored,
 
   variables = jax.device_put(restored.variables, sharding.replicated(mesh))
   labels, predictions = [], []
-  for batch in pipeline.eval_batches(source, config, info, process_index=0, process_count=1):
+  for batch in _eval_batches(config):
     keep = batch['mask'].astype(bool)  # padding of the last batch counts for nothing
     predicted = np.asarray(forward(variables, sharding.to_global(batch['image'], mesh)))
     labels.append(batch['label'][keep])
