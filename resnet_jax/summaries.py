@@ -26,8 +26,9 @@ class SummaryWriter:
   def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
     if not scalars:
       return
-    logging.info('[%d] %s', step, ', '.join(f'{tag} = {float(value):.6g}'
-                                            for tag, value in scalars.items()))
+    # clu's LoggingWriter's line, which scripts and tests read: '[step] tag=value, ...'.
+    logging.info('[%d] %s', step, ', '.join(f'{tag}={float(value):.6g}'
+                                            for tag, value in sorted(scalars.items())))
     if self._events is None:
       return
     from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: PLC0415

@@ -76,7 +76,7 @@ def _resized(images: np.ndarray, size: int) -> np.ndarray:
   if images.shape[1:3] == (size, size):
     return images
   import jax  # noqa: PLC0415
-  with jax.default_device(jax.devices('cpu')[0]):
+  with jax.default_device(jax.local_devices(backend='cpu')[0]):
     resized = jax.image.resize(images.astype(np.float32),
                                (len(images), size, size, images.shape[-1]), 'bilinear')
     return np.asarray(np.clip(np.round(resized), 0, 255)).astype(np.uint8)
