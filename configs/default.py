@@ -60,8 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Data.
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'imagenet2012'  # a TFDS name (sklearn_digits ships with us;
-  #   fashion_mnist reads Debian's dataset-fashion-mnist files offline), or
-  #   image_folder: data_dir/<split>/<class>/<images>
+  #   fashion_mnist with pipeline=device reads Debian's dataset-fashion-mnist files
+  #   offline, through TFDS otherwise), or image_folder: data_dir/<split>/<class>/<images>
   config.dataset.data_dir = ''  # TFDS data_dir ('' = ~/tensorflow_datasets), the folder, or
   #                               one holding Fashion-MNIST's four IDX files
   config.dataset.manual_dir = ''  # where ImageNet's tar files lie, for preparing it

@@ -12,8 +12,8 @@ Recipes:
   parameter, 4-pixel pad (black) + random 28×28 crop + horizontal flip, 1 channel,
   projection shortcuts (option B, their models/fashion/resnet.py). Expected (the paper's
   Table 1, best test epoch): ResNet-20 4.39 % test error (95.61 %), ResNet-32 4.16 %.
-  Runtime: ~20 h on a 2-core CPU VM (300 × 60,000 images at ~250 img/s); on a GPU,
-  launch/gpu_results.sh.
+  Runtime: ~18 h on a 2-core CPU VM (300 × 60,000 images at the ~280 img/s the cpu
+  recipe's runs measured when the VM was otherwise idle); on a GPU, launch/gpu_results.sh.
 - `zhong_re`: `zhong` + random erasing as theirs: probability 0.5, area 2–40 %, aspect
   ratio uniform in [0.3, 1/0.3], 100 tries, filled with the mean (their constant 0.4914 in
   MNIST-normalised units is 71.9 on the 0..255 scale; the Fashion-MNIST mean is 72.9).

@@ -20,6 +20,11 @@
 # 540), WORKDIR (default a new temporary folder), ALLOW_CPU=1 to rehearse on a CPU. The
 # run is killed after BUDGET + 120 s.
 set -euo pipefail
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+# Paths the caller gave, before the cd below.
+[[ -n "${CARRY:-}" ]] && CARRY=$(absolute "$CARRY")
+[[ -n "${WORKDIR:-}" ]] && WORKDIR=$(absolute "$WORKDIR")
+[[ "${1:-}" == "--prepare" && -n "${2:-}" ]] && set -- --prepare "$(absolute "$2")"
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 WHEELS=("ml-collections==1.1.0" "clu==0.0.12")
@@ -70,4 +75,4 @@ workdir=${WORKDIR:-$(mktemp -d)/fashion_mnist_$recipe}
 echo "recipe $recipe, budget $budget s, workdir $workdir"
 exec timeout "$(( ${budget%.*} + 120 ))" "$python" -m resnet_jax.tools.budgeted_run \
   --config="configs/fashion_mnist.py:$recipe" --workdir="$workdir" --budget_s="$budget" \
-  "${overrides[@]}" "$@"
+  ${overrides[@]+"${overrides[@]}"} "$@"  # bash 3.2 (macOS): an empty array is unbound

@@ -6,15 +6,12 @@ from jax.sharding import Mesh
 
 from resnet_jax import erasing, losses, models, optim, profiling, sharding, step_options, steps
 from resnet_jax.cpu import conv
-from resnet_jax.data import inputs, resolution
+from resnet_jax.data import AUGMENTATIONS, ORDERS, inputs, resolution
 from resnet_jax.errors import ConfigError, check_choice
 from resnet_jax.storage import trained
 
 # The policy lives with the step's options (no ml_collections there: bare accelerator images).
 NONFINITE_POLICIES, nonfinite_policy = step_options.NONFINITE_POLICIES, step_options.nonfinite_policy
-# preprocess.AUGMENTATIONS and pipeline.ORDERS, which import TensorFlow (tests hold them equal).
-AUGMENTATIONS = ('none', 'cifar', 'imagenet')
-ORDERS = ('global', 'per_process')
 
 
 def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
@@ -33,6 +30,7 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     check_choice('loss_scale', config.loss_scale, steps.LOSS_SCALES)
     optim.check_choices(config)
     if inputs.needs_tensorflow(config):
+      inputs.check_tensorflow_available(config)
       from resnet_jax.data import sources  # noqa: PLC0415  (imports TensorFlow)
       sources.check_dataset_name(config.dataset.name)
     check_choice('dataset.augment', config.dataset.augment, AUGMENTATIONS)

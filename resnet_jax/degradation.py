@@ -96,16 +96,12 @@ def evaluate_trained(run_dir: str, config: Any) -> tuple[float, list[float]]:
     return logits.argmax(axis=-1), diagnostics.response_stds(sown[DIAGNOSTICS])
 
   images, labels = inputs.host_examples(config, config.dataset.train_split)
-  batch = config.batch_size
   wrong = 0
-  for start in range(0, len(labels), batch):
-    # Padded to whole batches: one compiled forward pass.
-    chunk = images[start:start + batch]
-    padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]),
-                                              chunk.dtype)])
-    predicted = np.asarray(forward(restored.variables, padded)[0])[:len(chunk)]
-    wrong += int((predicted != labels[start:start + batch]).sum())
-  first, _ = inputs.host_examples(config, config.dataset.eval_split, batch)
+  for batch in inputs.padded_batches(images, labels, config.batch_size):
+    keep = batch['mask'].astype(bool)
+    predicted = np.asarray(forward(restored.variables, batch['image'])[0])
+    wrong += int((predicted[keep] != batch['label'][keep]).sum())
+  first, _ = inputs.host_examples(config, config.dataset.eval_split, config.batch_size)
   stds = forward(restored.variables, first)[1]
   return wrong / len(labels), [float(stds[name]) for name in diagnostics_plots.layer_order(stds)]
 
@@ -166,8 +162,10 @@ def main(argv: list[str]) -> None:
     check_depths(depths, FLAGS.config.model)
   except ValueError as error:
     sys.exit(f'error: {error}')
-  import tensorflow as tf  # noqa: PLC0415  (the input pipeline's; keep it off the GPUs)
-  tf.config.set_visible_devices([], 'GPU')
+  from resnet_jax.data import inputs  # noqa: PLC0415
+  if inputs.needs_tensorflow(FLAGS.config):
+    from resnet_jax.data import pipeline  # noqa: PLC0415  (TensorFlow, kept off the GPUs)
+    pipeline.configure_tensorflow()
   from resnet_jax.errors import ConfigError  # noqa: PLC0415
   from resnet_jax.storage import checkpointing  # noqa: PLC0415
   try:

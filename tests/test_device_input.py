@@ -175,3 +175,24 @@ def test_the_trainer_runs_with_tensorflow_and_tfds_blocked(tmp_path):
   assert 'eval/top1' in result.stderr
   assert (workdir / 'checkpoints' / '4').is_dir()
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+
+
+def test_the_trainer_imports_no_tensorflow_where_it_is_installed(tmp_path):
+  # Installed, but never imported on the device input's path (TensorBoard's own event
+  # writer would import it for tf.io.gfile: the summaries write without it).
+  code = ('import sys\nfrom absl import app\nfrom resnet_jax import main\n'
+          'try:\n  app.run(main.main, flags_parser=main.parse_flags)\n'
+          'except SystemExit as exit:\n'
+          '  print("TENSORFLOW IMPORTED" if "tensorflow" in sys.modules else "NO TENSORFLOW")\n'
+          '  raise\n')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | {'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run(
+      [sys.executable, '-c', code, '--config=configs/digits.py', f'--workdir={tmp_path}',
+       '--config.dataset.pipeline=device', '--config.num_train_steps=2',
+       '--config.log_every_steps=2', '--config.eval_every_steps=2',
+       '--config.checkpoint_every_steps=2', '--config.batch_size=16',
+       '--config.dataset.image_size=8', '--config.dataset.crop_padding=1'],
+      env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'NO TENSORFLOW' in result.stdout, result.stdout[-2000:]
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path))

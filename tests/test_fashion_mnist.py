@@ -4,6 +4,7 @@ missing or damaged file, split slicing, and a training run on small IDX files.""
 import gzip
 import hashlib
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -164,7 +165,8 @@ def test_without_the_idx_files_tfds_fashion_mnist_is_used(small_fashion, tmp_pat
 
 @pytest.mark.parametrize('spec,expected', [
     ('train', slice(0, 96)), ('train[:10]', slice(0, 10)), ('train[10:]', slice(10, 96)),
-    ('train[:25%]', slice(0, 24)), ('train[-6:]', slice(90, 96))])
+    ('train[:25%]', slice(0, 24)), ('train[:10%]', slice(0, 10)),  # 9.6 rounds to 10
+    ('train[-6:]', slice(90, 96))])
 def test_split_slices(small_fashion, spec, expected):
   folder, arrays = small_fashion
   config = fashion_mnist_config.get_config('cpu')
@@ -216,3 +218,19 @@ def test_training_on_small_idx_files_learns(small_fashion, tmp_path):
   # Ten brightness levels 25 apart under noise of 20: images and labels that did not pair
   # up would stay near chance (10 %); 24 steps reach 40 %.
   assert summary['eval/top1'] >= 0.3, summary
+
+
+def test_without_tensorflow_the_missing_files_are_named_in_one_line(small_fashion, tmp_path,
+                                                                   monkeypatch):
+  from resnet_jax.data import inputs  # noqa: PLC0415
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)  # import fails, as uninstalled
+  config = fashion_mnist_config.get_config('cpu')
+  config.dataset.data_dir = str(tmp_path / 'empty')
+  assert inputs.needs_tensorflow(config)
+  with pytest.raises(ConfigError) as error:
+    inputs.check_tensorflow_available(config)
+  assert 'apt-get install dataset-fashion-mnist' in str(error.value)
+  config.dataset.name = 'cifar10'
+  with pytest.raises(ConfigError, match="dataset 'cifar10' with dataset.pipeline=device is read "
+                                        'through TensorFlow and TFDS, which cannot be imported'):
+    inputs.check_tensorflow_available(config)

@@ -5,3 +5,6 @@
 # ×255), so converted weights see the inputs they were trained on.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+# dataset.augment's and dataset.order's choices, here (no TensorFlow) for the config checks.
+AUGMENTATIONS = ('none', 'cifar', 'imagenet')
+ORDERS = ('global', 'per_process')

@@ -74,9 +74,12 @@ def missing_files_message(data_dir: str = '') -> str:
   """One line: which file is missing where, and how to get the files."""
   folders = [os.path.expanduser(data_dir)] if data_dir else []
   folders.append(DEBIAN_DIR)
-  missing = next(spec.name + '.gz' for pair in FILES.values() for spec in pair
-                 if not any(_path(f, spec) for f in folders))
-  return (f"Fashion-MNIST's {missing} is in none of {', '.join(folders)}: install the "
+  missing = [spec.name + '.gz' for pair in FILES.values() for spec in pair
+             if not any(_path(f, spec) for f in folders)]
+  if not missing:  # each file somewhere, but no folder holds all four
+    return (f"Fashion-MNIST's four IDX files are spread over {', '.join(folders)}: put all "
+            f'four in one folder (dataset.data_dir), or install them with `{INSTALL}`')
+  return (f"Fashion-MNIST's {missing[0]} is in none of {', '.join(folders)}: install the "
           f'files with `{INSTALL}`, or put the four IDX files in dataset.data_dir')
 
 

@@ -97,7 +97,8 @@ def _tf_split(config: ml_collections.ConfigDict, key: str) -> tuple[Split, tuple
   import tensorflow as tf  # noqa: PLC0415
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
-  from resnet_jax.data import preprocess, resolution, sources  # noqa: PLC0415
+  from resnet_jax.data import pipeline, preprocess, resolution, sources  # noqa: PLC0415
+  pipeline.configure_tensorflow()  # before TF runs anything: off the GPUs, sized pools
   source = sources.create_source(config)
   spec = config.dataset[key]
   count = source.split_size(spec, f'dataset.{key}')
@@ -180,7 +181,7 @@ def split_bytes(split: Split) -> int:
 
 
 def describe(splits: Splits) -> str:
-  """'60,000 train + 10,000 eval images 28×28×1 (52.3 MB per device)'."""
+  """'60,000 train + 10,000 eval images 28×28×1 (55.2 MB per device)'."""
   h, w, c = splits.train.images.shape[1:]
   total = split_bytes(splits.train) + split_bytes(splits.eval)
   return (f'{len(splits.train.labels):,} train + {len(splits.eval.labels):,} eval images '

@@ -17,8 +17,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from resnet_jax import sharding
-from resnet_jax.data import dataset_info, device_input, in_memory
-from resnet_jax.errors import check_choice
+from resnet_jax.data import dataset_info, device_input, fashion_mnist, in_memory
+from resnet_jax.errors import ConfigError, check_choice
 
 PIPELINES = ('tf_data', 'device')
 
@@ -70,6 +70,8 @@ def check(config: ml_collections.ConfigDict) -> None:
   check_choice('dataset.pipeline', data.pipeline, PIPELINES)
   if data.pipeline != 'device':
     return
+  if config.seed < 0:  # numpy's PCG64 draws the epoch orders from [seed, epoch]
+    raise ValueError(f'seed {config.seed} must be >= 0 with dataset.pipeline=device')
   check_choice('dataset.augment (with dataset.pipeline=device)', data.augment,
                device_input.AUGMENTATIONS)
   unsupported = {
@@ -83,6 +85,22 @@ def check(config: ml_collections.ConfigDict) -> None:
     if value != supported:
       raise ValueError(f'{key} {value!r} needs dataset.pipeline=tf_data (the device input '
                        f'supports {supported!r} only)')
+
+
+def check_tensorflow_available(config: ml_collections.ConfigDict) -> None:
+  """ConfigError in one line where the config's data needs TensorFlow and it is not
+  installed (a bare accelerator image): for Fashion-MNIST, how to get its files."""
+  try:
+    import tensorflow  # noqa: F401, PLC0415
+    import tensorflow_datasets  # noqa: F401, PLC0415
+  except ImportError as error:
+    if config.dataset.name == fashion_mnist.NAME:
+      raise ConfigError(fashion_mnist.missing_files_message(config.dataset.data_dir)) from None
+    raise ConfigError(
+        f'dataset {config.dataset.name!r} with dataset.pipeline={config.dataset.pipeline} is '
+        f'read through TensorFlow and TFDS, which cannot be imported here ({error}); install '
+        'them, or use a dataset the device input reads without them: '
+        f'{", ".join(in_memory.NATIVE)} with dataset.pipeline=device') from None
 
 
 def needs_tensorflow(config: ml_collections.ConfigDict) -> bool:
@@ -118,3 +136,15 @@ def host_examples(config: ml_collections.ConfigDict, split: str, count: int = 0
         break
     images, labels = np.concatenate(image_parts), np.concatenate(label_parts)
   return (images, labels) if count <= 0 else (images[:count], labels[:count])
+
+
+def padded_batches(images: np.ndarray, labels: np.ndarray, batch_size: int
+                   ) -> Iterator[dict[str, np.ndarray]]:
+  """Host batches {'image', 'label', 'mask'} of whole `batch_size`, the last one padded
+  with zeros and mask 0: one compiled shape for a forward pass over a split."""
+  for start in range(0, len(labels), batch_size):
+    count = len(labels[start:start + batch_size])
+    pad = ((0, batch_size - count),)
+    yield {'image': np.pad(images[start:start + batch_size], pad + ((0, 0),) * 3),
+           'label': np.pad(labels[start:start + batch_size], pad),
+           'mask': np.pad(np.ones(count, np.int32), pad)}

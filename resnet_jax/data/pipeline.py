@@ -43,9 +43,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from clu import deterministic_data
 
+from resnet_jax.data import ORDERS  # noqa: F401  (re-exported: global, per_process)
 from resnet_jax.data import order, preprocess, resolution, sources, train_images, unreadable
 
-ORDERS = ('global', 'per_process')
 
 
 def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:

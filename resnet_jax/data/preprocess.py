@@ -10,7 +10,8 @@ draws the same crops and flips.
 
 import tensorflow as tf
 
-AUGMENTATIONS = ('none', 'cifar', 'imagenet')
+from resnet_jax.data import AUGMENTATIONS  # noqa: F401  (re-exported: none, cifar, imagenet)
+
 # Eval resizes the shorter side to image_size / CROP_FRACTION, then centre-crops; the
 # random-resized crop falls back to the same centre square when no window is found.
 CROP_FRACTION = 0.875

@@ -30,8 +30,10 @@ def main_for(run_study: Callable[[Any, str, Sequence[str]], Rows],
       study.check_study(FLAGS.config.get('study'))
     except ConfigError as error:
       sys.exit(f'error: {error}')
-    import tensorflow as tf  # noqa: PLC0415  (the input pipeline's; keep it off the GPUs)
-    tf.config.set_visible_devices([], 'GPU')
+    from resnet_jax.data import inputs  # noqa: PLC0415
+    if inputs.needs_tensorflow(FLAGS.config):
+      from resnet_jax.data import pipeline  # noqa: PLC0415  (TensorFlow, kept off the GPUs)
+      pipeline.configure_tensorflow()
     from resnet_jax.storage import checkpointing  # noqa: PLC0415
     start = time.perf_counter()
     try:

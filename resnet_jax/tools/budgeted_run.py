@@ -105,6 +105,9 @@ def main(argv: list[str]) -> int:
   print(f'calibration: {1e3 * figures["step_s"]:.2f} ms/step ({images_per_sec:,.0f} img/s), '
         f'{figures["eval_s"]:.2f} s/evaluation; {seconds_left:.0f} s left for training',
         flush=True)
+  if seconds_left < figures['steps_per_epoch'] * figures['step_s'] + figures['eval_s']:
+    print(f'WARNING: start-up and calibration left {seconds_left:.0f} s, less than one epoch: '
+          'training one epoch anyway, past the budget', flush=True)
   if epochs < config.num_epochs:
     print(f'WARNING: {epochs:g} of the recipe\'s {config.num_epochs:g} epochs fit the '
           f'{FLAGS.budget_s:g} s budget here: training {epochs:g} epochs, the schedule\'s '

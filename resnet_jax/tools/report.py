@@ -37,6 +37,7 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.storage import trained
 from resnet_jax.storage import workdir as workdir_lib
 from resnet_jax.tools import diagnostics_plots
+from resnet_jax.tools.results import read_scalars
 
 REPORT_DIR = 'report'
 # Each plot and the tags it shows; eval tags are drawn with markers (they are sparse).
@@ -53,13 +54,7 @@ def _eval_batches(config: ml_collections.ConfigDict) -> Any:
   if config.dataset.pipeline == 'device':
     from resnet_jax.data import inputs  # noqa: PLC0415
     images, labels = inputs.host_examples(config, config.dataset.eval_split)
-    size = config.batch_size
-    for start in range(0, len(labels), size):
-      count = len(labels[start:start + size])
-      pad = ((0, size - count),)
-      yield {'image': np.pad(images[start:start + size], pad + ((0, 0),) * 3),
-             'label': np.pad(labels[start:start + size], pad),
-             'mask': np.pad(np.ones(count, np.int32), pad)}
+    yield from inputs.padded_batches(images, labels, config.batch_size)
     return
   # TensorFlow prints two lines to stderr when imported, whatever TF_CPP_MIN_LOG_LEVEL says:
   # importing it only here keeps an error about the workdir or the flags the only line.
@@ -94,28 +89,6 @@ def predict_split(restored: trained.Restored,
   if not labels:
     raise ConfigError(f'the evaluation split {config.dataset.eval_split!r} is empty')
   return np.concatenate(labels), np.concatenate(predictions)
-
-
-def read_scalars(workdir: str | epath.Path) -> dict[str, list[tuple[int, float]]]:
-  """Every scalar tag of the run's TensorBoard events: tag → [(step, value)] by step.
-
-  Read by TensorBoard's own event reader. A resumed run logs some steps again (those
-  after its last checkpoint): as in TensorBoard, the later run's points replace them.
-  """
-  # Imported here for the reason TensorFlow is (see predict_split): import-time noise.
-  from tensorboard.backend.event_processing import plugin_event_accumulator  # noqa: PLC0415
-  from tensorboard.util import tensor_util  # noqa: PLC0415
-  accumulator = plugin_event_accumulator.EventAccumulator(
-      str(workdir), size_guidance={plugin_event_accumulator.TENSORS: 0})  # 0: keep every point
-  accumulator.Reload()
-  scalars = {}
-  for tag in accumulator.Tags()[plugin_event_accumulator.TENSORS]:
-    if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != 'scalars':
-      continue  # text, images, histograms
-    points = {event.step: float(tensor_util.make_ndarray(event.tensor_proto).reshape(()))
-              for event in accumulator.Tensors(tag)}
-    scalars[tag] = sorted(points.items())
-  return scalars
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple[str, ...],

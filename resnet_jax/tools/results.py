@@ -16,27 +16,37 @@ import sys
 from typing import Any
 
 
+def read_scalars(workdir: Any) -> dict[str, list[tuple[int, float]]]:
+  """Every scalar tag of the run's TensorBoard events: tag → [(step, value)] by step.
 
-def scalars(workdir: str) -> dict[str, dict[int, float]]:
-  """tag -> {step: value} of the run's scalar events (later points replace earlier)."""
+  Read by TensorBoard's own event reader. A resumed run logs some steps again (those
+  after its last checkpoint): as in TensorBoard, the later run's points replace them.
+  """
   # Imported here: TensorBoard's reader costs ~1 s of imports.
-  from tensorboard.backend.event_processing import event_accumulator  # noqa: PLC0415
-  accumulator = event_accumulator.EventAccumulator(
-      str(workdir), size_guidance={event_accumulator.SCALARS: 0})  # 0: keep every point
+  from tensorboard.backend.event_processing import plugin_event_accumulator  # noqa: PLC0415
+  from tensorboard.util import tensor_util  # noqa: PLC0415
+  accumulator = plugin_event_accumulator.EventAccumulator(
+      str(workdir), size_guidance={plugin_event_accumulator.TENSORS: 0})  # 0: keep every point
   accumulator.Reload()
-  return {tag: {event.step: event.value for event in accumulator.Scalars(tag)}
-          for tag in accumulator.Tags()['scalars']}
+  scalars = {}
+  for tag in accumulator.Tags()[plugin_event_accumulator.TENSORS]:
+    if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != 'scalars':
+      continue  # text, images, histograms
+    points = {event.step: float(tensor_util.make_ndarray(event.tensor_proto).reshape(()))
+              for event in accumulator.Tensors(tag)}
+    scalars[tag] = sorted(points.items())
+  return scalars
 
 
 def run_result(workdir: str, metric: str = 'eval/top1') -> dict[str, Any]:
   """{'workdir', 'final', 'final_step', 'best', 'best_step', 'evaluations',
   'images_per_sec'} of one run; ValueError if it has no `metric`."""
-  tags = scalars(workdir)
-  points = sorted(tags.get(metric, {}).items())
+  tags = read_scalars(workdir)
+  points = tags.get(metric, [])
   if not points:
     raise ValueError(f'{workdir}: no {metric} in its TensorBoard events (not evaluated yet?)')
   best_step, best = max(points, key=lambda point: (point[1], -point[0]))
-  rates = list(tags.get('train/images_per_sec', {}).values())
+  rates = [value for _, value in tags.get('train/images_per_sec', [])]
   return {'workdir': str(workdir), 'final': points[-1][1], 'final_step': points[-1][0],
           'best': best, 'best_step': best_step, 'evaluations': len(points),
           'images_per_sec': statistics.median(rates) if rates else math.nan}
