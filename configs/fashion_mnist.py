@@ -45,10 +45,8 @@ FASHION_MNIST_MEAN = (72.94,)
 FASHION_MNIST_STD = (90.02,)
 
 
-def _common(config: ml_collections.ConfigDict) -> None:
-  config.model = 'resnet20'
-  config.zero_init_residual = False
-  config.shortcut = 'projection'  # Zhong et al.'s models/fashion/resnet.py: option B
+def set_data(config: ml_collections.ConfigDict) -> None:
+  """Fashion-MNIST on the device input: train / test at 28×28×1, pad 4 + crop + flip."""
   config.dataset.name = 'fashion_mnist'
   config.dataset.pipeline = 'device'
   config.dataset.train_split = 'train'
@@ -59,6 +57,13 @@ def _common(config: ml_collections.ConfigDict) -> None:
   config.dataset.random_flip = True
   config.dataset.mean = FASHION_MNIST_MEAN
   config.dataset.std = FASHION_MNIST_STD
+
+
+def _common(config: ml_collections.ConfigDict) -> None:
+  config.model = 'resnet20'
+  config.zero_init_residual = False
+  config.shortcut = 'projection'  # Zhong et al.'s models/fashion/resnet.py: option B
+  set_data(config)
   config.batch_size = 128
   config.optimizer = 'sgd'
   config.momentum = 0.9

@@ -36,16 +36,9 @@ def get_config():
   config = default.get_config()
   config.model = 'resnet20'  # replaced by each run
   config.zero_init_residual = False
-  config.dataset.name = 'fashion_mnist'
-  config.dataset.pipeline = 'device'
+  fashion_mnist.set_data(config)
   config.dataset.train_split = 'train[:10000]'
   config.dataset.eval_split = 'test[:2000]'
-  config.dataset.image_size = 28
-  config.dataset.augment = 'cifar'
-  config.dataset.crop_padding = 4
-  config.dataset.random_flip = True
-  config.dataset.mean = fashion_mnist.FASHION_MNIST_MEAN
-  config.dataset.std = fashion_mnist.FASHION_MNIST_STD
   config.batch_size = 128
   config.num_epochs = 12.0
   config.optimizer = 'sgd'
