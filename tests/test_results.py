@@ -90,10 +90,10 @@ def test_gpu_results_rehearses_on_a_cpu_without_tensorflow(tmp_path):
     (shadow / name / '__init__.py').write_text(f'raise ImportError("{name} is blocked")\n')
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env |= {'PYTHONPATH': str(shadow), 'PYTHON': sys.executable, 'ALLOW_CPU': '1',
-          'BUDGET': '150', 'WORKDIR': str(tmp_path / 'run'), 'JAX_PLATFORMS': 'cpu'}
+          'BUDGET': '60', 'WORKDIR': str(tmp_path / 'run'), 'JAX_PLATFORMS': 'cpu'}
   result = subprocess.run(
-      ['launch/gpu_results.sh', 'zhong', "--config.dataset.train_split=train[:1280]",
-       "--config.dataset.eval_split=test[:500]", '--calibration_steps=3'],
+      ['launch/gpu_results.sh', 'zhong', "--config.dataset.train_split=train[:640]",
+       "--config.dataset.eval_split=test[:256]", '--calibration_steps=3'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "WARNING:" in result.stdout and "of the recipe's 300 epochs fit" in result.stdout
