@@ -47,7 +47,6 @@ from resnet_jax.data import ORDERS  # noqa: F401  (re-exported: global, per_proc
 from resnet_jax.data import order, preprocess, resolution, sources, train_images, unreadable
 
 
-
 def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   return (jax.process_index() if process_index is None else process_index,
           jax.process_count() if process_count is None else process_count)
