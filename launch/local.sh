@@ -10,10 +10,12 @@
 # the GPUs. Without, each process gets DEVICES_PER_PROCESS fake CPU devices (default 2)
 # and JAX_PLATFORMS=cpu. Each process's output goes to
 # the terminal prefixed with [process i] and, if LOG_DIR is set, to LOG_DIR/process_<i>.log.
-# Exits non-zero if any process fails, and then ends the others: the trainer's own peer
-# watch normally stops them within seconds; whatever still runs GRACE seconds (default
-# 30) after the first failure is killed. Ctrl-C or SIGTERM reaches every process as
-# SIGTERM (they agree on a step, checkpoint and exit 0). The coordinator port is one the
+# Exit status: a failed process's (the first), else 75 if the run stopped early (the
+# trainer's status for a stop: checkpoint saved, the same command resumes), else 0. A
+# failure ends the others: the trainer's own peer watch normally stops them within
+# seconds; whatever still runs GRACE seconds (default 30) after the first failure is
+# killed. Ctrl-C or SIGTERM reaches every process as SIGTERM: they agree on a step,
+# checkpoint it and exit 75. The coordinator port is one the
 # kernel reports free (bound to port 0), or PORT, which must be free.
 # Relative paths in FLAGS are relative to the current directory.
 set -euo pipefail
@@ -84,6 +86,7 @@ for ((i = 0; i < num_processes; i++)); do
   pids+=($!)
 done
 
+stopped=75  # resnet_jax/stopping.py: EXIT_STOPPED
 status=0
 failed_at=''
 remaining=("${pids[@]}")
@@ -97,8 +100,10 @@ while ((${#remaining[@]})); do
     fi
     wait "$pid"  # bash kept its exit status
     code=$?
-    if ((code != 0)); then
-      ((status == 0)) && status=$code
+    if ((code == stopped)); then
+      ((status == 0)) && status=$code  # the others stop at the same step: no grace clock
+    elif ((code != 0)); then
+      ((status == 0 || status == stopped)) && status=$code
       [[ -z $failed_at ]] && failed_at=$SECONDS
     fi
   done

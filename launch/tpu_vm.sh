@@ -6,26 +6,32 @@
 #          WORKDIR=gs://my-bucket/runs/r50
 #   launch/tpu_vm.sh all --config=configs/imagenet50.py --config.dataset.data_dir=gs://my-bucket/tfds
 #
-# Steps (each can be run alone): create | install | run | status | wait | logs | delete |
-# recreate | all.
+# Steps (each can be run alone): create | install | run | status | wait | finish | logs |
+# delete | recreate | all.
 # - create: `tpu-vm create`, or with QUEUED=1 a queued resource (Cloud TPU's way to wait
 #   for capacity; SPOT=1 for spot capacity), polled until ACTIVE. RUNTIME_VERSION follows
-#   ACCELERATOR_TYPE (v4, v5litepod/v5e, v5p, v6e) unless set.
+#   ACCELERATOR_TYPE (v4, v5litepod/v5e, v5p, v6e) unless set. A READY slice of that name
+#   is used as it is; a PREEMPTED one is deleted and created again.
 # - install: the working tree to every worker, a venv, the package and jax[tpu]; run it
 #   again to push a code change (the venv is kept).
 # - run: clears stale TPU holders (a leftover trainer: SIGTERM, STOP_GRACE s to save a
 #   checkpoint, then -9; processes holding /dev/accel* or /dev/vfio/*;
-#   /tmp/libtpu_lockfile), then starts training detached (setsid nohup: it
-#   survives the ssh session) with its own log, ~/resnet-jax-logs/train-<time>-<pid>.log
-#   (latest.log points to it), and its exit code in ~/resnet-jax-logs/exit_code.
+#   /tmp/libtpu_lockfile), then starts training detached (setsid nohup: it survives the
+#   ssh session) with its own log, ~/resnet-jax-logs/train-<run>.log (latest.log points to
+#   it), and its exit status in ~/resnet-jax-logs/exit_code. Flags arrive byte for byte.
 # - status: each worker's state: running, exit=<code> or idle. wait: polls status with
-#   short ssh calls every POLL seconds (a failed or partial poll is retried,
-#   MAX_POLL_FAILURES in a row end the wait); exits 0 once every worker's trainer exited 0.
+#   short ssh calls every POLL seconds (a failed or partial poll is retried); exits 0 once
+#   every worker's trainer finished (exit 0), 75 if they stopped early (the trainer's
+#   status for SIGTERM or Ctrl-C: checkpoint saved), 1 if one failed, 3 after
+#   MAX_POLL_FAILURES failed polls in a row.
+# - finish: wait, then deletes the slice only if training finished; otherwise keeps it and
+#   says what to do (stopped: `all` again resumes; failed: the logs, `run` or `recreate`;
+#   no answer: `finish` again). Its exit status is wait's.
 # - logs: every worker's logs to ./tpu_logs/<TPU_NAME>/worker_<i>/ (and LOG_BUCKET).
-# - all: create, install, run, wait; deletes the slice only after every worker exited
-#   0. Anything else (a failed trainer, a lost connection) keeps the slice.
-# - recreate: after a preemption (a spot slice cannot be restarted): deletes what is left
-#   of the slice, creates it again, installs and runs: training resumes from $WORKDIR.
+# - all: create, install, run, finish. Run the same `all` again after a stop: it reuses the
+#   slice (or recreates a preempted one) and training resumes from $WORKDIR.
+# - recreate: deletes what is left of the slice (a preempted spot slice cannot be
+#   restarted), creates it again, installs and runs: training resumes from $WORKDIR.
 # WORKDIR must be a gs:// path every worker can write (checkpoints, summaries, config).
 # Needs: gcloud, authenticated, with the TPU API enabled in the current project.
 set -euo pipefail
@@ -43,8 +49,9 @@ MAX_POLL_FAILURES=${MAX_POLL_FAILURES:-30}
 SSH_TIMEOUT=${SSH_TIMEOUT:-120}
 STOP_GRACE=${STOP_GRACE:-60}  # s a leftover trainer gets to checkpoint; < SSH_TIMEOUT
 QUEUE_TIMEOUT=${QUEUE_TIMEOUT:-86400}
+STOPPED=75  # the trainer's exit status for a stop: checkpoint saved (resnet_jax/stopping.py)
 
-step=${1:?usage: $0 create|install|run|status|wait|logs|delete|recreate|all [resnet_jax.main flags...]}
+step=${1:?usage: $0 create|install|run|status|wait|finish|logs|delete|recreate|all [resnet_jax.main flags...]}
 shift
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
 tpu=(gcloud compute tpus tpu-vm)
@@ -69,10 +76,25 @@ on_all_workers() {
   ${limit[@]+"${limit[@]}"} "${tpu[@]}" ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1"
 }
 
+slice_state() {
+  # READY, PREEMPTED, ...; nothing if the slice does not exist (or cannot be described).
+  "${tpu[@]}" describe "$TPU_NAME" --zone="$ZONE" --format='value(state)' 2> /dev/null || true
+}
+
 create() {
   local runtime state waited=0
   runtime=${RUNTIME_VERSION:-}
   [[ -n $runtime ]] || runtime=$(default_runtime) || exit 2
+  state=$(slice_state)
+  case "$state" in
+    '') ;;
+    READY) echo "$TPU_NAME exists and is READY: using it"; return ;;
+    PREEMPTED | TERMINATED)
+      echo "$TPU_NAME is $state: deleting it to create it again"
+      delete ;;
+    *) echo "error: $TPU_NAME exists in state $state: wait until it is READY, or $0 delete" >&2
+       exit 1 ;;
+  esac
   if [[ -z $QUEUED ]]; then
     "${tpu[@]}" create "$TPU_NAME" --zone="$ZONE" --accelerator-type="$ACCELERATOR_TYPE" \
       --version="$runtime" ${SPOT:+--spot}
@@ -101,10 +123,15 @@ create() {
 
 install() {
   # The working tree, without local virtualenvs or outputs, to every worker.
-  local bundle
-  bundle=$(mktemp -d)/resnet-jax.tar.gz
-  tar -C "$repo_root" --exclude=.git --exclude='.venv*' --exclude=tpu_logs -czf "$bundle" .
-  "${tpu[@]}" scp "$bundle" "$TPU_NAME:~/" --zone="$ZONE" --worker=all
+  local here bundle
+  here=$(mktemp -d)
+  bundle=$here/resnet-jax.tar.gz
+  # GNU tar's status 1: a file changed while it was read (a .pyc written meanwhile); the
+  # bundle is still whole.
+  tar -C "$repo_root" --exclude=.git --exclude='.venv*' --exclude=tpu_logs \
+    --exclude=__pycache__ --exclude=.pytest_cache -czf "$bundle" . || (($? == 1))
+  "${tpu[@]}" scp "$bundle" "$TPU_NAME:~/" --zone="$ZONE" --worker=all || { rm -rf "$here"; return 1; }
+  rm -rf "$here"  # one bundle per install would otherwise pile up in /tmp
   # The old code goes, the venv stays: a second install pushes a change. JAX >= 0.7 needs
   # Python >= 3.11, newer than some TPU images ship: uv brings its own.
   "${tpu[@]}" ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="set -e
@@ -117,28 +144,38 @@ install() {
 }
 
 run() {
-  local flags=''
-  [[ $# -gt 0 ]] && flags=$(printf ' %q' "$@")
-  # The module name is spelled through $m: the remote shell running this command must not
-  # match pkill's pattern itself (pkill -f would kill its own caller). The old trainer's
-  # wrapper does match, so it goes too and cannot write a stale exit_code later.
-  # --distributed=yes: jax.distributed.initialize() finds the other workers itself.
-  on_all_workers "cd ~/$REMOTE_DIR
-    m=resnet_jax
-    # A running trainer saves a checkpoint on SIGTERM: STOP_GRACE seconds for that, then -9.
+  # The trainer's command line goes as a script file, quoted for the one shell that reads
+  # it (bash start.sh) and carried in base64, which no shell on the way alters: flags
+  # arrive byte for byte ($, quotes, backslashes, spaces). A run token makes the command
+  # idempotent: ssh re-running it (gcloud retries a failed connection) finds its own
+  # trainer started and leaves it be.
+  local token script encoded
+  token=$(date +%Y%m%d-%H%M%S)-$$-$RANDOM
+  script="cd ~/$REMOTE_DIR && . .venv/bin/activate
+python -m resnet_jax.main --distributed=yes$(printf ' %q' "--workdir=$WORKDIR" "$@")
+echo \$? > ~/resnet-jax-logs/exit_code"
+  encoded=$(printf '%s\n' "$script" | base64 | tr -d '\n')
+  # pkill/pgrep patterns are bracketed so that the remote shell running this command (it
+  # contains them) does not match them itself.
+  on_all_workers "mkdir -p ~/resnet-jax-logs && cd ~/resnet-jax-logs
+    if [ \"\$(cat run_id 2> /dev/null)\" = $token ]; then echo 'run $token already started'; exit 0; fi
+    # A running trainer saves a checkpoint on SIGTERM: STOP_GRACE seconds for that, then -9;
+    # then its wrapper, which would write a stale exit_code.
     if pkill -f '[r]esnet_jax[.]main'; then
       for _ in \$(seq $STOP_GRACE); do pgrep -f '[r]esnet_jax[.]main' > /dev/null || break; sleep 1; done
       pkill -9 -f '[r]esnet_jax[.]main' || true
     fi
+    pkill -f '[r]esnet-jax-logs/start[.]sh' || true
     sudo lsof -t -w /dev/accel* /dev/vfio/* 2> /dev/null | xargs -r sudo kill -9 || true
     sudo rm -f /tmp/libtpu_lockfile
-    mkdir -p ~/resnet-jax-logs && rm -f ~/resnet-jax-logs/exit_code
-    log=~/resnet-jax-logs/train-\$(date +%Y%m%d-%H%M%S)-\$\$.log
-    ln -sfn \"\$log\" ~/resnet-jax-logs/latest.log
-    setsid nohup bash -c \". .venv/bin/activate; python -m \$m.main --distributed=yes \
---workdir=$(printf %q "$WORKDIR")$flags >> \$log 2>&1; echo \\\$? > ~/resnet-jax-logs/exit_code\" \
-      > /dev/null 2>&1 < /dev/null &"
-  echo "started on all workers; follow with: $0 status | $0 wait | $0 logs"
+    rm -f exit_code
+    echo $encoded | base64 -d > start.sh
+    echo $token > run_id
+    log=~/resnet-jax-logs/train-$token.log
+    ln -sfn \"\$log\" latest.log
+    s=start  # spelled apart: this shell's own command line must not match the pattern above
+    setsid nohup bash ~/resnet-jax-logs/\$s.sh >> \"\$log\" 2>&1 < /dev/null &"
+  echo "started on all workers; follow with: $0 status | $0 finish (waits, then deletes the slice)"
 }
 
 status() {
@@ -171,18 +208,24 @@ wait_for_training() {
           continue
         fi
         if (($(grep -c ' exit=0$' <<< "$lines" || true) == workers)); then
-          echo "training ended with exit code 0 on all $workers workers"
+          echo "training finished (exit status 0) on all $workers workers"
           return 0
         fi
-        echo "$0: training did not end cleanly on every worker:" >&2
+        if ! grep -vqE " exit=(0|$STOPPED)$" <<< "$lines"; then
+          echo "$0: training stopped early (exit status $STOPPED: a signal, e.g. maintenance" \
+            "or preemption; the checkpoint of the step it reached is saved):" >&2
+          echo "$lines" >&2
+          return "$STOPPED"
+        fi
+        echo "$0: training failed on a worker:" >&2
         echo "$lines" >&2
         return 1
       fi
     fi
     failures=$((failures + 1))
     if ((failures >= MAX_POLL_FAILURES)); then
-      echo "$0: $failures status polls failed in a row; the slice is kept" >&2
-      return 1
+      echo "$0: $failures status polls failed in a row" >&2
+      return 3
     fi
     echo "status poll failed ($failures/$MAX_POLL_FAILURES); retrying in $POLL s" >&2
     sleep "$POLL"
@@ -199,6 +242,36 @@ logs() {
   done
   [[ -n $LOG_BUCKET ]] && gcloud storage cp --recursive "$LOG_DIR" "$LOG_BUCKET/"
   echo "logs in $LOG_DIR"
+}
+
+finish() {
+  # wait, then: finished → logs and delete; anything else keeps the slice and says what to
+  # do. Run it again after a lost connection: it resumes the wait-then-delete.
+  local code=0 state
+  wait_for_training || code=$?
+  case $code in
+    0) logs; delete; return 0 ;;
+    "$STOPPED")
+      logs || true
+      echo "$0: the slice $TPU_NAME is kept. Resume from $WORKDIR with the same flags:" \
+        "$0 all FLAGS (it reuses the slice), or $0 run FLAGS then $0 finish" >&2 ;;
+    1)
+      logs || true
+      echo "$0: the slice $TPU_NAME is kept. Look at the logs ($LOG_DIR); then $0 run FLAGS" \
+        "(it resumes from $WORKDIR) and $0 finish, $0 recreate FLAGS if the slice itself is" \
+        "broken, or $0 delete" >&2 ;;
+    *)
+      state=$(slice_state)
+      if [[ $state == PREEMPTED || -z $state ]]; then
+        echo "$0: the slice $TPU_NAME is ${state:-gone}: $0 all FLAGS creates it again and" \
+          "resumes from $WORKDIR" >&2
+      else
+        echo "$0: no answer from the workers of $TPU_NAME ($state); the trainer may still be" \
+          "running, and the slice is kept: $0 finish waits again (and deletes the slice once" \
+          "training finished)" >&2
+      fi ;;
+  esac
+  return "$code"
 }
 
 delete() {
@@ -223,20 +296,13 @@ case "$step" in
     install
     run "$@"
     ;;
+  finish) finish ;;
   all)
     create
     install
     run "$@"
-    if wait_for_training; then
-      logs
-      delete
-    else
-      logs || true
-      echo "$0: the slice $TPU_NAME is kept; look at the logs ($LOG_DIR), then $0 recreate" \
-        "(it resumes from $WORKDIR) or $0 delete" >&2
-      exit 1
-    fi
+    finish
     ;;
-  *) echo "unknown step '$step'; valid: create install run status wait logs delete recreate all" >&2
+  *) echo "unknown step '$step'; valid: create install run status wait finish logs delete recreate all" >&2
      exit 2 ;;
 esac

@@ -6,7 +6,10 @@ every task sees all of its node's GPUs and JAX picks GPU SLURM_LOCALID (its SLUR
 detection sets `local_device_ids`). A site default that binds each task to one GPU
 (`--gpus-per-task`, `--gpu-bind`) leaves task 3 with one visible GPU, index 0, and
 "invalid device ordinal" (jax-ml/jax#23452, #28194); `--ntasks-per-node=1` on an 8-GPU
-node silently trains on one GPU of it. `check_allocation` turns both into one line.
+node silently trains on one GPU of it. `check_gpu_binding` (from the environment, before
+JAX's backend exists: the bad ordinal would fail its creation first) and `check_allocation`
+turn both into one line. Both apply only to processes that SLURM launched as the run's
+tasks: launch/local.sh inside an interactive `srun --pty bash` starts its own processes.
 """
 
 import os
@@ -68,6 +71,24 @@ def _tasks_on_this_node(environ: Mapping[str, str]) -> int | None:
   return counts[index] if index < len(counts) else None
 
 
+def _where(environ: Mapping[str, str]) -> str:
+  return f'task {environ.get("SLURM_PROCID", "?")} on {environ.get("SLURMD_NODENAME", "?")}'
+
+
+def check_gpu_binding(environ: Mapping[str, str]) -> None:
+  """ConfigError (one line) if srun bound this task to fewer GPUs than JAX's SLURM detection
+  needs: it takes GPU SLURM_LOCALID among those CUDA_VISIBLE_DEVICES shows. Reads only the
+  environment, so it runs before JAX creates its GPU backend."""
+  visible, local_id = environ.get('CUDA_VISIBLE_DEVICES'), environ.get('SLURM_LOCALID', '')
+  if visible is None or not local_id.isdigit() or environ.get('JAX_PLATFORMS') == 'cpu':
+    return
+  shown = [gpu for gpu in visible.split(',') if gpu.strip()]
+  if int(local_id) >= len(shown):
+    raise ConfigError(f'{_where(environ)}: CUDA_VISIBLE_DEVICES={visible} shows {len(shown)} '
+                      f'GPU(s), but JAX takes GPU SLURM_LOCALID {local_id} of them: run srun '
+                      'with --gpu-bind=none and no --gpus-per-task, as launch/slurm.sbatch does')
+
+
 def check_allocation(environ: Mapping[str, str], platform: str, local_devices: int,
                      global_devices: int, local_hardware_ids: list[int]) -> None:
   """ConfigError (one line) unless a SLURM GPU job runs one process per allocated GPU,
@@ -78,7 +99,7 @@ def check_allocation(environ: Mapping[str, str], platform: str, local_devices: i
   local_id = int(environ.get('SLURM_LOCALID', '0'))
   gpus_here = environ.get('SLURM_GPUS_ON_NODE', '')
   tasks_here = _tasks_on_this_node(environ)
-  where = f'task {environ.get("SLURM_PROCID", "?")} on {environ.get("SLURMD_NODENAME", "?")}'
+  where = _where(environ)
   if gpus_here.isdigit() and tasks_here and int(gpus_here) != tasks_here:
     raise ConfigError(f'{where}: {gpus_here} GPUs allocated on this node but {tasks_here} '
                       f'tasks: run one task per GPU (sbatch --ntasks-per-node={gpus_here} '

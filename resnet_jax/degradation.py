@@ -166,11 +166,15 @@ def main(argv: list[str]) -> None:
   if inputs.needs_tensorflow(FLAGS.config):
     from resnet_jax.data import pipeline  # noqa: PLC0415  (TensorFlow, kept off the GPUs)
     pipeline.configure_tensorflow()
+  from resnet_jax import stopping  # noqa: PLC0415
   from resnet_jax.errors import ConfigError  # noqa: PLC0415
   from resnet_jax.storage import checkpointing  # noqa: PLC0415
   try:
     start = time.perf_counter()
     results = run_experiment(FLAGS.config, FLAGS.workdir, depths)
+  except stopping.RunStopped as stop:  # the same command resumes the net it stopped in
+    print(stop, file=sys.stderr)
+    sys.exit(stopping.EXIT_STOPPED)
   except (ConfigError, checkpointing.CheckpointError, ValueError) as error:
     sys.exit(f'error: {error}')
   print(format_table(results))

@@ -1,5 +1,5 @@
 """Multi-process JAX: start-up, barriers, results computed once and shared, a
-shared-workdir check, preemption, and one process's failure ending the whole run.
+shared-workdir check, and one process's failure ending the whole run.
 
 Each host runs the same command; `jax.distributed` wires the processes together. On TPU
 VMs (gcloud or queued resources), GKE, SLURM, Open MPI and Kubernetes,
@@ -16,7 +16,6 @@ service aborts the others after `heartbeat_timeout` seconds.
 
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from resnet_jax import clusters
+from resnet_jax import clusters, stopping
 from resnet_jax.errors import ConfigError, check_choice
 
 MODES = ('auto', 'yes', 'no')
@@ -65,19 +64,22 @@ def initialize(mode: str = 'auto', coordinator_address: str | None = None,
                       'of seconds')
   if mode == 'no':
     return
+  # The processes are SLURM's own tasks (not ones launch/local.sh started inside an srun
+  # step, which pass their coordinator): check the GPU binding that JAX will rely on.
+  slurm_tasks = not coordinator_address and 'SLURM_STEP_NUM_TASKS' in os.environ
   started = True
   if coordinator_address:
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                heartbeat_timeout_seconds=heartbeat_timeout)
   elif mode == 'yes' or clusters.detected_cluster():
+    if slurm_tasks:
+      clusters.check_gpu_binding(os.environ)
     jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout)
   else:
     started = False
   if not started:
     return
-  # Inside srun: one GPU per task, as allocated. (A lone, undistributed task may use every
-  # GPU of its node: JAX binds a GPU per process only once distributed.)
-  if 'SLURM_STEP_NUM_TASKS' in os.environ:
+  if slurm_tasks:
     clusters.check_allocation(os.environ, jax.default_backend(), jax.local_device_count(),
                               jax.device_count(),
                               [d.local_hardware_id for d in jax.local_devices()])
@@ -169,36 +171,6 @@ def check_shared_workdir(workdir: epath.Path) -> None:
                       '(gs://... on TPU VMs, a shared filesystem on a cluster)')
 
 
-class PreemptionGuard:
-  """Tells every process the same step at which to checkpoint and stop after SIGTERM.
-
-  With several processes, JAX's preemption sync manager (started by
-  jax.distributed.initialize) catches the signal on any host and picks a step all
-  processes reach; a single process catches SIGTERM itself.
-  """
-
-  def __init__(self):
-    self._multi_process = jax.process_count() > 1
-    self._signalled = False
-    if not self._multi_process:
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-  def _on_sigterm(self, signum, frame) -> None:
-    del signum, frame
-    logging.warning('SIGTERM received: checkpointing at the end of this step, then exiting')
-    self._signalled = True
-
-  def reached(self, step: int) -> bool:
-    """Call once per step on every process; True on all at the same step after SIGTERM."""
-    if self._multi_process:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._signalled
-
-  def close(self) -> None:
-    if not self._multi_process:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def _key_value_store():
   """jax.distributed's coordination-service client, or None with one process. Its
   key-value store has no public API; multihost_utils uses this same client."""
@@ -263,6 +235,8 @@ def run(main: Callable[[], None], *, one_line_errors: tuple[type[BaseException],
         heartbeat_timeout: int = 30) -> None:
   """Starts jax.distributed (`initialize`), runs `main`, and ends a failed run everywhere.
 
+  A stop (stopping.RunStopped: SIGTERM or Ctrl-C, checkpoint saved) prints its one line
+  and exits with stopping.EXIT_STOPPED on every process.
   An error of `one_line_errors` (or a bad argument here) prints `error: ...` and exits 1;
   any other one raises as usual. With several processes, either kind also ends every
   other process of the run (fail_run; their PeerFailureWatch), and a peer's failure
@@ -275,6 +249,10 @@ def run(main: Callable[[], None], *, one_line_errors: tuple[type[BaseException],
   watch = PeerFailureWatch()
   try:
     main()
+  except stopping.RunStopped as stop:  # every process stops at the same step
+    watch.stop()
+    print(stop, file=sys.stderr)
+    sys.exit(stopping.EXIT_STOPPED)
   except one_line_errors as error:
     watch.stop()
     if jax.process_count() == 1:

@@ -12,8 +12,8 @@ from etils import epath
 from jax.sharding import Mesh
 
 from resnet_jax import (compilation_cache, config_checks, distributed, finetune, metrics, models,
-                        optim, profiling, progress, schedule, sharding, step_options, steps,
-                        summaries)
+                        optim, profiling, progress, schedule, sharding, step_options,
+                        steps, stopping, summaries)
 from resnet_jax.data import dataset_info, inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained
@@ -214,6 +214,18 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
     checkpointer.close()
     return _evaluate_only(state, config, workdir, data, mesh,
                           initialised=init_variables is not None)
+  is_eval_step = lambda step: step % eval_every == 0 or step == num_train_steps  # noqa: E731
+  # A stop on an evaluation step left that evaluation undone; a finished run has nothing to
+  # do. Process 0's record decides for every process (evaluation is collective).
+  last_eval = distributed.shared_from(0, workdir_lib.last_evaluation(workdir))
+  evaluated = last_eval is not None and last_eval[0] == start_step
+  if start_step >= num_train_steps and evaluated:
+    logging.info('The run in %s finished at step %d of %d (last evaluation: %s); nothing to '
+                 'do. A longer run: --config.num_epochs (or num_train_steps) and the same '
+                 'workdir.', workdir, start_step, num_train_steps,
+                 ', '.join(f'{tag}={value:.6g}' for tag, value in sorted(last_eval[1].items())))
+    checkpointer.close()
+    return last_eval[1]
   writer = summaries.SummaryWriter(str(workdir), just_logging=jax.process_index() > 0)
   workdir_lib.record_config(workdir, config, changes=changes, step=start_step,
                             allowed=allow_changes, learning_rate=rate_change)
@@ -237,21 +249,24 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
     if state.ema is not None:
       summary |= evaluate(state, data, config, mesh, use_ema=True, prefix='eval_ema')
     writer.write_scalars(step, summary)
+    workdir_lib.record_evaluation(workdir, step, summary)
     return summary
 
   policy = config_checks.nonfinite_policy(config)
   skipped_before = int(state.skipped_steps)
-  preemption = distributed.PreemptionGuard()
+  stop_signals = stopping.StopSignals()
   trace = profiling.StepTrace(config.profile_steps, str(workdir), start_step=start_step,
                               last_step=num_train_steps)
+  stopped = False
   try:
-    # JAX's sync point counts from the first call: make it the restored step, so a SIGTERM
-    # during start-up still yields a step that this loop reaches.
-    preempted = preemption.reached(start_step)
-    last_step = start_step if preempted else num_train_steps
-    if preempted:
-      logging.warning('Preempted during start-up, at step %d: nothing new to save', start_step)
     eval_summary: dict[str, float] = {}
+    if start_step and is_eval_step(start_step) and not evaluated:
+      logging.info('Evaluating step %d, which the run stopped before evaluating', start_step)
+      eval_summary = run_evaluation(state, start_step)
+    # JAX's sync point counts from the first call: make it the restored step, so a stop
+    # during start-up still yields a step that this loop reaches.
+    stopped = stop_signals.reached(start_step)
+    last_step = start_step if stopped else num_train_steps
     totals = metrics.empty(metrics.TrainMetrics, mesh)
     interval_start, interval_step = time.perf_counter(), start_step
     for step in range(start_step + 1, last_step + 1):
@@ -268,34 +283,36 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
       if step % config.log_every_steps == 0 or step == num_train_steps:
         summary = metrics.to_host(totals, 'train')  # the only read of the device per interval
         _check_finite(state, policy, skipped_before)
+        checkpointer.check_saves()  # a failed background save, named as soon as known
         elapsed = time.perf_counter() - interval_start
         summary['train/images_per_sec'] = (step - interval_step) * config.batch_size / elapsed
         writer.write_scalars(step, summary)
         totals = metrics.empty(metrics.TrainMetrics, mesh)
         interval_start, interval_step = time.perf_counter(), step
       pause_start = time.perf_counter()
-      preempted = preemption.reached(step)
-      if (step % eval_every == 0 or step == num_train_steps) and not preempted:
+      stopped = stop_signals.reached(step)
+      if is_eval_step(step) and not stopped:  # a stopped run evaluates it on resume
         with report_progress.timed('eval'):
           _check_finite(state, policy, skipped_before)  # never report a diverged state
           eval_summary = run_evaluation(state, step)
-      if step % config.checkpoint_every_steps == 0 or step == num_train_steps or preempted:
+      if step % config.checkpoint_every_steps == 0 or step == num_train_steps or stopped:
         with report_progress.timed('checkpoint'):
           _check_finite(state, policy, skipped_before)
           if not _all_finite((state.params, state.batch_stats, state.opt_state, state.ema)):
             raise FloatingPointError(f'the state of step {step} holds NaN or Inf: not saved')
           checkpointer.save(step, state)
-      if preempted:
-        logging.warning('Preempted: saved the checkpoint of step %d; run the same command to '
-                        'resume from it', step)
+      if stopped:
         break
       interval_start += time.perf_counter() - pause_start  # throughput excludes eval and saving
 
-    if not eval_summary and not preempted:  # Trained to the end already: report the state.
+    if not eval_summary and not stopped:  # Trained to the end, never evaluated there.
       eval_summary = run_evaluation(state, int(state.step))
   finally:  # Also after an error: let in-flight saves of earlier, good steps complete.
     trace.stop()
-    preemption.close()
+    stop_signals.close()
     checkpointer.close()
     writer.close()
+  if stopped:
+    raise stopping.RunStopped(int(state.step), num_train_steps, stop_signals.cause,
+                              saved=int(state.step) > start_step)
   return eval_summary

@@ -123,3 +123,29 @@ def test_a_mismatch_stops_with_one_line(environ, devices, message):
   with pytest.raises(ConfigError) as error:
     clusters.check_allocation(environ, 'gpu', *devices)
   assert str(error.value) == message
+
+
+def test_a_task_bound_to_one_gpu_is_named_before_jax_starts():
+  clusters.check_gpu_binding({**_STEP, 'CUDA_VISIBLE_DEVICES': '0,1,2,3,4,5,6,7'})
+  clusters.check_gpu_binding({**_STEP, 'CUDA_VISIBLE_DEVICES': '3', 'JAX_PLATFORMS': 'cpu'})
+  with pytest.raises(ConfigError) as error:
+    clusters.check_gpu_binding({**_STEP, 'CUDA_VISIBLE_DEVICES': '3'})
+  assert str(error.value) == (
+      'task 11 on node2: CUDA_VISIBLE_DEVICES=3 shows 1 GPU(s), but JAX takes GPU '
+      'SLURM_LOCALID 3 of them: run srun with --gpu-bind=none and no --gpus-per-task, as '
+      'launch/slurm.sbatch does')
+
+
+def test_the_slurm_checks_skip_processes_started_inside_an_srun_step(bare):
+  # launch/local.sh in `srun --pty bash`: the step's variables, but local.sh's coordinator.
+  for name, value in {**_STEP, 'CUDA_VISIBLE_DEVICES': '0', 'SLURM_STEP_NUM_TASKS': '1',
+                      'SLURM_STEP_TASKS_PER_NODE': '1', 'SLURM_LOCALID': '0'}.items():
+    bare.setenv(name, value)
+  checked = []
+  bare.setattr(jax.distributed, 'initialize', lambda *args, **kwargs: None)
+  bare.setattr(clusters, 'check_allocation', lambda *args: checked.append('allocation'))
+  bare.setattr(clusters, 'check_gpu_binding', lambda *args: checked.append('binding'))
+  distributed.initialize('auto', '127.0.0.1:1234', 8, 3)
+  assert checked == []
+  distributed.initialize('yes')  # srun's own tasks
+  assert checked == ['binding', 'allocation']

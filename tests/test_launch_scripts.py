@@ -13,12 +13,14 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # A stand-in for the trainer: `-c CODE` runs the real interpreter (the scripts' helpers);
-# anything else records its arguments and device environment, one line per process.
+# anything else records its arguments and device environment, one line per process, and
+# exits with STUB_EXIT (0).
 _PYTHON_STUB = f'''#!/usr/bin/env bash
 if [[ $1 == -c ]]; then exec {sys.executable} "$@"; fi
 echo "args=$* CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} \\
 JAX_PLATFORMS=${{JAX_PLATFORMS:-unset}} XLA_FLAGS=${{XLA_FLAGS:-}} \\
 NCCL_DEBUG=${{NCCL_DEBUG:-unset}} SLURM_LOCALID=${{SLURM_LOCALID:-unset}}" >> "$STUB_LOG"
+exit ${{STUB_EXIT:-0}}
 '''
 
 
@@ -107,20 +109,26 @@ def test_local_never_uses_a_busy_port(stubs):
 # SLURM ------------------------------------------------------------------------------------
 
 # srun's stand-in: records its options, then runs the command once per task (2 nodes × 2
-# tasks) with the variables SLURM gives each task.
+# tasks) with the variables SLURM gives each task; exits with the highest task status, as
+# srun does. scontrol's records its arguments.
 _SRUN_STUB = '''#!/usr/bin/env bash
 echo "srun $*" >> "$STUB_LOG"
 while [[ $1 == --* ]]; do shift; done
+status=0
 for task in 0 1 2 3; do
   SLURM_PROCID=$task SLURM_LOCALID=$((task % 2)) SLURM_STEP_NUM_TASKS=4 "$@"
+  code=$?; ((code > status)) && status=$code
 done
+exit $status
 '''
+_SCONTROL_STUB = '#!/usr/bin/env bash\necho "scontrol $*" >> "$STUB_LOG"\n'
 
 
 @pytest.fixture
 def slurm(stubs, tmp_path):
   env, log, bin_dir = stubs
   _executable(bin_dir / 'srun', _SRUN_STUB)
+  _executable(bin_dir / 'scontrol', _SCONTROL_STUB)
   venv = tmp_path / 'venv'
   (venv / 'bin').mkdir(parents=True)
   (venv / 'bin' / 'activate').write_text(f'export PATH="{bin_dir}:$PATH"\n')
@@ -138,9 +146,11 @@ def test_slurm_binds_no_gpu_and_starts_every_task_with_the_tuned_environment(slu
   result = _sbatch(env)
   assert result.returncode == 0, result.stderr
   srun, *tasks = log.read_text().splitlines()
-  for option in ('--gpu-bind=none', '--kill-on-bad-exit=1', '--cpu-bind=cores',
+  for option in ('--gpu-bind=none', '--cpu-bind=cores', '--open-mode=append',
                  f'--output={env["WORKDIR"]}/logs/slurm-77/task-%t.log'):
     assert option in srun.split()
+  # srun killing the tasks still saving after a stop would turn their 75 into 137.
+  assert '--kill-on-bad-exit=1' not in srun.split()
   assert len(tasks) == 4 and sorted(t.split('SLURM_LOCALID=')[1] for t in tasks) == \
       ['0', '0', '1', '1']
   for task in tasks:
@@ -149,8 +159,39 @@ def test_slurm_binds_no_gpu_and_starts_every_task_with_the_tuned_environment(slu
     assert 'NCCL_DEBUG=WARN' in task
   assert (pathlib.Path(env['WORKDIR']) / 'logs' / 'slurm-77').is_dir()
   header = (REPO / 'launch' / 'slurm.sbatch').read_text()
-  for directive in ('#SBATCH --exclusive', '#SBATCH --dependency=singleton'):
+  for directive in ('#SBATCH --exclusive', '#SBATCH --requeue'):
     assert directive in header.splitlines()
+  # One fixed job name + singleton would serialise unrelated experiments.
+  assert not any(line.startswith('#SBATCH --dependency') for line in header.splitlines())
+
+
+@pytest.mark.parametrize('restarts, requeued', [('0', True), ('19', True), ('20', False)])
+def test_a_stopped_run_requeues_its_job_a_bounded_number_of_times(slurm, restarts, requeued):
+  env, log, _ = slurm
+  result = _sbatch({**env, 'STUB_EXIT': '75', 'SLURM_RESTART_COUNT': restarts})
+  calls = log.read_text().splitlines()
+  if requeued:
+    assert result.returncode == 0, result.stderr
+    assert calls[-1] == 'scontrol requeue 77'
+    assert f'requeueing job 77 ({int(restarts) + 1} of 20)' in result.stdout
+  else:  # the job ends FAILED, so afterok chains wait and nobody reads it as finished
+    assert result.returncode == 75
+    assert not any(c.startswith('scontrol') for c in calls)
+    assert 'MAX_REQUEUES=20 reached' in result.stderr
+
+
+def test_a_failed_run_is_not_requeued(slurm):
+  env, log, _ = slurm
+  result = _sbatch({**env, 'STUB_EXIT': '1'})
+  assert result.returncode == 1
+  assert not any(c.startswith('scontrol') for c in log.read_text().splitlines())
+
+
+@pytest.mark.parametrize('exits, expected', [('75', 75), ('1', 1), ('0', 0)])
+def test_local_passes_the_stop_status_through(stubs, exits, expected):
+  env, _, _ = stubs
+  result = _local({**env, 'STUB_EXIT': exits}, '2')
+  assert result.returncode == expected, result.stderr
 
 
 def test_slurm_refuses_a_venv_without_the_package(slurm):

@@ -20,8 +20,10 @@ SCRIPT = os.environ.get('TPU_VM_SH', str(REPO / 'launch' / 'tpu_vm.sh'))
 # gcloud's stand-in. ssh --worker=all runs the command once per worker (STUB_WORKERS) in
 # $STUB_ROOT/worker_<i> as HOME; with STUB_SSH_FAIL=1 every ssh fails (255), with
 # STUB_SSH_FAIL=after-start every ssh after the one that started training does (the laptop
-# slept, the network dropped). describe prints one address per worker (STUB_DESCRIBED
+# slept, the network dropped); with STUB_SSH_TWICE=1 each command runs twice. describe prints one address per worker (STUB_DESCRIBED
 # overrides the count); queued-resources describe prints the next state of STUB_QR_STATES.
+# create makes $STUB_ROOT/slice, delete removes it; describe --format='value(state)' prints
+# STUB_TPU_STATE (READY) while it exists and fails as gcloud does (NOT_FOUND) otherwise.
 _GCLOUD = r'''#!/usr/bin/env bash
 echo "gcloud $*" >> "$STUB_LOG"
 args="$*"
@@ -33,6 +35,9 @@ case "$args" in
     for ((w = 0; w < ${STUB_WORKERS:-1}; w++)); do
       mkdir -p "$STUB_ROOT/worker_$w"
       (cd "$STUB_ROOT/worker_$w" && HOME="$STUB_ROOT/worker_$w" bash -c "$command") || exit $?
+      if [[ -n ${STUB_SSH_TWICE:-} ]]; then  # as gcloud re-running it after a dropped connection
+        (cd "$STUB_ROOT/worker_$w" && HOME="$STUB_ROOT/worker_$w" bash -c "$command") || exit $?
+      fi
     done
     [[ $command == *nohup* ]] && touch "$STUB_ROOT/started"
     exit 0 ;;
@@ -43,6 +48,13 @@ case "$args" in
         mkdir -p "$STUB_ROOT/worker_$w" && cp "$5" "$STUB_ROOT/worker_$w/"
       done
     fi ;;
+  *" create "*)
+    touch "$STUB_ROOT/slice" ;;  # the slice (or queued resource's node) now exists
+  *" delete "*)
+    rm -f "$STUB_ROOT/slice" ;;
+  *"tpu-vm describe"*"--format=value(state)"*)
+    [[ -e "$STUB_ROOT/slice" ]] || { echo "NOT_FOUND: $TPU_NAME" >&2; exit 1; }
+    echo "${STUB_TPU_STATE:-READY}" ;;
   *"queued-resources describe"*)
     states=(${STUB_QR_STATES:-ACTIVE}); n=$(grep -c "queued-resources describe" "$STUB_LOG")
     echo "${states[$(( n - 1 < ${#states[@]} ? n - 1 : ${#states[@]} - 1 ))]}" ;;
@@ -97,13 +109,14 @@ exit 0
     'pgrep': _PROCS,
     'pkill': _PROCS,
 }
-# The trainer records its arguments and exits with STUB_TRAIN_EXIT; with STUB_TRAIN_SLEEP
-# it runs that long unless it gets SIGTERM, then it exits 0 as resnet_jax.main does after
-# its checkpoint.
+# The trainer records its arguments (one per line after "trainer:") and exits with
+# STUB_TRAIN_EXIT; with STUB_TRAIN_SLEEP it runs that long unless it gets SIGTERM, then it
+# exits 75 as resnet_jax.main does after its checkpoint.
 _TRAINER = r'''#!/usr/bin/env bash
 echo "trainer $*"
+printf 'arg:%s\n' "$@"
 if [[ -n ${STUB_TRAIN_SLEEP:-} ]]; then
-  trap 'echo "trainer: SIGTERM, checkpoint written"; kill $child; exit 0' TERM
+  trap 'echo "trainer: SIGTERM, checkpoint written"; kill $child; exit 75' TERM
   sleep "$STUB_TRAIN_SLEEP" & child=$!
   wait $child
 fi
@@ -148,6 +161,17 @@ def gcloud(tmp_path):
       pass
 
 
+def _stub_trainers(root):
+  pids = []
+  for pid in _stub_processes(root):
+    try:
+      if b'trainer/python' in pathlib.Path(f'/proc/{pid}/cmdline').read_bytes():
+        pids.append(pid)
+    except OSError:  # it ended meanwhile
+      pass
+  return pids
+
+
 def _script(env, *args, **extra):
   return subprocess.run(['bash', SCRIPT, *args], cwd=REPO, env={**env, **extra},
                         capture_output=True, text=True, timeout=60, check=False)
@@ -172,7 +196,8 @@ def _wait_for_exit_codes(root, workers):
 def test_the_runtime_version_follows_the_accelerator_type(gcloud, accelerator, runtime):
   env, log, _ = gcloud
   assert _script(env, 'create', ACCELERATOR_TYPE=accelerator).returncode == 0
-  assert f'--version={runtime}' in _calls(log)[0].split()
+  assert f'--version={runtime}' in [c for c in _calls(log) if ' create ' in c][0].split()
+  (pathlib.Path(env['STUB_ROOT']) / 'slice').unlink()
   overridden = _script(env, 'create', ACCELERATOR_TYPE=accelerator, RUNTIME_VERSION='mine')
   assert overridden.returncode == 0 and '--version=mine' in _calls(log)[-1].split()
 
@@ -191,10 +216,11 @@ def test_a_queued_spot_slice_waits_until_active(gcloud):
   result = _script(env, 'create', QUEUED='1', SPOT='1',
                    STUB_QR_STATES='WAITING_FOR_RESOURCES PROVISIONING ACTIVE')
   assert result.returncode == 0, result.stderr
-  calls = _calls(log)
+  calls = [c for c in _calls(log) if 'tpu-vm describe' not in c]  # the existence check
   assert calls[0].startswith('gcloud compute tpus queued-resources create r50-qr ')
   assert '--spot' in calls[0].split() and '--node-id=r50' in calls[0].split()
   assert sum('queued-resources describe' in c for c in calls) == 3
+  (pathlib.Path(env['STUB_ROOT']) / 'slice').unlink()
   failed = _script(env, 'create', QUEUED='1', STUB_QR_STATES='FAILED')
   assert failed.returncode == 1 and 'is FAILED' in failed.stderr
 
@@ -272,12 +298,14 @@ def test_all_never_deletes_after_a_failure(gcloud, failure):
   result = _all(env, STUB_WORKERS='2', MAX_POLL_FAILURES='3', **failure)
   assert result.returncode != 0
   assert 'is kept' in result.stderr
-  assert 'create' in _calls(log)[0]
+  assert any(' create ' in c for c in _calls(log))
   assert not any(' delete' in c for c in _calls(log))
   if 'STUB_TRAIN_EXIT' in failure:
-    assert 'training did not end cleanly' in result.stderr
-  else:
-    assert 'status polls failed in a row' in result.stderr
+    assert result.returncode == 1 and 'training failed on a worker' in result.stderr
+    assert 'recreate' in result.stderr
+  else:  # the trainer may still run: never advise recreating (deleting) its slice
+    assert result.returncode == 3 and 'status polls failed in a row' in result.stderr
+    assert 'recreate' not in result.stderr and 'finish waits again' in result.stderr
 
 
 def test_a_failed_queued_create_deletes_nothing(gcloud):
@@ -285,3 +313,76 @@ def test_a_failed_queued_create_deletes_nothing(gcloud):
   result = _all(env, QUEUED='1', SPOT='1', STUB_QR_STATES='WAITING_FOR_RESOURCES SUSPENDED')
   assert result.returncode == 1 and 'is SUSPENDED' in result.stderr
   assert not any(' delete' in c or ' ssh ' in c for c in _calls(log))
+
+
+def test_a_stopped_trainer_keeps_the_slice_and_the_next_all_resumes(gcloud):
+  env, log, root = gcloud
+  first = subprocess.Popen(['bash', SCRIPT, 'all', '--config=configs/digits.py'], cwd=REPO,
+                           env={**env, 'STUB_TRAIN_SLEEP': '60'}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 30
+  while time.time() < deadline and not _stub_trainers(root):
+    time.sleep(0.1)
+  for pid in _stub_trainers(root):  # TPU maintenance: SIGTERM to the trainer
+    os.kill(pid, signal.SIGTERM)
+  _, stderr = first.communicate(timeout=60)
+  assert first.returncode == 75, stderr
+  assert 'training stopped early' in stderr and 'is kept' in stderr
+  assert 'all FLAGS (it reuses the slice)' in stderr
+  assert not any(' delete' in c for c in _calls(log))
+
+  creates = sum(' create ' in c for c in _calls(log))
+  again = _all(env)
+  assert again.returncode == 0, again.stderr
+  assert 'exists and is READY: using it' in again.stdout
+  assert sum(' create ' in c for c in _calls(log)) == creates  # the same slice
+  logs = sorted((root / 'worker_0' / 'resnet-jax-logs').glob('train-*.log'))
+  assert len(logs) == 2 and all('--config=configs/digits.py' in p.read_text() for p in logs)
+  assert _calls(log)[-1].startswith('gcloud compute tpus tpu-vm delete r50')
+
+
+def test_a_preempted_slice_is_created_again_by_all(gcloud):
+  env, log, root = gcloud
+  (root / 'slice').parent.mkdir(parents=True, exist_ok=True)
+  (root / 'slice').touch()
+  result = _all(env, STUB_TPU_STATE='PREEMPTED')
+  assert result.returncode == 0, result.stderr
+  calls = [c.split()[4] for c in _calls(log) if c.startswith('gcloud compute tpus tpu-vm ')
+           and c.split()[4] in ('create', 'delete')]
+  assert calls == ['delete', 'create', 'delete']  # the preempted one, the new one, done
+
+
+def test_flags_reach_the_trainer_byte_for_byte(gcloud):
+  env, _, root = gcloud
+  assert _script(env, 'install').returncode == 0
+  flags = ['--config.name=$USER', "--config.note=it's \"quoted\"", 'a\\b c', '*', '$(id)',
+           '--config.x=`date`', 'tab\there', 'new\nline']
+  result = _script(env, 'run', *flags, WORKDIR='gs://bucket/with space/$HOME')
+  assert result.returncode == 0, result.stderr
+  _wait_for_exit_codes(root, 1)
+  text = (root / 'worker_0' / 'resnet-jax-logs' / 'latest.log').read_text()
+  received = text.split('\narg:')[1:]
+  received[-1] = received[-1].removesuffix('\n')
+  assert received == ['-m', 'resnet_jax.main', '--distributed=yes',
+                      '--workdir=gs://bucket/with space/$HOME', *flags], text
+  assert (root / 'worker_0' / 'resnet-jax-logs' / 'exit_code').read_text().strip() == '0'
+
+
+def test_a_run_command_run_twice_by_ssh_keeps_the_trainer_it_started(gcloud):
+  env, log, root = gcloud
+  assert _script(env, 'install').returncode == 0
+  result = _script(env, 'run', STUB_TRAIN_SLEEP='60', STUB_SSH_TWICE='1')
+  assert result.returncode == 0, result.stderr
+  assert 'already started' in result.stdout
+  assert len(list((root / 'worker_0' / 'resnet-jax-logs').glob('train-*.log'))) == 1
+  assert not any(c.startswith('pkill') for c in _calls(log))  # nothing was stopped
+  assert _script(env, 'status').stdout.rstrip().endswith(' running')
+
+
+def test_finish_resumes_a_wait_cut_short(gcloud):
+  env, log, _ = gcloud
+  cut = _all(env, STUB_SSH_FAIL='after-start', MAX_POLL_FAILURES='2')
+  assert cut.returncode == 3 and not any(' delete' in c for c in _calls(log))
+  finished = _script(env, 'finish')
+  assert finished.returncode == 0, finished.stderr
+  assert _calls(log)[-1].startswith('gcloud compute tpus tpu-vm delete r50')

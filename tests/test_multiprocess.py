@@ -2,6 +2,7 @@
 checkpoints that move between process counts, preemption, an unshared workdir."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import make_image_folder
-from resnet_jax import distributed
+from resnet_jax import distributed, stopping
 from resnet_jax.storage import checkpointing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,8 +154,10 @@ def _wait_for(process, pattern, timeout=300):
   raise AssertionError(f'{pattern!r} never appeared:\n' + ''.join(seen[-40:]))
 
 
-@pytest.mark.parametrize('processes', [1, 2])
-def test_sigterm_checkpoints_at_an_agreed_step_and_resumes(flags, tmp_path, processes):
+@pytest.mark.parametrize('processes,signum', [(1, signal.SIGTERM), (1, signal.SIGINT),
+                                              (2, signal.SIGTERM)])
+def test_a_signal_checkpoints_at_an_agreed_step_exits_75_and_resumes(flags, tmp_path, processes,
+                                                                     signum):
   long_run = [*flags, '--config.num_train_steps=400', '--config.checkpoint_every_steps=400',
               '--config.eval_every_steps=400']
   workdir = tmp_path / 'preempted'
@@ -167,14 +170,18 @@ def test_sigterm_checkpoints_at_an_agreed_step_and_resumes(flags, tmp_path, proc
   process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
   _wait_for(process, '[4] train/')
-  process.send_signal(signal.SIGTERM)  # SLURM and TPU maintenance signal every process
-  output = ''.join(_wait_for(process, 'Preempted', timeout=120))
+  process.send_signal(signum)  # SLURM and TPU maintenance signal every process; Ctrl-C
+  output = ''.join(_wait_for(process, 'run the same command to resume', timeout=120))
   output += process.communicate(timeout=120)[0]
-  assert process.returncode == 0, output[-3000:]
+  assert process.returncode == stopping.EXIT_STOPPED, output[-3000:]
   steps = sorted(int(s) for s in os.listdir(workdir / 'checkpoints'))
   assert len(steps) == 1 and 4 <= steps[0] < 400, steps
-  if processes == 2:
-    assert output.count(f'saved the checkpoint of step {steps[0]}') == 2, output[-3000:]
+  cause = 'SIGINT (Ctrl-C)' if signum == signal.SIGINT else 'SIGTERM'
+  assert output.count(f'stopped by {cause} at step {steps[0]} of 400: checkpoint {steps[0]} '
+                      'saved') == processes, output[-3000:]
+  if processes == 1:  # acted on at the end of the step in flight when the signal came
+    received = re.search(rf'{re.escape(cause)} received after step (\d+)', output)
+    assert received and 0 <= steps[0] - int(received.group(1)) <= 1, output[-3000:]
   resumed = (_two_processes if processes == 2 else _one_process)(
       workdir, [*long_run, '--config.num_train_steps=' + str(steps[0] + 4)])
   assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

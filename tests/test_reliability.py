@@ -20,6 +20,12 @@ from resnet_jax.storage import workdir as workdir_lib
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+  """Every failed checkpoint read is retried (damage too): without the waits here."""
+  monkeypatch.setattr(checkpointing, 'RETRY_SECONDS', 0.01)
+
+
 def _config(digits_dir, **overrides):
   return small_config(**{'dataset.data_dir': digits_dir, **overrides})
 
@@ -147,11 +153,11 @@ def test_a_transient_read_error_is_retried_and_never_sets_a_checkpoint_aside(
   real_restore = ocp.StandardCheckpointHandler.restore
   tries = []
 
-  def unavailable(times):
+  def unavailable(times, error=OSError(errno.EIO, 'Input/output error (injected)')):
     def restore(self, directory, *args, **kwargs):
       tries.append(str(directory))
       if len(tries) <= times:
-        raise OSError(errno.EIO, 'Input/output error (injected)')
+        raise error
       return real_restore(self, directory, *args, **kwargs)
     return restore
 
@@ -175,6 +181,16 @@ def test_a_transient_read_error_is_retried_and_never_sets_a_checkpoint_aside(
   assert 'Restored checkpoint of step 6' in caplog.text
   assert _steps(tmp_path) == [3, 6] and not (tmp_path / 'corrupt_checkpoints').exists()
 
+  # One read that tensorstore reports with an integrity code (ENOTCONN on a FUSE remount
+  # reads as FAILED_PRECONDITION) is retried too: damage is the same failure on every try.
+  tries.clear()
+  monkeypatch.setattr(ocp.StandardCheckpointHandler, 'restore', unavailable(
+      1, ValueError('FAILED_PRECONDITION: Error reading local file: Transport endpoint is '
+                    'not connected [OS error: ENOTCONN]')))
+  train.train_and_evaluate(_config(digits_dir), str(tmp_path))
+  assert len(tries) == 2
+  assert _steps(tmp_path) == [3, 6] and not (tmp_path / 'corrupt_checkpoints').exists()
+
 
 @pytest.mark.slow
 def test_a_failing_save_is_reported_and_the_previous_checkpoint_survives(
@@ -195,6 +211,31 @@ def test_a_failing_save_is_reported_and_the_previous_checkpoint_survives(
   assert _steps(tmp_path) == [3]
   train.train_and_evaluate(_config(digits_dir), str(tmp_path))  # resumes from 3
   assert _steps(tmp_path) == [3, 6]
+
+
+def test_a_failed_background_save_is_named_by_its_step_at_the_next_log_step(
+    tmp_path, digits_dir, monkeypatch):
+  # The write of step 3 fails in orbax's background thread; orbax reports it through
+  # check_for_errors. The run stops at log step 4 naming step 3, not at the next save (6).
+  saved = []
+  real_save = ocp.CheckpointManager.save
+
+  def save(self, step, *args, **kwargs):
+    saved.append(step)
+    return real_save(self, step, *args, **kwargs)
+
+  def check_for_errors(self):
+    if saved == [3]:
+      raise OSError(errno.ENOSPC, 'No space left on device (injected)')
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', save)
+  monkeypatch.setattr(ocp.CheckpointManager, 'check_for_errors', check_for_errors)
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r'^saving checkpoint 3 in .* failed in the background: \[Errno 28\] '
+                           r'No space left on device \(injected\); the earlier checkpoints are '
+                           r'untouched$'):
+    train.train_and_evaluate(_config(digits_dir, log_every_steps=2), str(tmp_path))
+  assert saved == [3]
 
 
 @pytest.mark.slow

@@ -70,16 +70,6 @@ def _interrupted_at_step_3_then_resumed(config, tmp_path, monkeypatch):
   return straight
 
 
-@pytest.mark.slow
-def test_already_finished_run_only_evaluates(tmp_path, digits_dir):
-  config = small_config(**{'dataset.data_dir': digits_dir, 'num_train_steps': 2,
-                           'checkpoint_every_steps': 2})
-  first = train.train_and_evaluate(config, str(tmp_path))
-  again = train.train_and_evaluate(config, str(tmp_path))
-  assert first == again
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
-
-
 @pytest.mark.parametrize('policy', ['halt', 'skip'])
 def test_non_finite_steps_halt_or_skip_and_never_reach_a_checkpoint(tmp_path, digits_dir,
                                                                      policy):

@@ -5,14 +5,18 @@ crash during a save leaves the previous checkpoints as they were.
 
 Restoring is one decision for all processes. They try the steps newest first, in step,
 and after each try share whether they read it; the run resumes from the newest step that
-every process read. A step that some process cannot read because it is damaged (an
-integrity error: missing or truncated files, undecodable metadata, tensorstore's
-NOT_FOUND, DATA_LOSS, OUT_OF_RANGE, FAILED_PRECONDITION, INVALID_ARGUMENT) is skipped, and
-once a readable one is found process 0 alone moves the damaged ones to
-`corrupt_checkpoints/`. Any other error (an IO error, a timeout, a 503 from a bucket) is
-taken as transient: it is retried RESTORE_TRIES times, and if it persists the run stops
-on every process with the same CheckpointError, nothing moved. With none readable the
-run stops too.
+every process read. Every read failure is retried RESTORE_TRIES times (a FUSE remount, a
+busy file or a broken pipe reads as FAILED_PRECONDITION or OUT_OF_RANGE once, then
+passes). A step whose last try still fails with an integrity error (missing or truncated
+files, undecodable metadata, tensorstore's NOT_FOUND, DATA_LOSS, OUT_OF_RANGE,
+FAILED_PRECONDITION, INVALID_ARGUMENT) is damaged: it is skipped, and once a readable
+one is found process 0 alone moves the damaged ones to `corrupt_checkpoints/`. Any other
+error that persists (an IO error, a timeout, a 503 from a bucket) stops the run on every
+process with the same CheckpointError, nothing moved. With none readable the run stops
+too.
+
+A background (asynchronous) save that fails is reported with its own step as soon as the
+trainer asks (`check_saves`, at every log step), not at the next save.
 """
 
 import json
@@ -27,8 +31,8 @@ from etils import epath
 
 from resnet_jax import distributed
 
-# A transient read error is tried this many times in all, waiting RETRY_SECONDS, then twice
-# that, ... between tries, before the run stops.
+# A failing read is tried this many times in all, waiting RETRY_SECONDS, then twice that,
+# ... between tries, before it counts as damage (an integrity error) or stops the run.
 RESTORE_TRIES = 3
 RETRY_SECONDS = 2.0
 
@@ -170,6 +174,8 @@ class Checkpointer:
     self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self._in_flight: int | None = None  # the step of the newest save started
+    self._reported = False  # a failed background save was raised already
 
   def latest_step(self) -> int | None:
     """Step of the newest complete checkpoint, or None."""
@@ -223,7 +229,7 @@ class Checkpointer:
   def _read(self, step: int, abstract: Any, expected: dict[str, tuple[int, ...]]
             ) -> tuple[int, Any]:
     """This process's try at `step`: (_OK, state), (_DAMAGED, None), (_INCOMPATIBLE,
-    differing paths) or (_TRANSIENT, the error in words), retrying transient errors."""
+    differing paths) or (_TRANSIENT, the error in words); every failure is retried."""
     for attempt in range(1, RESTORE_TRIES + 1):
       try:
         saved = leaf_shapes(_saved_tree(self.directory, step))
@@ -232,11 +238,11 @@ class Checkpointer:
                                        if expected.get(k) != saved.get(k))
         return _OK, _restore_item(_item_path(self.directory, step), abstract)
       except Exception as error:  # noqa: BLE001  (orbax and tensorstore raise many types)
-        if is_integrity_error(error):
-          logging.warning('checkpoint %s is unreadable (%s); trying the one before',
-                          self.directory / str(step), describe_error(error))
-          return _DAMAGED, None
         if attempt == RESTORE_TRIES:
+          if is_integrity_error(error):
+            logging.warning('checkpoint %s is unreadable (%s, %d tries); trying the one '
+                            'before', self.directory / str(step), describe_error(error), attempt)
+            return _DAMAGED, None
           logging.error('reading checkpoint %s failed %d times (%s)', self.directory / str(step),
                         attempt, describe_error(error))
           return _TRANSIENT, describe_error(error)
@@ -266,19 +272,37 @@ class Checkpointer:
 
     Raises:
       CheckpointError: this write, or the previous one still in flight, failed (a full
-        disk, an IO error). The checkpoints written before stay as they were.
+        disk, an IO error), named by its own step. The checkpoints written before stay as
+        they were.
     """
+    self.check_saves()
     try:
       self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
     except (OSError, ValueError, RuntimeError) as error:
       raise CheckpointError(f'saving checkpoint {step} in {self.directory} failed: {error}; '
                             'the earlier checkpoints are untouched') from error
+    self._in_flight = step
+
+  def check_saves(self) -> None:
+    """CheckpointError naming the step of a background save that failed, if one did."""
+    check = getattr(self._manager, 'check_for_errors', None)  # orbax >= 0.11.x
+    if self._in_flight is None or check is None:
+      return
+    try:
+      check()
+    except (OSError, ValueError, RuntimeError) as error:
+      step, self._in_flight, self._reported = self._in_flight, None, True
+      raise CheckpointError(f'saving checkpoint {step} in {self.directory} failed in the '
+                            f'background: {error}; the earlier checkpoints are untouched'
+                            ) from error
 
   def close(self) -> None:
     """Waits for pending writes and releases the manager."""
     try:
       self._manager.wait_until_finished()
     except (OSError, ValueError, RuntimeError) as error:
+      if self._reported:  # the same failure, raised by check_saves with its step
+        return
       raise CheckpointError(f'writing a checkpoint in {self.directory} failed: {error}; the '
                             'earlier checkpoints are untouched') from error
     finally:

@@ -1,4 +1,5 @@
-"""The run's directory: its path, a writability check, a one-run lock, the config record.
+"""The run's directory: its path, a writability check, a one-run lock, the config record,
+the newest evaluation (`last_evaluation.json`: what a finished run reports when re-run).
 
 `config.json` holds the config the run started with and is never rewritten while the
 run has checkpoints. A resume that changes keys appends one line to
@@ -22,6 +23,7 @@ from resnet_jax.errors import ConfigError
 
 CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'config_history.jsonl'
+EVALUATION_FILE = 'last_evaluation.json'
 LOCK_FILE = '.lock'
 # Keys a resumed run may change without asking: durations, cadences, logging,
 # evaluation, profiling, the compilation cache, the non-finite policy, how checkpoints
@@ -176,8 +178,9 @@ def record_config(workdir: epath.Path, config: ml_collections.ConfigDict, *,
     return
   if step == 0:
     (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-    if (workdir / HISTORY_FILE).exists():
-      (workdir / HISTORY_FILE).unlink()
+    for stale in (HISTORY_FILE, EVALUATION_FILE):  # of a run that left no checkpoint
+      if (workdir / stale).exists():
+        (workdir / stale).unlink()
     return
   if not changes:
     return
@@ -188,6 +191,22 @@ def record_config(workdir: epath.Path, config: ml_collections.ConfigDict, *,
     entry['learning_rate'] = list(learning_rate)
   with (workdir / HISTORY_FILE).open('a') as history:
     history.write(json.dumps(entry) + '\n')
+
+
+def record_evaluation(workdir: epath.Path, step: int, summary: dict[str, float]) -> None:
+  """Process 0 only: the newest evaluation's step and metrics, replacing the one before
+  (a whole-file write: gs:// cannot append)."""
+  if jax.process_index() == 0:
+    (workdir / EVALUATION_FILE).write_text(json.dumps({'step': step, 'metrics': summary}))
+
+
+def last_evaluation(workdir: epath.Path) -> tuple[int, dict[str, float]] | None:
+  """(step, metrics) of the run's newest evaluation, or None if it recorded none."""
+  record = workdir / EVALUATION_FILE
+  if not record.exists():
+    return None
+  entry = json.loads(record.read_text())
+  return int(entry['step']), entry['metrics']
 
 
 def read_config(workdir: str | epath.Path) -> ml_collections.ConfigDict:
