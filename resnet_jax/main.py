@@ -36,7 +36,9 @@ flags.DEFINE_integer('num_processes', None, 'Processes in the run, with --coordi
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 flags.DEFINE_list('allow_changes', [], 'Config keys a resumed run may change besides durations, '
                   'cadences, logging and evaluation (e.g. base_lr,batch_size); each change is '
-                  'recorded in WORKDIR/config_history.jsonl.')
+                  'recorded in WORKDIR/config_history.jsonl. Also train_data (the training '
+                  'split changed size or files) and process_count (a per_process order on '
+                  'another process count).')
 flags.DEFINE_integer('heartbeat_timeout', 30, 'Seconds without a heartbeat from a process '
                      'before the others of a multi-process run abort.')
 flags.mark_flags_as_required(['config', 'workdir'])

@@ -1,5 +1,6 @@
 """The run's length and learning-rate schedule, derived from the config in one place, and
 the resume check that an extended or shortened run does not silently bend its schedule.
+A batch-size change keeps an epoch-long run's length and schedule in epochs (RunLength).
 
 A cosine (or polynomial) schedule is a function of the run's length: resuming the nvidia
 recipe at step 30,000 with 120 epochs instead of 90 raises the rate there from 1.063 to
@@ -26,29 +27,65 @@ _SAME_RATE = 1e-6
 
 @dataclasses.dataclass(frozen=True)
 class RunLength:
-  """Optimizer updates per epoch and in the whole run."""
+  """Optimizer updates per epoch and in the whole run, and where the schedule stands.
+
+  A run of num_epochs is as long as its examples: after a batch-size change the run trains
+  the updates that reach num_epochs at the new batch size, and its schedule (built for
+  the whole run at the new size) reads the position in examples, so epoch-placed warmup,
+  decay boundaries and the cosine's end stay where they were. num_train_steps counts
+  updates whatever the batch size.
+  """
   steps_per_epoch: int
-  num_train_steps: int
+  num_train_steps: int  # the run ends at this update
+  schedule_steps: int = 0  # the schedule's length: the whole run at the current batch size
+  schedule_offset: float = 0.0  # the schedule's position minus the update count
+
+  def __post_init__(self):
+    if not self.schedule_steps:
+      object.__setattr__(self, 'schedule_steps', self.num_train_steps)
 
 
-def run_length(config: 'ml_collections.ConfigDict', num_train_examples: int) -> RunLength:
-  """num_train_steps if positive, else num_epochs over the split (whole batches)."""
-  steps_per_epoch = num_train_examples // config.batch_size
-  num_train_steps = (config.num_train_steps if config.num_train_steps > 0 else
-                     math.ceil(config.num_epochs * steps_per_epoch))
-  return RunLength(steps_per_epoch, num_train_steps)
+def run_length(config: 'ml_collections.ConfigDict', num_train_examples: int, *,
+               examples_before: int | None = None, start_step: int = 0) -> RunLength:
+  """num_train_steps if positive, else num_epochs over the split (whole batches).
+
+  Args:
+    examples_before: training examples the run consumed in its first `start_step` updates
+      (workdir.examples_trained): where a batch-size change moved it from start_step ×
+      batch_size, an epoch-long run ends where its examples reach num_epochs.
+  """
+  batch_size = config.batch_size
+  steps_per_epoch = num_train_examples // batch_size
+  if config.num_train_steps > 0:
+    return RunLength(steps_per_epoch, config.num_train_steps)
+  whole = math.ceil(config.num_epochs * steps_per_epoch)
+  if examples_before is None or examples_before == start_step * batch_size:
+    return RunLength(steps_per_epoch, whole)
+  remaining = max(-(-(whole * batch_size - examples_before) // batch_size), 0)
+  return RunLength(steps_per_epoch, start_step + remaining, schedule_steps=whole,
+                   schedule_offset=examples_before / batch_size - start_step)
 
 
-def learning_rate_fn(config: 'ml_collections.ConfigDict',
-                     num_train_examples: int) -> optax.Schedule:
-  """The config's schedule over its run length: update count -> learning rate."""
-  length = run_length(config, num_train_examples)
-  return optim.create_learning_rate_fn(config, steps_per_epoch=length.steps_per_epoch,
-                                       num_train_steps=length.num_train_steps)
+def learning_rate_fn(config: 'ml_collections.ConfigDict', num_train_examples: int, *,
+                     length: RunLength | None = None) -> optax.Schedule:
+  """The config's schedule over its run length: update count -> learning rate.
+
+  `length` (default: run_length of a run that never changed its batch size) places a
+  resumed run's updates on the schedule of the whole run at the current batch size."""
+  length = length or run_length(config, num_train_examples)
+  schedule = optim.create_learning_rate_fn(config, steps_per_epoch=length.steps_per_epoch,
+                                           num_train_steps=length.schedule_steps)
+  offset = length.schedule_offset
+  if not offset:
+    return schedule
+  return lambda count: schedule(count + offset)
 
 
-def _rate(config: 'ml_collections.ConfigDict', num_train_examples: int, update: int) -> float:
-  return float(learning_rate_fn(config, num_train_examples)(update))
+def _rate(config: 'ml_collections.ConfigDict', num_train_examples: int, update: int, *,
+          step: int, examples_before: int | None) -> float:
+  length = run_length(config, num_train_examples, examples_before=examples_before,
+                      start_step=step)
+  return float(learning_rate_fn(config, num_train_examples, length=length)(update))
 
 
 def _with(config: 'ml_collections.ConfigDict', key: str, value: Any) -> 'ml_collections.ConfigDict':
@@ -74,8 +111,9 @@ def _reverted(config: 'ml_collections.ConfigDict',
 def check_rate_unchanged(config: 'ml_collections.ConfigDict', *,
                          changes: dict[str, tuple[Any, Any]], allowed: Sequence[str],
                          num_train_examples: int, update: int, step: int,
-                         ) -> tuple[float, float] | None:
-  """The learning rate at optimizer update `update` before and after a resume's changes.
+                         examples_before: int | None = None) -> tuple[float, float] | None:
+  """The learning rate at optimizer update `update` (of step `step`, after
+  `examples_before` training examples) before and after a resume's changes.
 
   Returns:
     None when the changes leave it as it was; else (before, after), when every changed
@@ -85,13 +123,14 @@ def check_rate_unchanged(config: 'ml_collections.ConfigDict', *,
     ConfigError: the rate moves through a change that `allowed` does not name; the
       message names the keys and the rate before -> after.
   """
-  before = _rate(_reverted(config, changes), num_train_examples, update)
-  after = _rate(config, num_train_examples, update)
+  at = dict(step=step, examples_before=examples_before)
+  before = _rate(_reverted(config, changes), num_train_examples, update, **at)
+  after = _rate(config, num_train_examples, update, **at)
   if abs(after - before) <= _SAME_RATE * max(abs(before), abs(after)):
     return None
   # The keys whose change alone moves the rate; if none does alone, all of them.
   movers = [key for key, (old, _) in changes.items() if old is not None and
-            abs(_rate(_with(config, key, old), num_train_examples, update) - after)
+            abs(_rate(_with(config, key, old), num_train_examples, update, **at) - after)
             > _SAME_RATE * abs(after)] or [key for key, (old, _) in changes.items()
                                            if old is not None]
   unnamed = [key for key in movers if key not in allowed]

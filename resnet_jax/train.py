@@ -16,7 +16,7 @@ from resnet_jax import (compilation_cache, config_checks, distributed, finetune,
                         steps, stopping, summaries)
 from resnet_jax.data import dataset_info, inputs
 from resnet_jax.errors import ConfigError
-from resnet_jax.storage import checkpointing, trained
+from resnet_jax.storage import checkpointing, trained, training_data
 from resnet_jax.storage import workdir as workdir_lib
 
 
@@ -80,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   mesh = sharding.make_mesh()
   config_checks.check_config(config, mesh)
-  workdir_lib.check_allowed_keys(allow_changes, config)
+  workdir_lib.check_allowed_keys([k for k in allow_changes if k not in training_data.KEYS], config)
   workdir_lib.check_writable(workdir)
   workdir = workdir_lib.path(workdir)
   logging.info('Compilation cache: %s',
@@ -184,17 +184,23 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   distributed.check_shared_workdir(workdir)
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep,
                                             async_save=config.checkpoint_async)
-  changes = (workdir_lib.config_changes(workdir, config)
-             if checkpointer.latest_step() is not None else {})
+  resuming = checkpointer.latest_step() is not None
+  changes = workdir_lib.config_changes(workdir, config) if resuming else {}
+  data_entry = training_data.current(info, config)
   try:
     if 'model' in changes:
       raise ConfigError(f'workdir {str(workdir)!r} holds checkpoints of another model; changed '
                         f'config keys: {workdir_lib.describe(changes)}. Use a new workdir.')
     workdir_lib.check_changes(workdir, changes, allow_changes)
+    data_changed = (training_data.check(workdir, data_entry, allow_changes)
+                    if resuming and not config.eval_only else not resuming)
     state = checkpointer.restore_or_keep(state)
+    start_step = int(state.step)
+    examples_before = workdir_lib.examples_trained(workdir, start_step, config.batch_size)
     rate_change = schedule.check_rate_unchanged(
         config, changes=changes, allowed=allow_changes, num_train_examples=info.num_train_examples,
-        update=int(optim.applied_updates(state.opt_state, state.step)), step=int(state.step))
+        update=int(optim.applied_updates(state.opt_state, state.step)), step=start_step,
+        examples_before=examples_before)
   except checkpointing.IncompatibleCheckpoint as error:
     checkpointer.close()
     raise ConfigError(
@@ -205,11 +211,18 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   except (ConfigError, checkpointing.CheckpointError):
     checkpointer.close()
     raise
-  start_step = int(state.step)
   if changes:
     logging.warning('Resuming at step %d with changed config keys (recorded in %s): %s',
                     start_step, workdir_lib.HISTORY_FILE, workdir_lib.describe(changes))
-  examples_before = workdir_lib.examples_trained(workdir, start_step, config.batch_size)
+  resumed = schedule.run_length(config, info.num_train_examples,
+                                examples_before=examples_before, start_step=start_step)
+  if resumed != length:  # a batch-size change: the run ends and decays in epochs as asked
+    length, num_train_steps = resumed, resumed.num_train_steps
+    learning_rate_fn = schedule.learning_rate_fn(config, info.num_train_examples, length=length)
+    state = state.replace(tx=optim.create_optimizer(config, learning_rate_fn))
+    logging.info('%s examples trained in %d steps; at batch %d the run ends at step %d '
+                 '(%s epochs)', f'{examples_before:,}', start_step, config.batch_size,
+                 num_train_steps, f'{config.num_epochs:g}')
   if config.eval_only:
     checkpointer.close()
     return _evaluate_only(state, config, workdir, data, mesh,
@@ -229,6 +242,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   writer = summaries.SummaryWriter(str(workdir), just_logging=jax.process_index() > 0)
   workdir_lib.record_config(workdir, config, changes=changes, step=start_step,
                             allowed=allow_changes, learning_rate=rate_change)
+  if data_changed or not start_step:
+    training_data.record(workdir, data_entry, step=start_step)
   trained.write_model_info(workdir, trained.model_info_from_config(
       config, info.class_names, info.image_shape[-1]))
 

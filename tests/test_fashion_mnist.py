@@ -153,14 +153,15 @@ def test_without_the_idx_files_tfds_fashion_mnist_is_used(small_fashion, tmp_pat
 
   def from_tfds(config, key):
     asked.append((config.dataset.name, config.dataset[key]))
-    return in_memory.Split(np.zeros((4, 28, 28, 1), np.uint8), np.arange(4, dtype=np.int32)), \
-        fashion_mnist.CLASS_NAMES
+    split = in_memory.Split(np.zeros((4, 28, 28, 1), np.uint8), np.arange(4, dtype=np.int32))
+    return split, fashion_mnist.CLASS_NAMES, f'tfds {config.dataset[key]}'
   monkeypatch.setattr(in_memory, '_tf_split', from_tfds)
   config = fashion_mnist_config.get_config('cpu')
   config.dataset.data_dir = str(tmp_path / 'empty')
   splits = in_memory.load(config)
   assert asked == [('fashion_mnist', 'train'), ('fashion_mnist', 'test')]
   assert splits.info().num_train_examples == 4 and splits.class_names == fashion_mnist.CLASS_NAMES
+  assert splits.info().train_fingerprint == 'tfds train'
 
 
 @pytest.mark.parametrize('spec,expected', [

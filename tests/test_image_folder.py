@@ -163,3 +163,20 @@ def test_hidden_folders_are_not_classes(tmp_path):
 def test_missing_data_dir_setting(tmp_path):
   with pytest.raises(ConfigError, match="dataset.data_dir '' is not a directory"):
     sources.create_source(_config(''))
+
+
+def test_per_process_parts_sample_every_class(tmp_path):
+  """A folder's listing is class-sorted; with dataset.order=per_process each process
+  reads its part. Before 2026-12-06 the parts were contiguous blocks: process 0 of 4 read
+  classes a and b only, so its BN group saw two of eight classes. Now each part is drawn
+  from the whole listing (a fixed key: the same parts on every run), sizes unchanged."""
+  counts = {'train': {c: 10 for c in 'abcdefgh'}, 'validation': {c: 1 for c in 'abcdefgh'}}
+  source = sources.create_source(_config(make_image_folder(tmp_path, counts, size=(4, 4))))
+  parts = [source._part('train', index, 4) for index in range(4)]  # noqa: SLF001
+  assert [len(p) for p in parts] == [20] * 4
+  assert sorted(np.concatenate(parts)) == list(range(80))
+  for part in parts:
+    assert len(set(source.splits['train'].labels[part])) >= 6
+  assert [list(p) for p in parts] == [
+      list(source._part('train', i, 4)) for i in range(4)]  # noqa: SLF001  (deterministic)
+  np.testing.assert_array_equal(source._part('train', 0, 1), np.arange(80))  # noqa: SLF001

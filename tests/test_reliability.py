@@ -4,16 +4,17 @@ failing saves."""
 import errno
 import json
 import os
+import shutil
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import small_config
-from resnet_jax import train
+from conftest import make_image_folder, small_config
+from resnet_jax import schedule, train
 from resnet_jax.data import pipeline, sources
 from resnet_jax.errors import ConfigError
-from resnet_jax.storage import checkpointing
+from resnet_jax.storage import checkpointing, training_data
 from resnet_jax.storage import workdir as workdir_lib
 
 # Restores that fail on purpose leave orbax coroutines that were never awaited.
@@ -278,6 +279,24 @@ def test_resume_refuses_changed_keys_unless_allowed_and_records_them(tmp_path, d
   assert before == 0 and after > 0
 
 
+def test_a_resume_with_the_batch_doubled_trains_the_recorded_epochs(tmp_path, digits_dir):
+  """Issue 34's must-show: 1 of 2 epochs at batch 16 (6 steps of 96 examples), resumed at
+  batch 32 with --allow_changes=batch_size: 3 more steps, 2 epochs in all. Before
+  2026-12-06 the resume kept 6 steps as the whole run and trained nothing."""
+  epochs = dict(num_train_steps=0, num_epochs=2.0, checkpoint_every_steps=100,
+                **{'dataset.train_split': 'train[:96]'})
+  train.train_and_evaluate(_config(digits_dir, **{**epochs, 'num_epochs': 1.0}), str(tmp_path))
+  assert _steps(tmp_path) == [6]
+  doubled = _config(digits_dir, **epochs, batch_size=32)
+  train.train_and_evaluate(doubled, str(tmp_path), allow_changes=('batch_size', 'num_epochs'))
+  assert _steps(tmp_path) == [6, 9]
+  assert workdir_lib.examples_trained(tmp_path, 9, 32) == 2 * 96
+  # The rate there is the one a run at batch 32 throughout has at epoch 1 (of 2).
+  history = json.loads((tmp_path / workdir_lib.HISTORY_FILE).read_text())
+  assert history['learning_rate'][1] == pytest.approx(
+      float(schedule.learning_rate_fn(doubled, 96)(3)), rel=1e-6)
+
+
 def test_after_a_batch_size_change_the_stream_goes_on_where_it_stopped(digits_dir):
   config = _config(digits_dir, batch_size=16)
   source = sources.create_source(config)
@@ -310,3 +329,41 @@ def test_study_settings_change_on_a_resume_without_allow_changes(tmp_path):
   workdir_lib.check_changes(tmp_path, {'study.landscape_points': (21, 51)}, allowed=())
   with pytest.raises(ConfigError, match='--allow_changes=seed$'):
     workdir_lib.check_changes(tmp_path, {'seed': (0, 1), 'study.seed': (0, 1)}, allowed=())
+
+
+def test_a_changed_training_folder_is_refused_unless_allowed(tmp_path):
+  """Images added to a folder change steps per epoch and the schedule: the resume names
+  the sizes and the flag (before 2026-12-06 it trained on, unchecked)."""
+  data = tmp_path / 'data'
+  make_image_folder(data, {'train': {'a': 20, 'b': 20}, 'validation': {'a': 2, 'b': 2}},
+                    size=(8, 8))
+  config = small_config(**{'dataset.name': 'image_folder', 'dataset.data_dir': str(data),
+                           'dataset.eval_split': 'validation', 'dataset.mean': (127.0,) * 3,
+                           'dataset.std': (64.0,) * 3, 'num_train_steps': 3,
+                           'schedule': 'constant'})
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  shutil.copy(data / 'train' / 'a' / '0.jpg', data / 'train' / 'a' / 'added.jpg')
+  longer = config.copy_and_resolve_references()
+  longer.num_train_steps = 6
+  with pytest.raises(ConfigError, match=r"trained on 40 examples of 'train' \(fingerprint \w+\); "
+                     r'the training split now holds 41 .*--allow_changes=train_data$'):
+    train.train_and_evaluate(longer, str(workdir))
+  assert _steps(workdir) == [3]
+  train.train_and_evaluate(longer, str(workdir), allow_changes=('train_data',))
+  entries = json.loads((workdir / training_data.RECORD_FILE).read_text())
+  assert [(e['step'], e['examples']) for e in entries] == [(0, 40), (3, 41)]
+
+
+def test_a_per_process_run_on_another_process_count_is_refused(tmp_path):
+  entry = {'examples': 100, 'fingerprint': 'f', 'split': 'train', 'order': 'per_process',
+           'processes': 2}
+  training_data.record(tmp_path, entry, step=0)
+  assert not training_data.check(tmp_path, entry, ())
+  with pytest.raises(ConfigError, match=r'per_process run on 2 processes; resuming on 1 .*'
+                                        r'--allow_changes=process_count$'):
+    training_data.check(tmp_path, entry | {'processes': 1}, ())
+  assert training_data.check(tmp_path, entry | {'processes': 1}, ('process_count',))
+  # 'global' order: every process walks the whole split's stream, on any count.
+  training_data.record(tmp_path, entry | {'order': 'global'}, step=0)
+  assert training_data.check(tmp_path, entry | {'order': 'global', 'processes': 4}, ())

@@ -2,6 +2,8 @@
 the in-memory source runs without it)."""
 
 import dataclasses
+import hashlib
+from typing import Iterable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -12,3 +14,14 @@ class DatasetInfo:
   num_train_examples: int
   num_eval_examples: int
   image_shape: tuple[int, int, int]
+  # What the training split is (fingerprint()): recorded in the workdir, checked on resume.
+  train_fingerprint: str = ''
+
+
+def fingerprint(parts: Iterable[str]) -> str:
+  """A short hash of a split's description: its dataset, version, spec and size, or an
+  image folder's file list (label and relative path of every file)."""
+  digest = hashlib.sha256()
+  for part in parts:
+    digest.update(part.encode() + b'\n')
+  return digest.hexdigest()[:16]

@@ -36,12 +36,13 @@ class Splits:
   train: Split
   eval: Split
   class_names: tuple[str, ...]
+  train_fingerprint: str = ''
 
   def info(self) -> dataset_info.DatasetInfo:
     return dataset_info.DatasetInfo(
         num_classes=len(self.class_names), class_names=self.class_names,
         num_train_examples=len(self.train.labels), num_eval_examples=len(self.eval.labels),
-        image_shape=tuple(self.train.images.shape[1:]))
+        image_shape=tuple(self.train.images.shape[1:]), train_fingerprint=self.train_fingerprint)
 
 
 def parse_split(spec: str, key: str, valid: tuple[str, ...]) -> tuple[str, slice]:
@@ -92,8 +93,10 @@ def _native_split(name: str, data_dir: str, split: str) -> Split:
   return Split(*fashion_mnist.load_split(folder, split))
 
 
-def _tf_split(config: ml_collections.ConfigDict, key: str) -> tuple[Split, tuple[str, ...]]:
-  """A TFDS split or image folder decoded through tf.data at the config's image size."""
+def _tf_split(config: ml_collections.ConfigDict, key: str
+              ) -> tuple[Split, tuple[str, ...], str]:
+  """A TFDS split or image folder decoded through tf.data at the config's image size, its
+  class names and fingerprint."""
   import tensorflow as tf  # noqa: PLC0415
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
@@ -124,7 +127,7 @@ def _tf_split(config: ml_collections.ConfigDict, key: str) -> tuple[Split, tuple
   shape = (0, size, size, source.channels)
   return (Split(np.concatenate(images) if images else np.zeros(shape, np.uint8),
                 np.concatenate(labels).astype(np.int32) if labels else np.zeros(0, np.int32)),
-          tuple(source.class_names))
+          tuple(source.class_names), source.fingerprint(spec))
 
 
 def fashion_mnist_via_tfds(config: ml_collections.ConfigDict) -> bool:
@@ -151,12 +154,15 @@ def load(config: ml_collections.ConfigDict) -> Splits:
       splits[key] = _sliced(_native_split(name, config.dataset.data_dir, split), part)
     class_names = (fashion_mnist.CLASS_NAMES if name == fashion_mnist.NAME
                    else sklearn_digits.CLASS_NAMES)
+    # The files are checked against fixed checksums: name, spec and size say what it is.
+    train_fingerprint = dataset_info.fingerprint(
+        (name, config.dataset.train_split, str(len(splits['train_split'].labels))))
   else:
     try:
-      splits, names = {}, ()
+      splits, names, fingerprints = {}, (), {}
       for key in ('train_split', 'eval_split'):
-        splits[key], names = _tf_split(config, key)
-      class_names = names
+        splits[key], names, fingerprints[key] = _tf_split(config, key)
+      class_names, train_fingerprint = names, fingerprints['train_split']
     except ConfigError:
       raise
     except Exception as error:  # A download that fails offline, most likely.
@@ -172,7 +178,7 @@ def load(config: ml_collections.ConfigDict) -> Splits:
                             splits['train_split'].labels),
                 eval=Split(_resized(splits['eval_split'].images, eval_size),
                            splits['eval_split'].labels),
-                class_names=tuple(class_names))
+                class_names=tuple(class_names), train_fingerprint=train_fingerprint)
 
 
 def split_bytes(split: Split) -> int:

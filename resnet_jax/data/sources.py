@@ -22,6 +22,7 @@ from resnet_jax.data import (
   digits,  # noqa: F401  (registers the embedded builder)
   image_folder,
 )
+from resnet_jax.data import dataset_info as dataset_info_lib
 from resnet_jax.data.dataset_info import DatasetInfo
 from resnet_jax.errors import ConfigError
 
@@ -86,6 +87,11 @@ class TfdsSource:
       self._sizes[split, index, count] = size
     return self._sizes[split, index, count]
 
+  def fingerprint(self, split: str) -> str:
+    """dataset_info.fingerprint of the dataset's name and version, the spec and its size."""
+    return dataset_info_lib.fingerprint(
+        (self.builder.info.full_name, split, str(self.split_size(split))))
+
   def _count(self, split: Any) -> int:
     return int(self._read(split).reduce(np.int64(0), lambda count, _: count + 1))
 
@@ -148,6 +154,7 @@ class FolderSource:
 
   def __init__(self, config: ml_collections.ConfigDict):
     splits = tuple(dict.fromkeys((config.dataset.train_split, config.dataset.eval_split)))
+    self.data_dir = config.dataset.data_dir
     self.class_names, self.splits = image_folder.list_splits(config.dataset.data_dir, splits)
     self.channels = 3
 
@@ -156,8 +163,20 @@ class FolderSource:
     return len(self.splits[split].paths)
 
   def _part(self, split: str, index: int, count: int) -> np.ndarray:
-    # The parts tfds.even_splits makes of a TFDS split: the first ones one larger.
-    return np.array_split(np.arange(self.split_size(split)), count)[index]
+    # Sizes as tfds.even_splits makes them (the first parts one larger), each part a
+    # sample of the class-sorted listing drawn once with a fixed key (not the run's seed,
+    # so every run splits a folder alike): a contiguous block would give each process,
+    # and so each BN group, a few classes.
+    size = self.split_size(split)
+    drawn = np.arange(size) if count == 1 else np.random.default_rng(0).permutation(size)
+    return np.sort(np.array_split(drawn, count)[index])
+
+  def fingerprint(self, split: str) -> str:
+    """dataset_info.fingerprint of the split's file list."""
+    root = os.path.join(self.data_dir, split)
+    folder = self.splits[split]
+    return dataset_info_lib.fingerprint(
+        f'{label} {os.path.relpath(path, root)}' for path, label in zip(folder.paths, folder.labels))
 
   def part_size(self, split: str, index: int, count: int, key: str = 'split') -> int:
     del key
@@ -201,4 +220,5 @@ def dataset_info(source: TfdsSource | FolderSource,
       class_names=source.class_names,
       num_train_examples=sizes['train_split'],
       num_eval_examples=sizes['eval_split'],
-      image_shape=(config.dataset.image_size, config.dataset.image_size, source.channels))
+      image_shape=(config.dataset.image_size, config.dataset.image_size, source.channels),
+      train_fingerprint=source.fingerprint(config.dataset.train_split))
