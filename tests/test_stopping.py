@@ -2,6 +2,8 @@
 evaluates the step the stop skipped, a finished run re-run does nothing."""
 
 import os
+import pathlib
+import re
 import signal
 
 import jax
@@ -111,3 +113,12 @@ def test_a_second_ctrl_c_is_the_default_one_and_ignored_sigint_stays_ignored():
     signals.close()
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize('script,line', [('local.sh', 'stopped='), ('tpu_vm.sh', 'STOPPED='),
+                                         ('slurm.sbatch', 'STOPPED=')])
+def test_each_launcher_acts_on_the_trainers_stop_status(script, line):
+  """The shell scripts cannot import the constant: their copy must match it."""
+  text = (pathlib.Path(__file__).parent.parent / 'launch' / script).read_text()
+  values = re.findall(rf'^{line}(\d+)', text, re.MULTILINE)
+  assert values == [str(stopping.EXIT_STOPPED)], (script, values)
