@@ -367,3 +367,16 @@ def test_a_per_process_run_on_another_process_count_is_refused(tmp_path):
   # 'global' order: every process walks the whole split's stream, on any count.
   training_data.record(tmp_path, entry | {'order': 'global'}, step=0)
   assert training_data.check(tmp_path, entry | {'order': 'global', 'processes': 4}, ())
+
+
+def test_the_trainer_refuses_a_per_process_resume_on_another_count(tmp_path, digits_dir,
+                                                                  monkeypatch):
+  config = _config(digits_dir, num_train_steps=3, **{'dataset.order': 'per_process'})
+  train.train_and_evaluate(config, str(tmp_path))
+  longer = _config(digits_dir, num_train_steps=6, **{'dataset.order': 'per_process'})
+  current = training_data.current
+  monkeypatch.setattr(training_data, 'current',  # as if on 2 hosts
+                      lambda *args: current(*args) | {'processes': 2})
+  with pytest.raises(ConfigError, match=r'per_process run on 1 processes; resuming on 2 '):
+    train.train_and_evaluate(longer, str(tmp_path), allow_changes=('num_train_steps',))
+  assert _steps(tmp_path) == [3]
