@@ -180,3 +180,14 @@ def test_per_process_parts_sample_every_class(tmp_path):
   assert [list(p) for p in parts] == [
       list(source._part('train', i, 4)) for i in range(4)]  # noqa: SLF001  (deterministic)
   np.testing.assert_array_equal(source._part('train', 0, 1), np.arange(80))  # noqa: SLF001
+
+
+def test_the_fingerprint_is_the_file_list_not_where_it_lies(tmp_path):
+  make_image_folder(tmp_path / 'a', COUNTS, size=(4, 4))
+  shutil.copytree(tmp_path / 'a', tmp_path / 'b')
+  fingerprint = lambda folder: sources.create_source(_config(tmp_path / folder)).fingerprint(  # noqa: E731
+      'train')
+  assert fingerprint('a') == fingerprint('b')
+  os.rename(tmp_path / 'b' / 'train' / 'a_class' / '0.jpg',
+            tmp_path / 'b' / 'train' / 'a_class' / 'renamed.jpg')
+  assert fingerprint('a') != fingerprint('b')

@@ -21,7 +21,4 @@ class DatasetInfo:
 def fingerprint(parts: Iterable[str]) -> str:
   """A short hash of a split's description: its dataset, version, spec and size, or an
   image folder's file list (label and relative path of every file)."""
-  digest = hashlib.sha256()
-  for part in parts:
-    digest.update(part.encode() + b'\n')
-  return digest.hexdigest()[:16]
+  return hashlib.sha256('\n'.join(parts).encode()).hexdigest()[:16]

@@ -173,10 +173,11 @@ class FolderSource:
 
   def fingerprint(self, split: str) -> str:
     """dataset_info.fingerprint of the split's file list."""
-    root = os.path.join(self.data_dir, split)
+    start = len(os.path.join(self.data_dir, split, ''))  # paths below it, data_dir apart
     folder = self.splits[split]
     return dataset_info_lib.fingerprint(
-        f'{label} {os.path.relpath(path, root)}' for path, label in zip(folder.paths, folder.labels))
+        f'{label} {path[start:]}'
+        for path, label in zip(folder.paths.tolist(), folder.labels.tolist()))
 
   def part_size(self, split: str, index: int, count: int, key: str = 'split') -> int:
     del key
