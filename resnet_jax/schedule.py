@@ -37,12 +37,8 @@ class RunLength:
   """
   steps_per_epoch: int
   num_train_steps: int  # the run ends at this update
-  schedule_steps: int = 0  # the schedule's length: the whole run at the current batch size
+  schedule_steps: int  # the schedule's length: the whole run at the current batch size
   schedule_offset: float = 0.0  # the schedule's position minus the update count
-
-  def __post_init__(self):
-    if not self.schedule_steps:
-      object.__setattr__(self, 'schedule_steps', self.num_train_steps)
 
 
 def run_length(config: 'ml_collections.ConfigDict', num_train_examples: int, *,
@@ -57,12 +53,12 @@ def run_length(config: 'ml_collections.ConfigDict', num_train_examples: int, *,
   batch_size = config.batch_size
   steps_per_epoch = num_train_examples // batch_size
   if config.num_train_steps > 0:
-    return RunLength(steps_per_epoch, config.num_train_steps)
+    return RunLength(steps_per_epoch, config.num_train_steps, config.num_train_steps)
   whole = math.ceil(config.num_epochs * steps_per_epoch)
   if examples_before is None or examples_before == start_step * batch_size:
-    return RunLength(steps_per_epoch, whole)
+    return RunLength(steps_per_epoch, whole, whole)
   remaining = max(-(-(whole * batch_size - examples_before) // batch_size), 0)
-  return RunLength(steps_per_epoch, start_step + remaining, schedule_steps=whole,
+  return RunLength(steps_per_epoch, start_step + remaining, whole,
                    schedule_offset=examples_before / batch_size - start_step)
 
 

@@ -80,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   mesh = sharding.make_mesh()
   config_checks.check_config(config, mesh)
-  workdir_lib.check_allowed_keys([k for k in allow_changes if k not in training_data.KEYS], config)
+  workdir_lib.check_allowed_keys(allow_changes, config, also=training_data.KEYS)
   workdir_lib.check_writable(workdir)
   workdir = workdir_lib.path(workdir)
   logging.info('Compilation cache: %s',
@@ -192,8 +192,9 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
       raise ConfigError(f'workdir {str(workdir)!r} holds checkpoints of another model; changed '
                         f'config keys: {workdir_lib.describe(changes)}. Use a new workdir.')
     workdir_lib.check_changes(workdir, changes, allow_changes)
-    data_changed = (training_data.check(workdir, data_entry, allow_changes)
-                    if resuming and not config.eval_only else not resuming)
+    # A fresh run records its data; a resume checks it (eval_only trains on none).
+    record_data = not resuming or (not config.eval_only and
+                                   training_data.check(workdir, data_entry, allow_changes))
     state = checkpointer.restore_or_keep(state)
     start_step = int(state.step)
     examples_before = workdir_lib.examples_trained(workdir, start_step, config.batch_size)
@@ -242,7 +243,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   writer = summaries.SummaryWriter(str(workdir), just_logging=jax.process_index() > 0)
   workdir_lib.record_config(workdir, config, changes=changes, step=start_step,
                             allowed=allow_changes, learning_rate=rate_change)
-  if data_changed or not start_step:
+  if record_data:
     training_data.record(workdir, data_entry, step=start_step)
   trained.write_model_info(workdir, trained.model_info_from_config(
       config, info.class_names, info.image_shape[-1]))

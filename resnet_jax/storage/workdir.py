@@ -124,9 +124,11 @@ def describe(changes: dict[str, tuple[Any, Any]]) -> str:
   return '; '.join(f'{k} {old!r} → {new!r}' for k, (old, new) in changes.items())
 
 
-def check_allowed_keys(allowed: Sequence[str], config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError if a key of --allow_changes is no config key."""
-  known = _flatten(json.loads(config.to_json_best_effort()))
+def check_allowed_keys(allowed: Sequence[str], config: ml_collections.ConfigDict, *,
+                       also: Sequence[str] = ()) -> None:
+  """Raises ConfigError if a key of --allow_changes is no config key and not in `also`
+  (changes named otherwise, e.g. training_data.KEYS)."""
+  known = [*_flatten(json.loads(config.to_json_best_effort())), *also]
   for key in allowed:
     if key not in known:
       close = difflib.get_close_matches(key, known, n=3)
