@@ -25,13 +25,16 @@ def enable(directory: str) -> str | None:
 
   `~` and environment variables are expanded and a local directory is created. If it
   cannot be created, the cache stays off with a warning: it only saves time. JAX's own
-  switch wins: with JAX_ENABLE_COMPILATION_CACHE=false (the tests' setting) it stays off
-  and nothing is created.
+  variables win: with JAX_ENABLE_COMPILATION_CACHE=false it stays off and nothing is
+  created; a directory named by JAX_COMPILATION_CACHE_DIR replaces a non-empty `directory`
+  (a cluster's shared one, or the test suite's one per session).
 
   Returns:
     The directory in use, or None when the cache is off.
   """
   path = None
+  if directory:
+    directory = os.environ.get('JAX_COMPILATION_CACHE_DIR') or directory
   if directory and jax.config.jax_enable_compilation_cache:
     path = os.path.expandvars(os.path.expanduser(directory))
     if '://' not in path:  # Remote (gs://...): JAX creates it.

@@ -1,17 +1,39 @@
 """The config's values checked before anything runs: one ConfigError naming the first bad
 value and its valid choices."""
 
+import os
+
 import ml_collections
 from jax.sharding import Mesh
 
 from resnet_jax import erasing, losses, models, optim, profiling, sharding, step_options, steps
 from resnet_jax.cpu import conv
-from resnet_jax.data import AUGMENTATIONS, ORDERS, inputs, resolution
+from resnet_jax.data import AUGMENTATIONS, ORDERS, dataset_info, inputs, resolution
 from resnet_jax.errors import ConfigError, check_choice
 from resnet_jax.storage import trained
 
 # The policy lives with the step's options (no ml_collections there: bare accelerator images).
 NONFINITE_POLICIES, nonfinite_policy = step_options.NONFINITE_POLICIES, step_options.nonfinite_policy
+# Config values that are local paths: `~` is expanded in them (the shell leaves the `~` of
+# `--config.dataset.data_dir=~/x` alone).
+PATH_KEYS = ('dataset.data_dir', 'dataset.manual_dir', 'init_checkpoint')
+
+
+def with_user_paths_expanded(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config`, or a copy of it with `~` expanded in PATH_KEYS where one starts with it."""
+  expanded = {}
+  for key in PATH_KEYS:
+    group, _, leaf = key.rpartition('.')
+    value = (config[group] if group else config)[leaf]
+    if isinstance(value, str) and value.startswith('~'):
+      expanded[key] = os.path.expanduser(value)
+  if not expanded:
+    return config
+  config = config.copy_and_resolve_references()
+  for key, value in expanded.items():
+    group, _, leaf = key.rpartition('.')
+    (config[group] if group else config)[leaf] = value
+  return config
 
 
 def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
@@ -71,6 +93,23 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
                        f'{config.num_epochs}: one of them must be positive')
   except ValueError as error:
     raise ConfigError(str(error)) from None
+
+
+def check_against_data(config: ml_collections.ConfigDict,
+                       info: dataset_info.DatasetInfo) -> None:
+  """Raises ConfigError for values that do not fit the dataset (known once it is opened)."""
+  if info.num_train_examples < config.batch_size:
+    raise ConfigError(f'batch_size {config.batch_size} exceeds the {info.num_train_examples} '
+                      f'examples of {config.dataset.train_split!r}')
+  channels = info.image_shape[-1]
+  for name in ('mean', 'std'):
+    values = tuple(config.dataset[name])
+    if len(values) not in (1, channels):
+      raise ConfigError(f'dataset.{name} {values} has {len(values)} values, but the images of '
+                        f'{config.dataset.name!r} have {channels} channel(s): give {channels} '
+                        'values, or 1 for every channel')
+  if not all(value > 0 for value in config.dataset.std):
+    raise ConfigError(f'dataset.std {tuple(config.dataset.std)} must be > 0 in every channel')
 
 
 def _check_recipe_components(config: ml_collections.ConfigDict) -> None:

@@ -1,4 +1,5 @@
-"""Config files that import their package (`from configs import default`), from any directory.
+"""Config files that import their package (`from configs import default`), from any directory,
+and a run's recorded config.json as a config file.
 
 ml_collections loads `--config=PATH` as a lone file, so the `configs` package it imports
 must be on sys.path. `make_importable` puts the directory that holds the file's package
@@ -18,6 +19,40 @@ def _config_paths(argv: list[str], flag: str) -> list[str]:
     elif arg == f'--{flag}' and index + 1 < len(argv):
       paths.append(argv[index + 1])
   return paths
+
+
+RECORDED_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'recorded_config.py')
+
+
+def with_recorded_config(argv: list[str]) -> list[str]:
+  """`argv` with a run's record standing in for a config file: `--config=PATH.json` (a
+  workdir's config.json) is loaded through recorded_config.py, and so is the --workdir's
+  config.json when no --config is given.
+
+  Raises:
+    SystemExit: no --config and no config.json in the --workdir, in one line.
+  """
+  argv = list(argv)
+  for index, arg in enumerate(argv):
+    value = None
+    if arg.startswith('--config='):
+      value, target = arg.split('=', 1)[1], index
+    elif arg == '--config' and index + 1 < len(argv):
+      value, target = argv[index + 1], index + 1
+    if value is not None and value.endswith('.json'):
+      argv[target] = (f'--config={RECORDED_CONFIG}:{value}' if target == index
+                      else f'{RECORDED_CONFIG}:{value}')
+  if _config_paths(argv, 'config'):
+    return argv
+  workdirs = _config_paths(argv, 'workdir')
+  if not workdirs:
+    return argv  # absl names the missing flags
+  workdir = os.path.expanduser(workdirs[-1])
+  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+    raise SystemExit(f'error: --config is needed (e.g. --config=configs/digits.py): workdir '
+                     f'{workdirs[-1]!r} holds no config.json of an earlier run to resume')
+  # absl reads --config.key overrides only after --config itself.
+  return [argv[0], f'--config={RECORDED_CONFIG}:{workdir}', *argv[1:]]
 
 
 def make_importable(argv: list[str], flag: str = 'config') -> None:

@@ -3,7 +3,6 @@
 Override any config key with --config.key=value; a key that does not exist is an error.
 """
 
-import logging as std_logging
 import os
 import sys
 
@@ -19,13 +18,15 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from resnet_jax import config_files, distributed  # noqa: E402
+from resnet_jax import config_files, console, distributed  # noqa: E402
 from resnet_jax.errors import ConfigError  # noqa: E402
 from resnet_jax.storage import checkpointing  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for config.json, summaries and checkpoints.')
-config_flags.DEFINE_config_file('config', None, 'A config file, e.g. configs/digits.py.',
+config_flags.DEFINE_config_file('config', None, 'A config file, e.g. configs/digits.py, or a '
+                                "run's WORKDIR/config.json; without it, the --workdir's "
+                                'config.json (a resume from the workdir alone).',
                                 lock_config=True)
 flags.DEFINE_enum('distributed', 'auto', list(distributed.MODES),
                   'Start jax.distributed: auto (given a coordinator, or on a detected TPU pod, '
@@ -41,11 +42,13 @@ flags.DEFINE_list('allow_changes', [], 'Config keys a resumed run may change bes
                   'another process count).')
 flags.DEFINE_integer('heartbeat_timeout', 30, 'Seconds without a heartbeat from a process '
                      'before the others of a multi-process run abort.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['config', 'workdir'])  # --config: see parse_flags
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad --config override reported in one line."""
+  """absl's flag parsing, with a bad --config override reported in one line; a run's
+  config.json (or its workdir alone) stands for a config file."""
+  argv = config_files.with_recorded_config(argv)
   config_files.make_importable(argv)
   try:
     remaining = FLAGS(argv)
@@ -68,9 +71,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  # Orbax logs dozens of INFO lines per checkpoint; keep its warnings and errors.
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname)
+  console.quiet_libraries()
   distributed.run(_train_and_evaluate,
                   one_line_errors=(ConfigError, checkpointing.CheckpointError),
                   mode=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
@@ -81,11 +82,15 @@ def main(argv: list[str]) -> None:
 def _train_and_evaluate() -> None:
   # The trainer is imported only now (and TensorFlow only by the tf.data input), so a
   # mistyped flag, override or launch setting is reported before that.
+  from resnet_jax.data import inputs
+  if inputs.needs_tensorflow(FLAGS.config):
+    console.import_tensorflow_quietly()
   from resnet_jax import train
   logging.info('JAX process %d of %d, local devices: %s; host allocator: %s',
                jax.process_index(), jax.process_count(), jax.local_devices(),
                allocator.active())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_changes=FLAGS.allow_changes)
+  train.train_and_evaluate(FLAGS.config, os.path.expanduser(FLAGS.workdir),
+                           allow_changes=FLAGS.allow_changes)
 
 
 if __name__ == '__main__':

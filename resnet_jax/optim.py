@@ -24,6 +24,11 @@ def check_choices(config: 'ml_collections.ConfigDict') -> None:
   check_choice('optimizer', config.optimizer, OPTIMIZERS, choices_name='optimizers')
   check_choice('schedule', config.schedule, SCHEDULES, choices_name='schedules')
   check_choice('weight_decay_skip', config.weight_decay_skip, WEIGHT_DECAY_SKIPS)
+  if not config.base_lr > 0:  # also NaN
+    raise ValueError(f'base_lr {config.base_lr} must be > 0 (the rate per 256 examples; '
+                     'freeze_backbone=True or backbone_lr_multiplier=0 freeze parts)')
+  if config.weight_decay < 0:
+    raise ValueError(f'weight_decay {config.weight_decay} must be >= 0 (0: off)')
   for name in ('warmup_start_factor', 'final_lr_factor'):
     if not 0 <= config[name] <= 1:
       raise ValueError(f'{name} {config[name]} must be in [0, 1]')

@@ -56,3 +56,23 @@ class Progress:
       yield
     finally:
       self._paused[name] = self._paused.get(name, 0.0) + time.perf_counter() - start
+
+
+def _evaluation(metrics: dict[str, float]) -> str:
+  """'eval/top1 93.81 %, eval/loss 0.2531' (and the EMA's top-1 where there is one)."""
+  parts = [f'{tag} {100 * metrics[tag]:.2f} %' for tag in ('eval/top1', 'eval_ema/top1')
+           if tag in metrics]
+  return ', '.join(parts + [f'eval/loss {metrics["eval/loss"]:.4g}'] if 'eval/loss' in metrics
+                   else parts) or 'no evaluation'
+
+
+def closing_line(*, step: int, last_step: int, seconds: float, final: dict[str, float],
+                 best: tuple[int, dict[str, float]] | None, workdir: str) -> str:
+  """The run's last line: where it ended, its final and best evaluation, its wall time and
+  where its files are."""
+  best_text = ''
+  if best is not None and best[0] != step:
+    best_text = f'; best at step {best[0]}: {_evaluation(best[1])}'
+  return (f'Done: step {step} of {last_step} in {duration(seconds)}; final: '
+          f'{_evaluation(final)}{best_text}. In {workdir}: config.json, checkpoints/, '
+          'TensorBoard events, last_evaluation.json')

@@ -1,6 +1,7 @@
 """The training loop: mesh, data, state, restore; periodic logging, evaluation, checkpoints."""
 
 import functools
+import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -78,6 +79,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     checkpointing.CheckpointError: checkpoints exist, but none restores.
     FloatingPointError: a non-finite loss or gradient under nonfinite_policy 'halt'.
   """
+  workdir = os.path.expanduser(workdir)  # `--workdir=~/x` reaches us unexpanded
+  config = config_checks.with_user_paths_expanded(config)
   mesh = sharding.make_mesh()
   config_checks.check_config(config, mesh)
   workdir_lib.check_allowed_keys(allow_changes, config, also=training_data.KEYS)
@@ -88,15 +91,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data = inputs.create(config, mesh)
   info = data.info
   logging.info('Data: %s', data.description)
-  if info.num_train_examples < config.batch_size:
-    raise ConfigError(f'batch_size {config.batch_size} exceeds the {info.num_train_examples} '
-                      f'examples of {config.dataset.train_split!r}')
+  config_checks.check_against_data(config, info)
   init_variables = None
   if config.init_checkpoint != '' and not checkpointing.saved_steps(workdir):
     init_variables = finetune.load_init_variables(config)
   lock = workdir_lib.Lock(workdir)
   try:
-    return _train(config, workdir, data, mesh, init_variables, allow_changes)
+    return _train(config, workdir, data, mesh, init_variables, allow_changes, lock)
   finally:
     lock.release()
 
@@ -165,7 +166,7 @@ def _evaluate_only(state: steps.TrainState, config: ml_collections.ConfigDict,
 
 def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.Input,
            mesh: Mesh, init_variables: dict[str, Any] | None,
-           allow_changes: Sequence[str]) -> dict[str, float]:
+           allow_changes: Sequence[str], lock: workdir_lib.Lock) -> dict[str, float]:
   """train_and_evaluate() once the config, the data and the workdir are known to be good."""
   info = data.info
   length = schedule.run_length(config, info.num_train_examples)
@@ -212,7 +213,10 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   except (ConfigError, checkpointing.CheckpointError):
     checkpointer.close()
     raise
-  if changes:
+  if changes and config.eval_only:
+    logging.warning('Evaluating step %d with changed config keys (eval_only records nothing): '
+                    '%s', start_step, workdir_lib.describe(changes))
+  elif changes:
     logging.warning('Resuming at step %d with changed config keys (recorded in %s): %s',
                     start_step, workdir_lib.HISTORY_FILE, workdir_lib.describe(changes))
   resumed = schedule.run_length(config, info.num_train_examples,
@@ -240,6 +244,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
                  ', '.join(f'{tag}={value:.6g}' for tag, value in sorted(last_eval[1].items())))
     checkpointer.close()
     return last_eval[1]
+  lock.write_holder()
+  started = time.perf_counter()
   writer = summaries.SummaryWriter(str(workdir), just_logging=jax.process_index() > 0)
   workdir_lib.record_config(workdir, config, changes=changes, step=start_step,
                             allowed=allow_changes, learning_rate=rate_change)
@@ -331,4 +337,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   if stopped:
     raise stopping.RunStopped(int(state.step), num_train_steps, stop_signals.cause,
                               saved=int(state.step) > start_step)
+  logging.info('%s', progress.closing_line(
+      step=int(state.step), last_step=num_train_steps, seconds=time.perf_counter() - started,
+      final=eval_summary, best=workdir_lib.best_evaluation(workdir), workdir=str(workdir)))
   return eval_summary

@@ -1,16 +1,26 @@
 """Test setup: 8 fake CPU devices, fast compiles, small configs and a prepared digits set."""
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 # Must precede the first `import jax` of the session.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# No persistent compilation cache, here or in the CLI subprocesses (which inherit it): the
-# suite must not fill ~/.cache (config.compilation_cache_dir's default). test_startup.py
-# turns it on in tmp_path.
-os.environ['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
+# One persistent compilation cache for the session, in a temporary directory shared by the
+# xdist workers (they inherit the controller's environment) and the CLI subprocesses
+# (compilation_cache.enable takes JAX_COMPILATION_CACHE_DIR over the config's directory, so
+# ~/.cache stays untouched): the suite compiles the same small programs in many tests.
+# Every program that took 0.2 s is written, as the trainer does.
+if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='resnet_jax_tests_cache_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+os.environ['JAX_ENABLE_COMPILATION_CACHE'] = 'true'
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.2'
+os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
 # XLA's cheap compile, here (below) and in every CLI subprocess: the suite's models are tiny,
 # so compiling them with full optimisation costs more than it saves (a digits run through
 # the CLI, 3 steps: 37 s with it, 23 s without, on the 2-core VM).

@@ -18,7 +18,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from resnet_jax import train
+from conftest import small_config
+from resnet_jax import config_checks, train
 from resnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +86,14 @@ VALUE_CASES = [
     ('--config.dataset.eval_split=test[:0]', "dataset.eval_split 'test[:0]' holds no examples"),
     ('--config.dataset.train_split=train[5:5]', "dataset.train_split 'train[5:5]' holds no"),
     ('--config.mix_group_size=5', 'mix_group_size 5 does not tile the devices'),
+    ('--config.base_lr=0', 'base_lr 0.0 must be > 0'),
+    ('--config.base_lr=-0.1', 'base_lr -0.1 must be > 0'),
+    ('--config.weight_decay=-1e-4', 'weight_decay -0.0001 must be >= 0'),
+    # The digits are grey: 1 value, or 1 per channel; the run stops before writing.
+    ('--config.dataset.mean=(120.0,115.0,100.0)',
+     "dataset.mean (120.0, 115.0, 100.0) has 3 values, but the images of 'sklearn_digits' "
+     'have 1 channel(s)'),
+    ('--config.dataset.std=(0.0,)', 'dataset.std (0.0,) must be > 0 in every channel'),
 ]
 
 
@@ -145,3 +154,26 @@ def test_bad_config_values(tmp_path, digits_data, arguments, message):
   assert '\n' not in str(error.value)
   assert not workdir.exists()
   assert sorted(os.listdir(tmp_path / 'folder')) == []
+
+
+def test_a_tilde_workdir_is_the_home_folder_not_a_folder_named_tilde(tmp_path, digits_data,
+                                                                     monkeypatch):
+  home = tmp_path / 'home'
+  home.write_text('a file where the home folder should be: the run must stop')
+  monkeypatch.setenv('HOME', str(home))
+  monkeypatch.chdir(tmp_path)
+  config = small_config(**{'dataset.data_dir': digits_data})
+  with pytest.raises(ConfigError, match=f"workdir '{home}/run' cannot be created"):
+    train.train_and_evaluate(config, '~/run')
+  assert sorted(os.listdir(tmp_path)) == ['home']  # no './~'
+
+
+def test_a_tilde_in_a_config_path_is_expanded(monkeypatch):
+  monkeypatch.setenv('HOME', '/home/someone')
+  config = small_config(**{'dataset.data_dir': '~/digits', 'init_checkpoint': '~/runs/a'})
+  expanded = config_checks.with_user_paths_expanded(config)
+  assert expanded.dataset.data_dir == '/home/someone/digits'
+  assert expanded.init_checkpoint == '/home/someone/runs/a'
+  assert config.dataset.data_dir == '~/digits'  # the caller's config is left as it was
+  untouched = small_config(**{'dataset.data_dir': '/data', 'init_checkpoint': None})
+  assert config_checks.with_user_paths_expanded(untouched) is untouched

@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from etils import epath
 
 from configs import fashion_mnist as fashion_mnist_config
 from resnet_jax import progress, summaries
+from resnet_jax.storage import workdir as workdir_lib
 from resnet_jax.tools import budgeted_run, results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +66,31 @@ def test_a_run_without_evaluations_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize('seconds,text', [(5.4, '5s'), (754, '12m34s'), (3720, '1h02m')])
 def test_durations_read_as_minutes_and_seconds(seconds, text):
   assert progress.duration(seconds) == text
+
+
+def test_the_best_evaluation_is_kept_across_resumes(tmp_path):
+  workdir = epath.Path(tmp_path)
+  for step, top1 in ((3, 0.5), (6, 0.7), (9, 0.6)):
+    workdir_lib.record_evaluation(workdir, step, {'eval/top1': top1, 'eval/loss': 1.0})
+  assert workdir_lib.last_evaluation(workdir) == (9, {'eval/top1': 0.6, 'eval/loss': 1.0})
+  assert workdir_lib.best_evaluation(workdir)[0] == 6
+  # Resumed from step 3's checkpoint (a later one unreadable): step 6 is not this run's past.
+  workdir_lib.record_evaluation(workdir, 4, {'eval/top1': 0.55, 'eval/loss': 1.0})
+  assert workdir_lib.best_evaluation(workdir)[0] == 4
+
+
+def test_the_closing_line_names_final_best_time_and_files():
+  line = progress.closing_line(
+      step=4680, last_step=4680, seconds=2345.0,
+      final={'eval/top1': 0.93781, 'eval/loss': 0.25312},
+      best=(4212, {'eval/top1': 0.9391, 'eval/loss': 0.2498}), workdir='/tmp/fmnist')
+  assert line == ('Done: step 4680 of 4680 in 39m05s; final: eval/top1 93.78 %, eval/loss '
+                  '0.2531; best at step 4212: eval/top1 93.91 %, eval/loss 0.2498. In '
+                  '/tmp/fmnist: config.json, checkpoints/, TensorBoard events, '
+                  'last_evaluation.json')
+  assert '; best' not in progress.closing_line(step=9, last_step=9, seconds=1.0,
+                                               final={'eval/top1': 0.5}, best=(9, {}),
+                                               workdir='w')
 
 
 def test_a_slow_machine_fits_fewer_epochs_with_the_schedule_scaled():

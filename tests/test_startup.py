@@ -20,14 +20,16 @@ class _Killed(Exception):
 
 
 @pytest.fixture
-def cache_allowed(monkeypatch):
-  """JAX's cache switch on (conftest turns it off for the suite); off again afterwards."""
-  jax.config.update('jax_enable_compilation_cache', True)
+def own_cache(monkeypatch):
+  """The cache in the test's own directory: conftest's session directory
+  (JAX_COMPILATION_CACHE_DIR) set aside, and back afterwards."""
+  session_directory = os.environ['JAX_COMPILATION_CACHE_DIR']
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
   # Every program is written, however fast its compile: this tests the mechanism.
   monkeypatch.setattr(compilation_cache, 'MIN_COMPILE_SECONDS', 0.0)
   yield
-  compilation_cache.enable('')
-  jax.config.update('jax_enable_compilation_cache', False)
+  monkeypatch.undo()
+  compilation_cache.enable(session_directory)
 
 
 def _cache_files(directory):
@@ -36,7 +38,7 @@ def _cache_files(directory):
 
 @pytest.mark.slow
 def test_a_resume_loads_its_programs_from_the_cache(tmp_path, digits_dir, monkeypatch, caplog,
-                                                    cache_allowed):
+                                                    own_cache):
   cache = tmp_path / 'cache'
   config = small_config(**{'dataset.data_dir': digits_dir, 'compilation_cache_dir': str(cache),
                            'checkpoint_async': False})
@@ -65,7 +67,7 @@ def test_a_resume_loads_its_programs_from_the_cache(tmp_path, digits_dir, monkey
       name for name in written if 'step_and_accumulate' in name}
 
 
-def test_enable(tmp_path, cache_allowed):
+def test_enable(tmp_path, own_cache):
   directory = tmp_path / 'a' / 'b'
   os.environ['STARTUP_TEST_DIR'] = str(tmp_path)
   try:
@@ -83,17 +85,24 @@ def test_enable(tmp_path, cache_allowed):
   assert _cache_files(directory) == before
 
 
-def test_enable_respects_jax_switch_and_survives_an_unusable_directory(tmp_path):
-  # conftest's JAX_ENABLE_COMPILATION_CACHE=false: nothing is created.
-  assert compilation_cache.enable(str(tmp_path / 'off')) is None
-  assert not (tmp_path / 'off').exists()
-  jax.config.update('jax_enable_compilation_cache', True)
+def test_enable_respects_jax_switch_and_survives_an_unusable_directory(tmp_path, own_cache):
+  jax.config.update('jax_enable_compilation_cache', False)
   try:
-    (tmp_path / 'file').write_text('')
-    assert compilation_cache.enable(str(tmp_path / 'file' / 'cache')) is None
-    assert jax.config.jax_compilation_cache_dir is None
+    assert compilation_cache.enable(str(tmp_path / 'off')) is None
+    assert not (tmp_path / 'off').exists()
   finally:
-    jax.config.update('jax_enable_compilation_cache', False)
+    jax.config.update('jax_enable_compilation_cache', True)
+  (tmp_path / 'file').write_text('')
+  assert compilation_cache.enable(str(tmp_path / 'file' / 'cache')) is None
+  assert jax.config.jax_compilation_cache_dir is None
+
+
+def test_jax_s_directory_variable_wins_over_the_config_s(tmp_path, own_cache, monkeypatch):
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path / 'cluster'))
+  assert compilation_cache.enable(str(tmp_path / 'config')) == str(tmp_path / 'cluster')
+  assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'cluster')
+  assert not (tmp_path / 'config').exists()
+  assert compilation_cache.enable('') is None  # the config's off stays off
 
 
 @pytest.mark.parametrize('text,expected', [('', None), ('10-15', (10, 15)), ('1-1', (1, 1)),

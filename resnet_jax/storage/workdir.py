@@ -1,5 +1,6 @@
 """The run's directory: its path, a writability check, a one-run lock, the config record,
-the newest evaluation (`last_evaluation.json`: what a finished run reports when re-run).
+the newest and the best evaluation (`last_evaluation.json`: what a finished run reports
+when re-run, and its closing line).
 
 `config.json` holds the config the run started with and is never rewritten while the
 run has checkpoints. A resume that changes keys appends one line to
@@ -79,10 +80,15 @@ class Lock:
       self._file = None
       raise ConfigError(f'workdir {str(workdir)!r} is in use by a live run ({holder}); wait '
                         'for it to end or use another workdir') from None
-    self._file.seek(0)
-    self._file.truncate()
-    self._file.write(f'pid {os.getpid()} on {socket.gethostname()}')
-    self._file.flush()
+
+  def write_holder(self) -> None:
+    """Names this process in the lock file (what a second run reports), once the run's
+    checks have passed: a run refused at its start leaves the workdir as it was."""
+    if self._file is not None:
+      self._file.seek(0)
+      self._file.truncate()
+      self._file.write(f'pid {os.getpid()} on {socket.gethostname()}')
+      self._file.flush()
 
   def release(self) -> None:
     if self._file is not None:
@@ -195,20 +201,39 @@ def record_config(workdir: epath.Path, config: ml_collections.ConfigDict, *,
     history.write(json.dumps(entry) + '\n')
 
 
-def record_evaluation(workdir: epath.Path, step: int, summary: dict[str, float]) -> None:
-  """Process 0 only: the newest evaluation's step and metrics, replacing the one before
-  (a whole-file write: gs:// cannot append)."""
-  if jax.process_index() == 0:
-    (workdir / EVALUATION_FILE).write_text(json.dumps({'step': step, 'metrics': summary}))
+def record_evaluation(workdir: epath.Path, step: int, summary: dict[str, float],
+                      best_key: str = 'eval/top1') -> None:
+  """Process 0 only: the newest evaluation's step and metrics, and the best one's so far
+  (highest `best_key`, across resumes), replacing the record before (a whole-file write:
+  gs:// cannot append)."""
+  if jax.process_index() != 0:
+    return
+  best = _read_evaluations(workdir).get('best')
+  if best is not None and best['step'] > step:  # resumed from before it: not this run's past
+    best = None
+  if best is None or summary.get(best_key, -1.0) > best['metrics'].get(best_key, -1.0):
+    best = {'step': step, 'metrics': summary}
+  (workdir / EVALUATION_FILE).write_text(json.dumps({'step': step, 'metrics': summary,
+                                                     'best': best}))
+
+
+def _read_evaluations(workdir: epath.Path) -> dict[str, Any]:
+  record = workdir / EVALUATION_FILE
+  return json.loads(record.read_text()) if record.exists() else {}
 
 
 def last_evaluation(workdir: epath.Path) -> tuple[int, dict[str, float]] | None:
   """(step, metrics) of the run's newest evaluation, or None if it recorded none."""
-  record = workdir / EVALUATION_FILE
-  if not record.exists():
-    return None
-  entry = json.loads(record.read_text())
-  return int(entry['step']), entry['metrics']
+  entry = _read_evaluations(workdir)
+  return (int(entry['step']), entry['metrics']) if entry else None
+
+
+def best_evaluation(workdir: epath.Path) -> tuple[int, dict[str, float]] | None:
+  """(step, metrics) of the run's best evaluation by eval/top1 (the newest for a record
+  written before the best was kept), or None if it recorded none."""
+  entry = _read_evaluations(workdir)
+  entry = entry.get('best', entry)
+  return (int(entry['step']), entry['metrics']) if entry else None
 
 
 def read_config(workdir: str | epath.Path) -> ml_collections.ConfigDict:

@@ -1,0 +1,36 @@
+"""A run's recorded config, as a config file ml_collections can load: what
+`--config=WORKDIR/config.json`, and `--workdir=WORKDIR` given without --config, resolve to
+(config_files.with_recorded_config), so a run resumes or evaluates from its workdir alone.
+"""
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from resnet_jax.storage import workdir as workdir_lib
+
+
+def _tuples(tree: Any) -> Any:
+  """JSON's lists back to the tuples every sequence key of configs/default.py holds (so
+  `--config.key=(...)` overrides parse as they do on a config file)."""
+  if isinstance(tree, dict):
+    return {key: _tuples(value) for key, value in tree.items()}
+  if isinstance(tree, list):
+    return tuple(_tuples(value) for value in tree)
+  return tree
+
+
+def get_config(path: str) -> ml_collections.ConfigDict:
+  """The config of the run at `path`: a workdir, or its config.json (the config in force
+  at its newest resume, config_history.jsonl replayed), or any other JSON file of a
+  config as it stands."""
+  path = os.path.expanduser(path)
+  if os.path.isdir(path) or os.path.basename(path) == workdir_lib.CONFIG_FILE:
+    tree = workdir_lib.read_config(path if os.path.isdir(path) else os.path.dirname(path) or '.')
+    tree = tree.to_dict()
+  else:
+    with open(path) as file:
+      tree = json.load(file)
+  return ml_collections.ConfigDict(_tuples(tree))
