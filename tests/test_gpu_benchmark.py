@@ -160,7 +160,9 @@ def _fake_child(spec, timeout, env=None):
   if spec['variant'] == 'scan_blocks':
     return {'error': 'timed out after 3 s (the time budget)', 'budget_cut': True}
   cached = spec['timed_steps'] == 1
-  assert (env == {'JAX_ENABLE_COMPILATION_CACHE': 'true'}) == (spec.get('cache_dir') is not None)
+  assert (env == {'JAX_ENABLE_COMPILATION_CACHE': 'true',
+                  'JAX_COMPILATION_CACHE_DIR': spec.get('cache_dir')}) == (
+      spec.get('cache_dir') is not None)
   return {'batch_size': spec['per_device_batch'], 'num_devices': 1, 'image_size': 224,
           'pipelined_step_seconds': 0.032, 'pipelined_images_per_sec': 8_000.0,
           'compile_seconds': 3.0 if cached else 30.0, 'device_peak_bytes': 40 * 2**30,

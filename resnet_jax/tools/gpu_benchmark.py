@@ -187,10 +187,13 @@ def _run_child(spec: dict[str, Any], timeout: float, env: dict[str, str] | None 
                ) -> dict[str, Any]:
   """One measurement in a fresh process: its figures, or {'error': ...}."""
   spec = spec | {'spawned_at': time.time()}
+  # No compilation cache but the benchmark's own (`env`'s): a caller's warm one would
+  # turn the fresh rows' compile times into load times.
+  inherited = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
   try:
     done = subprocess.run([sys.executable, '-m', 'resnet_jax.tools.gpu_benchmark',
                            f'--child={json.dumps(spec)}'], capture_output=True, text=True,
-                          timeout=timeout, env=None if env is None else os.environ | env)
+                          timeout=timeout, env=inherited | (env or {}))
   except subprocess.TimeoutExpired:
     return {'error': f'timed out after {timeout:.0f} s (the time budget)', 'budget_cut': True}
   lines = done.stdout.strip().splitlines()
@@ -299,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             'train_images': 1_281_167, **common}
   cache_dir = tempfile.mkdtemp(prefix='gpu_benchmark_cache_')
   # The cache is this run's own directory, whatever JAX_ENABLE_COMPILATION_CACHE says.
-  cache_env = {'JAX_ENABLE_COMPILATION_CACHE': 'true'}
+  cache_env = {'JAX_ENABLE_COMPILATION_CACHE': 'true', 'JAX_COMPILATION_CACHE_DIR': cache_dir}
   rows: list[dict[str, Any]] = []
   try:
     # Most telling first, should the budget run out: plain (fresh), cached, torch, then
