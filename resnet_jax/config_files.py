@@ -7,6 +7,7 @@ there, so `python -m resnet_jax.main --config=/any/where/configs/digits.py` work
 working directory and after `pip install`, which ships the library, not the configs.
 """
 
+import ast
 import os
 import sys
 
@@ -80,3 +81,31 @@ def checkout_config(name: str) -> str:
   path = path if os.path.isfile(path) else os.path.join('configs', f'{name}.py')
   make_importable([f'--config={path}'])
   return path
+
+
+def configs_directory() -> str:
+  """configs/ of the source checkout this package runs from, else ./configs."""
+  return os.path.dirname(checkout_config('default'))
+
+
+def describe_configs(directory: str) -> str:
+  """One line per config file in `directory` (those defining get_config): its path, its
+  recipe arguments (a RECIPES tuple) and its docstring's first line. Read, not imported."""
+  lines = []
+  for name in sorted(os.listdir(directory) if os.path.isdir(directory) else []):
+    if not name.endswith('.py'):
+      continue
+    with open(os.path.join(directory, name)) as file:
+      tree = ast.parse(file.read())
+    if not any(isinstance(node, ast.FunctionDef) and node.name == 'get_config'
+               for node in tree.body):
+      continue
+    recipes = [ast.literal_eval(node.value) for node in tree.body
+               if isinstance(node, ast.Assign)
+               and any(getattr(target, 'id', '') == 'RECIPES' for target in node.targets)]
+    path = os.path.join(os.path.basename(directory), name)
+    if recipes:
+      path += ':' + '|'.join(recipes[0])
+    summary = (ast.get_docstring(tree) or '').split('\n')[0]
+    lines.append(f'  {path}\n      {summary}')
+  return '\n'.join(lines)

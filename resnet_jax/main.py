@@ -1,6 +1,8 @@
 """Command line: python -m resnet_jax.main --config=configs/NAME.py --workdir=DIR.
 
 Override any config key with --config.key=value; a key that does not exist is an error.
+A run's workdir alone resumes it: python -m resnet_jax.main --workdir=DIR (its recorded
+config; overrides still apply). --print_config shows the resolved config and exits.
 """
 
 import os
@@ -42,12 +44,19 @@ flags.DEFINE_list('allow_changes', [], 'Config keys a resumed run may change bes
                   'another process count).')
 flags.DEFINE_integer('heartbeat_timeout', 30, 'Seconds without a heartbeat from a process '
                      'before the others of a multi-process run abort.')
+flags.DEFINE_bool('print_config', False, 'Print the resolved config (overrides applied; for a '
+                  'workdir alone, its recorded one) and exit without training.')
 flags.mark_flags_as_required(['config', 'workdir'])  # --config: see parse_flags
 
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a bad --config override reported in one line; a run's
   config.json (or its workdir alone) stands for a config file."""
+  if any(arg in ('-h', '--help', '-?', '--helpshort', '--helpfull') for arg in argv[1:]):
+    print(f'{__doc__.strip()}\n\nConfigs (--config=PATH[:recipe]):\n'
+          f'{config_files.describe_configs(config_files.configs_directory())}\n\nFlags:\n'
+          f'{FLAGS.module_help(sys.modules[__name__])}')
+    sys.exit(0)
   argv = config_files.with_recorded_config(argv)
   config_files.make_importable(argv)
   try:
@@ -71,6 +80,9 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.print_config:
+    print(FLAGS.config)
+    return
   console.quiet_libraries()
   distributed.run(_train_and_evaluate,
                   one_line_errors=(ConfigError, checkpointing.CheckpointError),
