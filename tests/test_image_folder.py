@@ -160,6 +160,26 @@ def test_hidden_folders_are_not_classes(tmp_path):
   assert source.class_names == ('a_class', 'b_class')
 
 
+def test_webp_is_read_and_other_files_are_counted_in_one_line(tmp_path, monkeypatch):
+  make_image_folder(tmp_path, COUNTS)
+  pixels = np.full((24, 32, 3), 90, np.uint8)
+  webp = tf.io.encode_png(pixels).numpy()  # replaced by a real WebP below
+  from PIL import Image  # noqa: PLC0415  (Pillow comes with matplotlib)
+  Image.fromarray(pixels).save(tmp_path / 'train' / 'a_class' / 'extra.webp', 'WEBP')
+  for name in ('scan.tif', 'scan2.TIF', 'notes.txt', '.DS_Store'):
+    (tmp_path / 'train' / 'b_class' / name).write_bytes(webp)
+  warnings = []
+  monkeypatch.setattr(logging, 'warning', lambda fmt, *args: warnings.append(fmt % args))
+  source = sources.create_source(_config(tmp_path))
+  assert source.splits['train'].paths[4].endswith('extra.webp')
+  assert len(source.splits['train'].paths) == 8
+  assert warnings == [f'{tmp_path}/train: left out 3 files that are not images (.tif 2, .txt 1); '
+                      'read: .jpg, .jpeg, .png, .bmp, .gif, .webp']
+  image = tf.io.decode_image((tmp_path / 'train' / 'a_class' / 'extra.webp').read_bytes(),
+                             channels=3, expand_animations=False)
+  assert image.shape == (24, 32, 3)  # what the pipeline's decode reads
+
+
 def test_missing_data_dir_setting(tmp_path):
   with pytest.raises(ConfigError, match="dataset.data_dir '' is not a directory"):
     sources.create_source(_config(''))

@@ -8,15 +8,18 @@ next readable image of the batch in its place and counts it, evaluation leaves i
 (pipeline.py), and both log its path.
 """
 
+import collections
 import dataclasses
 import os
 
 import numpy as np
+from absl import logging
 
 from resnet_jax import distributed
 from resnet_jax.errors import ConfigError
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+# What tf.io.decode_image reads; other files are left out and counted (list_splits).
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,11 +29,18 @@ class FolderSplit:
   labels: np.ndarray  # int32
 
 
-def _image_files(directory: str) -> list[str]:
+def _image_files(directory: str, others: collections.Counter | None = None) -> list[str]:
+  """The image files of `directory`, sorted; `others` counts the rest by extension
+  (hidden files aside)."""
   # scandir's entries know their type without a stat per file (d_type), unlike isfile().
+  images = []
   with os.scandir(directory) as entries:
-    return sorted(entry.name for entry in entries
-                  if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file())
+    for entry in entries:
+      if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
+        images.append(entry.name)
+      elif others is not None and not entry.name.startswith('.') and entry.is_file():
+        others[os.path.splitext(entry.name)[1].lower() or '(none)'] += 1
+  return sorted(images)
 
 
 def _class_folders(data_dir: str, splits: tuple[str, ...]) -> tuple[str, ...]:
@@ -64,7 +74,14 @@ def _list_files(data_dir: str, splits: tuple[str, ...],
   """{split: [file names of class 0, of class 1, ...]}; ConfigError for an empty class."""
   listing = {}
   for split in splits:
-    listing[split] = [_image_files(os.path.join(data_dir, split, name)) for name in names]
+    others = collections.Counter()
+    listing[split] = [_image_files(os.path.join(data_dir, split, name), others)
+                      for name in names]
+    if others:
+      logging.warning('%s: left out %d files that are not images (%s); read: %s',
+                      os.path.join(data_dir, split), sum(others.values()),
+                      ', '.join(f'{ext} {n}' for ext, n in others.most_common()),
+                      ', '.join(IMAGE_EXTENSIONS))
     for name, files in zip(names, listing[split]):
       if not files:
         raise ConfigError(f'class folder {os.path.join(data_dir, split, name)!r} holds no '
