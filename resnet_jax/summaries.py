@@ -6,7 +6,8 @@ installed (for tf.io.gfile). So a local workdir's events are written here with
 TensorBoard's record format and protos alone; a remote one (gs://...) goes through
 EventFileWriter, whose gfile reaches it. Scalars are `simple_value` summaries: TensorBoard's
 EventAccumulator lists them under Tags()['scalars'], and its plugin accumulator (which
-tools/results.py reads) converts them to tensors.
+tools/results.py reads) converts them to tensors. The config goes in as hyper-parameters
+(TensorBoard's HPARAMS tab).
 """
 
 import itertools
@@ -70,6 +71,16 @@ class SummaryWriter:
         summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
         for tag, value in scalars.items()])
     self._events.add_event(_event(step=int(step), summary=summary))
+
+  def write_hparams(self, hparams: dict[str, bool | int | float | str]) -> None:
+    """The run's settings as TensorBoard hyper-parameters (its HPARAMS tab compares runs
+    by them); values other than bool, int, float and str are written as their text."""
+    if self._events is None:
+      return
+    from tensorboard.plugins.hparams import summary_v2  # noqa: PLC0415  (no TensorFlow)
+    values = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+              for key, value in hparams.items()}
+    self._events.add_event(_event(step=0, summary=summary_v2.hparams_pb(values)))
 
   def close(self) -> None:
     if self._events is not None:

@@ -247,6 +247,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   lock.write_holder()
   started = time.perf_counter()
   writer = summaries.SummaryWriter(str(workdir), just_logging=jax.process_index() > 0)
+  writer.write_hparams(workdir_lib.flat_config(config))
   workdir_lib.record_config(workdir, config, changes=changes, step=start_step,
                             allowed=allow_changes, learning_rate=rate_change)
   if record_data:

@@ -10,6 +10,7 @@ import pytest
 from etils import epath
 
 from configs import fashion_mnist as fashion_mnist_config
+from conftest import small_config
 from resnet_jax import progress, summaries
 from resnet_jax.storage import workdir as workdir_lib
 from resnet_jax.tools import budgeted_run, results
@@ -32,6 +33,22 @@ def test_scalars_are_tensorboard_scalars(tmp_path):
   accumulator.Reload()
   assert 'eval/top1' in accumulator.Tags()['scalars']
   assert [(e.step, e.value) for e in accumulator.Scalars('eval/top1')] == [(10, 0.5), (20, 0.75)]
+
+
+def test_the_config_is_written_as_tensorboard_hparams(tmp_path):
+  from tensorboard.backend.event_processing import event_accumulator  # noqa: PLC0415
+  from tensorboard.plugins.hparams import metadata  # noqa: PLC0415
+  writer = summaries.SummaryWriter(str(tmp_path))
+  writer.write_hparams(workdir_lib.flat_config(small_config(base_lr=0.3)))
+  writer.close()
+  accumulator = event_accumulator.EventAccumulator(str(tmp_path))
+  accumulator.Reload()
+  content = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
+  hparams = metadata.parse_session_start_info_plugin_data(content).hparams
+  assert hparams['base_lr'].number_value == 0.3
+  assert hparams['model'].string_value == 'resnet20'
+  assert hparams['dataset.image_size'].number_value == 8
+  assert hparams['dataset.mean'].string_value == '[77.85]'
 
 
 def test_final_comes_first_and_best_beside_it(tmp_path):

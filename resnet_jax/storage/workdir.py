@@ -106,11 +106,16 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   return {prefix[:-1]: tree.tolist() if hasattr(tree, 'tolist') else tree}
 
 
+def flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """{'dataset.image_size': 28, ...}: every key of `config`, dotted."""
+  return _flatten(json.loads(config.to_json_best_effort()))
+
+
 def _recorded(workdir: epath.Path) -> dict[str, Any] | None:
   """The flattened read_config(workdir), or None when the workdir holds no record."""
   if not (workdir / CONFIG_FILE).exists():
     return None
-  return _flatten(json.loads(read_config(workdir).to_json_best_effort()))
+  return flat_config(read_config(workdir))
 
 
 def config_changes(workdir: epath.Path,
@@ -121,7 +126,7 @@ def config_changes(workdir: epath.Path,
   old = _recorded(workdir)
   if old is None:
     return {}
-  new = _flatten(json.loads(config.to_json_best_effort()))
+  new = flat_config(config)
   return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
           if old.get(k) != new.get(k)}
 
@@ -134,7 +139,7 @@ def check_allowed_keys(allowed: Sequence[str], config: ml_collections.ConfigDict
                        also: Sequence[str] = ()) -> None:
   """Raises ConfigError if a key of --allow_changes is no config key and not in `also`
   (changes named otherwise, e.g. training_data.KEYS)."""
-  known = [*_flatten(json.loads(config.to_json_best_effort())), *also]
+  known = [*flat_config(config), *also]
   for key in allowed:
     if key not in known:
       close = difflib.get_close_matches(key, known, n=3)
