@@ -124,3 +124,16 @@ def test_cli(trained_workdir, image_files, results, tmp_path):
   assert result.stdout == ''
   assert result.stderr.strip().splitlines() == [f'error: cannot read {missing!r}: '
                                                 'No such file or directory'], result.stderr
+
+
+def test_a_folder_stands_for_the_images_below_it(tmp_path):
+  (tmp_path / 'a' / 'b').mkdir(parents=True)
+  for name in ('a/2.png', 'a/b/1.JPG', 'a/x.webp', 'a/notes.txt'):
+    (tmp_path / name).write_bytes(b'')
+  (tmp_path / 'empty').mkdir()
+  single = str(tmp_path / 'single.png')
+  assert predict.expand_folders([str(tmp_path / 'a'), single]) == [
+      str(tmp_path / 'a' / '2.png'), str(tmp_path / 'a' / 'b' / '1.JPG'),
+      str(tmp_path / 'a' / 'x.webp'), single]
+  with pytest.raises(predict.PredictError, match=r"folder '.*empty' holds no image files"):
+    predict.expand_folders([str(tmp_path / 'empty')])

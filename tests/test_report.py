@@ -81,6 +81,12 @@ def test_report_of_an_earlier_checkpoint_with_live_weights(run_copy):
   assert abs(record['top1'] - _value_at(scalars, 'eval/top1', 3)) < 1e-6
 
 
+def test_report_on_another_split(run_copy):
+  record = report.write_report(run_copy, split='train[:40]')['metrics']
+  assert (record['split'], record['num_examples']) == ('train[:40]', 40)
+  assert os.path.isfile(os.path.join(run_copy, 'report', 'step6_ema_train_40', 'metrics.json'))
+
+
 def test_read_scalars_returns_the_logged_steps(trained_workdir):
   scalars = report.read_scalars(trained_workdir)
   assert [step for step, _ in scalars['train/loss']] == [2, 4, 6]  # log_every_steps 2

@@ -1,6 +1,7 @@
 """Classify image files with a trained model: the top-k class names and probabilities.
 
   python -m resnet_jax.tools.predict --workdir=/tmp/digits --top_k=3 a.png b.jpg
+  python -m resnet_jax.tools.predict --workdir=/tmp/digits --format=json photos/  # a folder
 
 reads a training workdir (its newest checkpoint; the weight EMA if the run kept one) or a
 directory written by resnet_jax.tools.convert, prepares each file as evaluation did
@@ -168,12 +169,32 @@ def format_results(results: list[tuple[str, list[Prediction]]], output_format: s
   return '\n'.join(lines)
 
 
+def expand_folders(paths: Sequence[str]) -> list[str]:
+  """`paths` with each folder replaced by the image files below it (sorted, by the
+  extensions image folders read); files stay as given, checked later."""
+  from resnet_jax.data import image_folder  # noqa: PLC0415
+  files = []
+  for path in paths:
+    if not os.path.isdir(path):
+      files.append(path)
+      continue
+    found = sorted(os.path.join(root, name) for root, _, names in os.walk(path)
+                   for name in names
+                   if name.lower().endswith(image_folder.IMAGE_EXTENSIONS))
+    if not found:
+      raise PredictError(f'folder {path!r} holds no image files '
+                         f'({", ".join(image_folder.IMAGE_EXTENSIONS)})')
+    files.extend(found)
+  return files
+
+
 def main(argv: list[str]) -> None:
   from absl import flags, logging  # noqa: PLC0415
   logging.set_verbosity(logging.WARNING)  # orbax logs a dozen INFO lines per restore
   values = flags.FLAGS
   try:
-    results = predict_files(values.workdir, argv[1:], batch_size=values.batch_size,
+    results = predict_files(values.workdir, expand_folders(argv[1:]),
+                            batch_size=values.batch_size,
                             top_k=values.top_k, step=values.step, weights=values.weights)
   except (PredictError, ConfigError, checkpointing.CheckpointError) as error:
     sys.exit(f'error: {error}')

@@ -22,6 +22,7 @@ The same as a function: `write_report(workdir, step=None, weights='auto', compar
 
 import functools
 import json
+import re
 import sys
 from typing import Any
 
@@ -176,7 +177,7 @@ def plot_diagnostics(workdir: str, scalars: dict[str, list[tuple[int, float]]],
 
 
 def write_report(workdir: str, *, step: int | None = None, weights: str = 'auto',
-                 compare: str | None = None) -> dict[str, Any]:
+                 compare: str | None = None, split: str | None = None) -> dict[str, Any]:
   """Evaluates a checkpoint of `workdir` and writes the report files into it.
 
   Args:
@@ -184,6 +185,8 @@ def write_report(workdir: str, *, step: int | None = None, weights: str = 'auto'
     step: the checkpoint; None for the newest.
     weights: 'auto' (the EMA if the run kept one), 'ema' or 'live'.
     compare: another run's workdir whose response stds are drawn beside this one's.
+    split: the split to evaluate (a split spec of the run's dataset, e.g. 'train[:1000]',
+      or an image folder's split folder); None for the run's evaluation split.
 
   Returns:
     {'paths': {name: path written}, 'metrics': what metrics.json holds}.
@@ -193,6 +196,8 @@ def write_report(workdir: str, *, step: int | None = None, weights: str = 'auto'
       weights, or the run's dataset cannot be read.
   """
   config = workdir_lib.read_config(workdir)
+  if split is not None:
+    config.dataset.eval_split = split
   restored = trained.restore(workdir, step=step, weights=weights)
   used = restored.weights
   labels, predictions = predict_split(restored, config)
@@ -201,7 +206,10 @@ def write_report(workdir: str, *, step: int | None = None, weights: str = 'auto'
             'split': config.dataset.eval_split, 'num_examples': int(len(labels)),
             **class_metrics(labels, predictions, class_names)}
 
-  directory = workdir_lib.path(workdir) / REPORT_DIR / f'step{restored.step}_{used}'
+  name = f'step{restored.step}_{used}'
+  if split is not None:  # 'train[:1000]' -> '_train_1000'
+    name += '_' + '_'.join(filter(None, re.split(r'[^A-Za-z0-9%.-]+', split)))
+  directory = workdir_lib.path(workdir) / REPORT_DIR / name
   directory.mkdir(parents=True, exist_ok=True)
   paths = {'report': directory / 'classification_report.txt',
            'metrics': directory / 'metrics.json',
@@ -226,7 +234,7 @@ def main(argv: list[str]) -> None:
   values = flags.FLAGS
   try:
     result = write_report(values.workdir, step=values.step, weights=values.weights,
-                          compare=values.compare)
+                          compare=values.compare, split=values.split)
   except ConfigError as error:
     sys.exit(f'error: {error}')
   record = result['metrics']
@@ -243,5 +251,7 @@ if __name__ == '__main__':
   flags.DEFINE_string('weights', 'auto', f'Which weights: {", ".join(trained.WEIGHTS)}.')
   flags.DEFINE_string('compare', None, 'Another run (e.g. the plain twin) whose layer '
                       'responses are drawn beside this one\'s.')
+  flags.DEFINE_string('split', None, "The split to evaluate, e.g. train[:1000] or a folder's "
+                      "split name; default: the run's dataset.eval_split.")
   flags.mark_flags_as_required(['workdir'])
   app.run(main)
