@@ -227,14 +227,17 @@ def test_frozen_statistics_keep_stochastic_depth_and_shortcut_dropout(freeze_bat
   # Branches that start at zero would make the drops invisible.
   for overrides in ({'drop_path_rate': 0.9, 'zero_init_residual': False},
                     {'shortcut_variant': 'dropout', 'zero_init_residual': False}):
+    step = jax.jit(functools.partial(
+        steps.train_step, learning_rate_fn=optax.constant_schedule(0.1),
+        options=StepOptions(forward=ForwardOptions(freeze_batch_stats=freeze_batch_stats,
+                                                   dropout_seed=0))))
     losses = []
-    for seed in (0, 1):
+    # The dropout key folds in the step counter: steps 0 and 1 of one state draw two
+    # masks from one compile.
+    for counter in (0, 1):
       state = _state(mesh, **overrides)
+      state = state.replace(step=state.step + counter)
       stats = jax.device_get(state.batch_stats)
-      step = jax.jit(functools.partial(
-          steps.train_step, learning_rate_fn=optax.constant_schedule(0.1),
-          options=StepOptions(forward=ForwardOptions(freeze_batch_stats=freeze_batch_stats,
-                                                     dropout_seed=seed))))
       state, metrics = step(state, batch)
       losses.append(float(metrics['loss']))
       kept = jax.tree.leaves(jax.tree.map(np.array_equal, jax.device_get(state.batch_stats),
