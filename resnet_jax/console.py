@@ -1,7 +1,7 @@
 """What a run prints: library noise kept off the console unless asked for (--verbosity=1).
 
-Kept off: orbax's per-checkpoint INFO lines and its "Metadata file does not exist" warning
-on every restore (our checkpoints carry their metadata elsewhere: trained.py), JAX's
+Kept off: orbax's, TFDS's and TensorBoard's INFO lines, orbax's "Metadata file does not
+exist" warning on every restore (our checkpoints carry their metadata elsewhere: trained.py), JAX's
 "Unable to initialize backend 'tpu'" on machines without one, TensorFlow's deprecation
 notices from inside tensorflow-datasets, and the oneDNN and CPU-feature banner TensorFlow's
 C++ prints while it is imported (TF_CPP_MIN_LOG_LEVEL does not reach it).
@@ -24,9 +24,14 @@ _NOISE = (('/jax/_src/xla_bridge.py', 'Unable to initialize backend'),
           ('/tensorflow_datasets/', 'is deprecated'))
 
 
+# Packages whose INFO lines are theirs, not the run's (their warnings stay): orbax's per
+# checkpoint, TFDS's "Reusing dataset", TensorBoard's event-file reader.
+_INFO_NOISE = ('/orbax/', '/tensorflow_datasets/', '/tensorboard/')
+
+
 def _is_noise(record: logging.LogRecord) -> bool:
   path = record.pathname.replace(os.sep, '/')
-  if '/orbax/' in path and record.levelno < logging.WARNING:
+  if record.levelno < logging.WARNING and any(package in path for package in _INFO_NOISE):
     return True
   return any(fragment in path and text in record.getMessage() for fragment, text in _NOISE)
 

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from resnet_jax import config_files
+from resnet_jax import config_files, console
 
 FAMILIES = ('plain', 'resnet')
 RESULTS_FILE = 'degradation.json'
@@ -154,6 +154,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  console.quiet_libraries()
   try:
     depths = [int(depth) for depth in FLAGS.depths]
   except ValueError:

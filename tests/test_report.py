@@ -87,6 +87,18 @@ def test_report_on_another_split(run_copy):
   assert os.path.isfile(os.path.join(run_copy, 'report', 'step6_ema_train_40', 'metrics.json'))
 
 
+@pytest.mark.slow
+def test_the_cli_prints_its_result_and_nothing_else(run_copy):
+  result = subprocess.run([sys.executable, '-m', 'resnet_jax.tools.report',
+                           f'--workdir={run_copy}', '--split=train[:40]'], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stderr == ''  # no TensorFlow banner, orbax, TFDS or TensorBoard lines
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith('step 6, ema weights: top1 ') and "of 'train[:40]'" in lines[0]
+  assert all(line.startswith(f'wrote {run_copy}/report/step6_ema_train_40/') for line in lines[1:])
+
+
 def test_read_scalars_returns_the_logged_steps(trained_workdir):
   scalars = report.read_scalars(trained_workdir)
   assert [step for step, _ in scalars['train/loss']] == [2, 4, 6]  # log_every_steps 2

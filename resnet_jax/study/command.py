@@ -24,7 +24,8 @@ def main_for(run_study: Callable[[Any, str, Sequence[str]], Rows],
   def main(argv: list[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    from resnet_jax import study  # noqa: PLC0415
+    from resnet_jax import console, study  # noqa: PLC0415
+    console.quiet_libraries()
     from resnet_jax.errors import ConfigError  # noqa: PLC0415
     try:
       study.check_study(FLAGS.config.get('study'))

@@ -223,7 +223,10 @@ def convert(*, source: str, model_name: str, input_path: str, output_dir: str,
 
 def main(argv: list[str]) -> None:
   from absl import flags  # noqa: PLC0415
+
+  from resnet_jax import console  # noqa: PLC0415
   del argv
+  console.quiet_libraries()  # orbax logs dozens of INFO lines per save
   values = flags.FLAGS
   names = None
   if values.class_names:

@@ -148,14 +148,12 @@ def load(path: str) -> tuple[Callable[[Any], dict[str, jax.Array]], dict[str, An
 
 
 def main(argv: list[str]) -> None:
-  import logging as std_logging  # noqa: PLC0415
+  from absl import flags  # noqa: PLC0415
 
-  from absl import flags, logging  # noqa: PLC0415
+  from resnet_jax import console  # noqa: PLC0415
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
-  # Orbax logs a dozen INFO lines per restore; as in main.py, keep only its warnings.
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname)
+  console.quiet_libraries()  # orbax logs a dozen INFO lines per restore
   values = flags.FLAGS
   try:
     signature = export(values.workdir, values.output, step=values.step,

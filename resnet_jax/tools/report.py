@@ -59,6 +59,8 @@ def _eval_batches(config: ml_collections.ConfigDict) -> Any:
     return
   # TensorFlow prints two lines to stderr when imported, whatever TF_CPP_MIN_LOG_LEVEL says:
   # importing it only here keeps an error about the workdir or the flags the only line.
+  from resnet_jax import console  # noqa: PLC0415
+  console.import_tensorflow_quietly()
   from resnet_jax.data import pipeline, sources  # noqa: PLC0415
   source = sources.create_source(config)
   info = sources.dataset_info(source, config)
@@ -230,7 +232,10 @@ def write_report(workdir: str, *, step: int | None = None, weights: str = 'auto'
 
 def main(argv: list[str]) -> None:
   from absl import flags  # noqa: PLC0415
+
+  from resnet_jax import console  # noqa: PLC0415
   del argv
+  console.quiet_libraries()  # orbax logs a dozen INFO lines per restore
   values = flags.FLAGS
   try:
     result = write_report(values.workdir, step=values.step, weights=values.weights,
