@@ -39,6 +39,16 @@ from configs import digits as digits_config  # noqa: E402
 from resnet_jax.data import sources  # noqa: E402
 
 
+@pytest.fixture
+def no_compilation_cache():
+  """The session's persistent cache off: each program compiled here, so its text carries
+  this test's metadata (a cache hit keeps that of the test that compiled it first)."""
+  from resnet_jax import compilation_cache
+  compilation_cache.enable('')
+  yield
+  compilation_cache.enable(os.environ['JAX_COMPILATION_CACHE_DIR'])
+
+
 def small_config(**overrides):
   """The digits config shrunk to seconds: ResNet-20 at 8×8, batch 16, a few steps."""
   config = digits_config.get_config()

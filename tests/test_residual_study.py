@@ -223,7 +223,7 @@ def test_scanned_stages_report_under_unscanned_names():
     assert scanned_tags[tag] == pytest.approx(plain_tags[tag], rel=1e-3, abs=1e-6), tag
 
 
-def test_diagnostics_off_leave_the_compiled_step_unchanged():
+def test_diagnostics_off_leave_the_compiled_step_unchanged(no_compilation_cache):
   config = small_config()
   mesh = sharding.make_mesh()
   learning_rate_fn = optax.constant_schedule(0.1)  # one function: HLO metadata names its line
