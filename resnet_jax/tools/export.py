@@ -10,7 +10,8 @@ directory holding
                       normalisation and the weights (as constants) are inside;
   signature.json      input and output shapes, class names, image size, mean/std, model,
                       step, weights, platforms and the jax version that wrote it.
-Serving needs jax and these two files only, not this code base:
+Serving needs jax and flatbuffers (jax.export's deserialize imports it) and these two
+files only, not this code base:
   `call, signature = export.load(path)`, or `jax.export.deserialize(bytes).call(images)`.
 Images are prepared as for evaluation (data.preprocess.eval_image, by the run's augment):
 resized or centre-cropped to the image size, uint8, not normalised.
