@@ -1,7 +1,7 @@
 """What a run prints: library noise kept off the console unless asked for (--verbosity=1).
 
 Kept off: orbax's, TFDS's and TensorBoard's INFO lines, orbax's "Metadata file does not
-exist" warning on every restore (our checkpoints carry their metadata elsewhere: trained.py), JAX's
+exist" warning on every restore (harmless: the restore does not need that file), JAX's
 "Unable to initialize backend 'tpu'" on machines without one, TensorFlow's deprecation
 notices from inside tensorflow-datasets, and the oneDNN and CPU-feature banner TensorFlow's
 C++ prints while it is imported (TF_CPP_MIN_LOG_LEVEL does not reach it).
@@ -22,8 +22,6 @@ _NOISE = (('/jax/_src/xla_bridge.py', 'Unable to initialize backend'),
           ('/orbax/', 'Metadata file does not exist'),
           ('/tensorflow/python/util/deprecation', ''),
           ('/tensorflow_datasets/', 'is deprecated'))
-
-
 # Packages whose INFO lines are theirs, not the run's (their warnings stay): orbax's per
 # checkpoint, TFDS's "Reusing dataset", TensorBoard's event-file reader.
 _INFO_NOISE = ('/orbax/', '/tensorflow_datasets/', '/tensorboard/')
