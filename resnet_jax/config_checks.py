@@ -15,18 +15,21 @@ from resnet_jax.storage import trained
 # The policy lives with the step's options (no ml_collections there: bare accelerator images).
 NONFINITE_POLICIES, nonfinite_policy = step_options.NONFINITE_POLICIES, step_options.nonfinite_policy
 # Config values that are local paths: `~` is expanded in them (the shell leaves the `~` of
-# `--config.dataset.data_dir=~/x` alone).
+# `--config.dataset.data_dir=~/x` alone) and they are made absolute, so the recorded config
+# finds them from any directory (a resume from the workdir alone).
 PATH_KEYS = ('dataset.data_dir', 'dataset.manual_dir', 'init_checkpoint')
 
 
 def with_user_paths_expanded(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config`, or a copy of it with `~` expanded in PATH_KEYS where one starts with it."""
+  """`config`, or a copy of it with PATH_KEYS' local paths expanded (`~`) and absolute."""
   expanded = {}
   for key in PATH_KEYS:
     group, _, leaf = key.rpartition('.')
     value = (config[group] if group else config)[leaf]
-    if isinstance(value, str) and value.startswith('~'):
-      expanded[key] = os.path.expanduser(value)
+    if isinstance(value, str) and value and '://' not in value:
+      absolute = os.path.abspath(os.path.expanduser(value))
+      if absolute != value:
+        expanded[key] = absolute
   if not expanded:
     return config
   config = config.copy_and_resolve_references()

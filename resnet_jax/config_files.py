@@ -48,8 +48,9 @@ def with_recorded_config(argv: list[str]) -> list[str]:
   workdirs = _config_paths(argv, 'workdir')
   if not workdirs:
     return argv  # absl names the missing flags
+  from etils import epath  # noqa: PLC0415  (gs://... workdirs too)
   workdir = os.path.expanduser(workdirs[-1])
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+  if not epath.Path(workdir, 'config.json').exists():
     raise SystemExit(f'error: --config is needed (e.g. --config=configs/digits.py): workdir '
                      f'{workdirs[-1]!r} holds no config.json of an earlier run to resume')
   # absl reads --config.key overrides only after --config itself.

@@ -44,8 +44,11 @@ def quiet_libraries() -> None:
 @contextlib.contextmanager
 def stderr_held_back() -> Iterator[None]:
   """Holds back what C++ code writes to file descriptor 2 inside the block; shown after
-  all if the block raises (an import that fails keeps its reasons) or with --verbosity>0."""
-  if absl_logging.get_verbosity() > 0:
+  all if the block raises (an import that fails keeps its reasons). Not held with
+  --verbosity>0, nor in a multi-process run, where a peer's failure may end this process
+  inside the block (its last words must reach the console)."""
+  import jax  # noqa: PLC0415
+  if absl_logging.get_verbosity() > 0 or jax.process_count() > 1:
     yield
     return
   sys.stderr.flush()
@@ -60,6 +63,7 @@ def stderr_held_back() -> Iterator[None]:
       os.write(2, held.read())
       raise
     finally:
+      sys.stderr.flush()
       os.dup2(saved, 2)
       os.close(saved)
 

@@ -52,10 +52,11 @@ flags.mark_flags_as_required(['config', 'workdir'])  # --config: see parse_flags
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a bad --config override reported in one line; a run's
   config.json (or its workdir alone) stands for a config file."""
-  if any(arg in ('-h', '--help', '-?', '--helpshort', '--helpfull') for arg in argv[1:]):
+  if any(arg in ('-h', '--help', '-?', '--helpshort') for arg in argv[1:]):  # not --helpfull
     print(f'{__doc__.strip()}\n\nConfigs (--config=PATH[:recipe]):\n'
           f'{config_files.describe_configs(config_files.configs_directory())}\n\nFlags:\n'
-          f'{FLAGS.module_help(sys.modules[__name__])}')
+          f'{FLAGS.module_help(sys.modules[__name__])}\n\n--helpfull: every flag (absl\'s too, '
+          'e.g. --verbosity=1 for the library output kept off the console).')
     sys.exit(0)
   argv = config_files.with_recorded_config(argv)
   config_files.make_importable(argv)
@@ -96,7 +97,11 @@ def _train_and_evaluate() -> None:
   # mistyped flag, override or launch setting is reported before that.
   from resnet_jax.data import inputs
   if inputs.needs_tensorflow(FLAGS.config):
-    console.import_tensorflow_quietly()
+    try:
+      console.import_tensorflow_quietly()
+    except ImportError:
+      pass  # the config check names it in one line, with what to install
+
   from resnet_jax import train
   logging.info('JAX process %d of %d, local devices: %s; host allocator: %s',
                jax.process_index(), jax.process_count(), jax.local_devices(),

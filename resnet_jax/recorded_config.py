@@ -9,6 +9,7 @@ from typing import Any
 
 import ml_collections
 
+from resnet_jax.errors import ConfigError
 from resnet_jax.storage import workdir as workdir_lib
 
 
@@ -22,15 +23,40 @@ def _tuples(tree: Any) -> Any:
   return tree
 
 
+def _defaults() -> ml_collections.ConfigDict | None:
+  """configs/default.py's config where the checkout's configs package is importable (an
+  installed package ships none): keys added since the run began get their defaults."""
+  try:
+    from configs import default  # noqa: PLC0415
+  except ImportError:
+    return None
+  return default.get_config()
+
+
 def get_config(path: str) -> ml_collections.ConfigDict:
   """The config of the run at `path`: a workdir, or its config.json (the config in force
   at its newest resume, config_history.jsonl replayed), or any other JSON file of a
-  config as it stands."""
+  config as it stands; over configs/default.py's where the checkout has one.
+
+  Raises:
+    ConfigError: no run's config there.
+  """
   path = os.path.expanduser(path)
   if os.path.isdir(path) or os.path.basename(path) == workdir_lib.CONFIG_FILE:
     tree = workdir_lib.read_config(path if os.path.isdir(path) else os.path.dirname(path) or '.')
     tree = tree.to_dict()
   else:
-    with open(path) as file:
-      tree = json.load(file)
-  return ml_collections.ConfigDict(_tuples(tree))
+    try:
+      with open(path) as file:
+        tree = json.load(file)
+    except (OSError, ValueError) as error:
+      raise ConfigError(f'cannot read a config from {path!r}: {error}') from None
+  recorded = _tuples(tree)
+  config = _defaults()
+  if config is None:
+    return ml_collections.ConfigDict(recorded)
+  try:
+    config.update(recorded)
+  except (TypeError, ValueError, AttributeError):  # a key retyped since: the record alone
+    return ml_collections.ConfigDict(recorded)
+  return config

@@ -97,7 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     init_variables = finetune.load_init_variables(config)
   lock = workdir_lib.Lock(workdir)
   try:
-    return _train(config, workdir, data, mesh, init_variables, allow_changes, lock)
+    return _train(config, workdir, data, mesh, init_variables, allow_changes)
   finally:
     lock.release()
 
@@ -166,7 +166,7 @@ def _evaluate_only(state: steps.TrainState, config: ml_collections.ConfigDict,
 
 def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.Input,
            mesh: Mesh, init_variables: dict[str, Any] | None,
-           allow_changes: Sequence[str], lock: workdir_lib.Lock) -> dict[str, float]:
+           allow_changes: Sequence[str]) -> dict[str, float]:
   """train_and_evaluate() once the config, the data and the workdir are known to be good."""
   info = data.info
   length = schedule.run_length(config, info.num_train_examples)
@@ -213,9 +213,10 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   except (ConfigError, checkpointing.CheckpointError):
     checkpointer.close()
     raise
-  if changes and config.eval_only:
+  shown = {key: change for key, change in changes.items() if key != 'eval_only'}
+  if shown and config.eval_only:
     logging.warning('Evaluating step %d with changed config keys (eval_only records nothing): '
-                    '%s', start_step, workdir_lib.describe(changes))
+                    '%s', start_step, workdir_lib.describe(shown))
   elif changes:
     logging.warning('Resuming at step %d with changed config keys (recorded in %s): %s',
                     start_step, workdir_lib.HISTORY_FILE, workdir_lib.describe(changes))
@@ -244,7 +245,6 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
                  ', '.join(f'{tag}={value:.6g}' for tag, value in sorted(last_eval[1].items())))
     checkpointer.close()
     return last_eval[1]
-  lock.write_holder()
   started = time.perf_counter()
   writer = summaries.SummaryWriter(str(workdir), just_logging=jax.process_index() > 0)
   writer.write_hparams(workdir_lib.flat_config(config))

@@ -175,5 +175,9 @@ def test_a_tilde_in_a_config_path_is_expanded(monkeypatch):
   assert expanded.dataset.data_dir == '/home/someone/digits'
   assert expanded.init_checkpoint == '/home/someone/runs/a'
   assert config.dataset.data_dir == '~/digits'  # the caller's config is left as it was
-  untouched = small_config(**{'dataset.data_dir': '/data', 'init_checkpoint': None})
+  untouched = small_config(**{'dataset.data_dir': '/data', 'init_checkpoint': None,
+                              'dataset.manual_dir': 'gs://bucket/imagenet'})
   assert config_checks.with_user_paths_expanded(untouched) is untouched
+  relative = small_config(**{'dataset.data_dir': 'data/digits', 'init_checkpoint': ''})
+  assert config_checks.with_user_paths_expanded(relative).dataset.data_dir == os.path.join(
+      os.getcwd(), 'data', 'digits')

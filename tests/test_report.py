@@ -84,7 +84,7 @@ def test_report_of_an_earlier_checkpoint_with_live_weights(run_copy):
 def test_report_on_another_split(run_copy):
   record = report.write_report(run_copy, split='train[:40]')['metrics']
   assert (record['split'], record['num_examples']) == ('train[:40]', 40)
-  assert os.path.isfile(os.path.join(run_copy, 'report', 'step6_ema_train_40', 'metrics.json'))
+  assert os.path.isfile(os.path.join(run_copy, 'report', 'step6_ema_train_to40', 'metrics.json'))
 
 
 @pytest.mark.slow
@@ -96,7 +96,7 @@ def test_the_cli_prints_its_result_and_nothing_else(run_copy):
   assert result.stderr == ''  # no TensorFlow banner, orbax, TFDS or TensorBoard lines
   lines = result.stdout.splitlines()
   assert lines[0].startswith('step 6, ema weights: top1 ') and "of 'train[:40]'" in lines[0]
-  assert all(line.startswith(f'wrote {run_copy}/report/step6_ema_train_40/') for line in lines[1:])
+  assert all(line.startswith(f'wrote {run_copy}/report/step6_ema_train_to40/') for line in lines[1:])
 
 
 def test_read_scalars_returns_the_logged_steps(trained_workdir):

@@ -98,8 +98,12 @@ def test_a_finished_run_run_again_does_nothing(tmp_path, digits_dir, monkeypatch
   again = train.train_and_evaluate(config, str(tmp_path))
   assert again == first
   assert workdir_lib.last_evaluation(tmp_path) == (3, first)
-  # Nothing written: no new event file, evaluation point, checkpoint or lock holder.
-  assert _files(tmp_path) == files
+  # Nothing written: no new event file, evaluation point or checkpoint; the lock file,
+  # held meanwhile, is empty again.
+  lock = os.path.join(tmp_path, workdir_lib.LOCK_FILE)
+  assert {k: v for k, v in _files(tmp_path).items() if k != lock} == {
+      k: v for k, v in files.items() if k != lock}
+  assert open(lock).read() == ''
 
 
 def test_a_second_ctrl_c_is_the_default_one_and_ignored_sigint_stays_ignored():

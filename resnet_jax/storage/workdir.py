@@ -80,18 +80,18 @@ class Lock:
       self._file = None
       raise ConfigError(f'workdir {str(workdir)!r} is in use by a live run ({holder}); wait '
                         'for it to end or use another workdir') from None
+    self._write(f'pid {os.getpid()} on {socket.gethostname()}')
 
-  def write_holder(self) -> None:
-    """Names this process in the lock file (what a second run reports), once the run's
-    checks have passed: a run refused at its start leaves the workdir as it was."""
-    if self._file is not None:
-      self._file.seek(0)
-      self._file.truncate()
-      self._file.write(f'pid {os.getpid()} on {socket.gethostname()}')
-      self._file.flush()
+  def _write(self, holder: str) -> None:
+    self._file.seek(0)
+    self._file.truncate()
+    self._file.write(holder)
+    self._file.flush()
 
   def release(self) -> None:
+    """Empties the lock file (a run that ended holds nothing) and unlocks it."""
     if self._file is not None:
+      self._write('')
       fcntl.flock(self._file, fcntl.LOCK_UN)
       self._file.close()
       self._file = None
@@ -214,7 +214,7 @@ def record_evaluation(workdir: epath.Path, step: int, summary: dict[str, float],
   if jax.process_index() != 0:
     return
   best = _read_evaluations(workdir).get('best')
-  if best is not None and best['step'] > step:  # resumed from before it: not this run's past
+  if best is not None and best['step'] >= step:  # resumed from before it: not this run's past
     best = None
   if best is None or summary.get(best_key, -1.0) > best['metrics'].get(best_key, -1.0):
     best = {'step': step, 'metrics': summary}

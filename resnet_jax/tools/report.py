@@ -209,8 +209,9 @@ def write_report(workdir: str, *, step: int | None = None, weights: str = 'auto'
             **class_metrics(labels, predictions, class_names)}
 
   name = f'step{restored.step}_{used}'
-  if split is not None:  # 'train[:1000]' -> '_train_1000'
-    name += '_' + '_'.join(filter(None, re.split(r'[^A-Za-z0-9%.-]+', split)))
+  if split is not None:  # 'train[:1000]' -> '_train_to1000', 'train[1000:]' -> '_train_1000to'
+    readable = split.replace('[', '_').replace(']', '').replace(':', 'to')
+    name += '_' + re.sub(r'[^A-Za-z0-9%.+_-]', '_', readable)
   directory = workdir_lib.path(workdir) / REPORT_DIR / name
   directory.mkdir(parents=True, exist_ok=True)
   paths = {'report': directory / 'classification_report.txt',
