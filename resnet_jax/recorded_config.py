@@ -3,12 +3,14 @@
 (config_files.with_recorded_config), so a run resumes or evaluates from its workdir alone.
 """
 
+import importlib.util
 import json
 import os
 from typing import Any
 
 import ml_collections
 
+from resnet_jax import config_files
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import workdir as workdir_lib
 
@@ -24,13 +26,16 @@ def _tuples(tree: Any) -> Any:
 
 
 def _defaults() -> ml_collections.ConfigDict | None:
-  """configs/default.py's config where the checkout's configs package is importable (an
-  installed package ships none): keys added since the run began get their defaults."""
-  try:
-    from configs import default  # noqa: PLC0415
-  except ImportError:
+  """configs/default.py's config, loaded by path as the tools load their default --config,
+  where the checkout has one (an installed package ships none): keys added since the run
+  began get their defaults."""
+  path = config_files.checkout_config('default')
+  if not os.path.isfile(path):
     return None
-  return default.get_config()
+  spec = importlib.util.spec_from_file_location('_recorded_config_defaults', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def get_config(path: str) -> ml_collections.ConfigDict:

@@ -31,6 +31,16 @@ def test_the_recorded_config_is_the_config_in_force(tmp_path):
   config.batch_size = 32
   assert workdir_lib.config_changes(workdir, loaded) == {}
   assert json.loads(loaded.to_json()) == json.loads(config.to_json())
+  # A key added to configs/default.py after the run began: its default, and no change.
+  record = json.loads((tmp_path / 'config.json').read_text())
+  del record['ema_decay'], record['study']
+  (tmp_path / 'config.json').write_text(json.dumps(record))
+  older = recorded_config.get_config(str(tmp_path))
+  assert older.ema_decay == config.ema_decay and older.study.path_draws == config.study.path_draws
+  assert workdir_lib.config_changes(workdir, older) == {
+      'ema_decay': (None, config.ema_decay), **{
+          k: (None, v) for k, v in workdir_lib.flat_config(config).items()
+          if k.startswith('study.')}}
 
 
 def test_argv_gets_the_record_where_the_config_file_would_be(tmp_path):
