@@ -106,8 +106,7 @@ def _train_and_evaluate() -> None:
   logging.info('JAX process %d of %d, local devices: %s; host allocator: %s',
                jax.process_index(), jax.process_count(), jax.local_devices(),
                allocator.active())
-  train.train_and_evaluate(FLAGS.config, os.path.expanduser(FLAGS.workdir),
-                           allow_changes=FLAGS.allow_changes)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_changes=FLAGS.allow_changes)
 
 
 if __name__ == '__main__':
