@@ -232,8 +232,10 @@ def fail_run(message: str, exit_code: int = 1) -> NoReturn:
 def run(main: Callable[[], None], *, one_line_errors: tuple[type[BaseException], ...],
         mode: str = 'auto', coordinator_address: str | None = None,
         num_processes: int | None = None, process_id: int | None = None,
-        heartbeat_timeout: int = 30) -> None:
+        heartbeat_timeout: int = 30) -> NoReturn:
   """Starts jax.distributed (`initialize`), runs `main`, and ends a failed run everywhere.
+
+  A `main` that returns exits at once with status 0 (see _exit_finished).
 
   A stop (stopping.RunStopped: SIGTERM or Ctrl-C, checkpoint saved) prints its one line
   and exits with stopping.EXIT_STOPPED on every process.
@@ -266,3 +268,20 @@ def run(main: Callable[[], None], *, one_line_errors: tuple[type[BaseException],
     traceback.print_exc()
     fail_run(f'{type(error).__name__}: {error}')
   watch.stop()
+  _exit_finished()
+
+
+def _exit_finished() -> NoReturn:
+  """Ends a finished run at once, exit status 0.
+
+  Everything is written and closed by now; the interpreter's own teardown of TensorFlow
+  and XLA would follow the closing line with seconds of silence that read as a hang
+  (1.4-1.8 s for digits on a 2-core VM, against 0.1 s). jax.distributed's shutdown runs
+  first, as its exit hook would: its barrier has every process finish.
+  """
+  if jax.process_count() > 1:
+    jax.distributed.shutdown()
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)

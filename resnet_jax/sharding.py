@@ -1,7 +1,7 @@
 """The data-parallel mesh, its shardings, and host batches → global jax.Arrays."""
 
 import collections
-from typing import Any, Iterator, Sequence
+from typing import Any, Generator, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -82,7 +82,8 @@ def to_global(host_batch: Any, mesh: Mesh) -> Any:
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), host_batch)
 
 
-def prefetch_to_mesh(host_batches: Iterator[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:
+def prefetch_to_mesh(host_batches: Iterator[Any], mesh: Mesh,
+                     size: int = 2) -> Generator[Any, None, None]:
   """Yields global batches while the next `size` are already being copied to devices."""
   queue = collections.deque()
   for host_batch in host_batches:

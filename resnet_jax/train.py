@@ -331,6 +331,9 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
     if not eval_summary and not stopped:  # Trained to the end, never evaluated there.
       eval_summary = run_evaluation(state, int(state.step))
   finally:  # Also after an error: let in-flight saves of earlier, good steps complete.
+    # The input's threads and buffers go now, not silently after the closing line (a
+    # tf.data pipeline's teardown can take seconds).
+    batches.close()
     trace.stop()
     stop_signals.close()
     checkpointer.close()

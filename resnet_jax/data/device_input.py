@@ -17,7 +17,7 @@ mixup and cutmix run in the train step as with tf.data.
 """
 
 import functools
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -120,7 +120,8 @@ class DeviceInput:
     return sharding.to_global(local, self.mesh)
 
   def train_batches(self, *, start_step: int = 0,
-                    examples_before: int | None = None) -> Iterator[dict[str, jax.Array]]:
+                    examples_before: int | None = None
+                    ) -> Generator[dict[str, jax.Array], None, None]:
     """Global training batches for steps start_step + 1, ... (see the module docstring);
     `examples_before` as in pipeline.train_batches."""
     batch_size = self.config.batch_size

@@ -9,7 +9,7 @@ global training batches and global evaluation batches, from either pipeline
 """
 
 import copy
-from typing import Iterator, Protocol
+from typing import Generator, Iterator, Protocol
 
 import jax
 import ml_collections
@@ -27,8 +27,9 @@ class Input(Protocol):
   info: dataset_info.DatasetInfo
   description: str
 
-  def train_batches(self, *, start_step: int = 0,
-                    examples_before: int | None = None) -> Iterator[dict[str, jax.Array]]: ...
+  def train_batches(self, *, start_step: int = 0, examples_before: int | None = None
+                    ) -> Generator[dict[str, jax.Array], None, None]:
+    """Endless; `close()` frees its threads and buffers."""
 
   def eval_batches(self) -> Iterator[dict[str, jax.Array]]: ...
 
@@ -46,8 +47,8 @@ class TfDataInput:
     self.description = (f'{self.info.num_train_examples:,} train + '
                         f'{self.info.num_eval_examples:,} eval examples, streamed by tf.data')
 
-  def train_batches(self, *, start_step: int = 0,
-                    examples_before: int | None = None) -> Iterator[dict[str, jax.Array]]:
+  def train_batches(self, *, start_step: int = 0, examples_before: int | None = None
+                    ) -> Generator[dict[str, jax.Array], None, None]:
     return sharding.prefetch_to_mesh(self._pipeline.train_batches(
         self.source, self.config, self.info, start_step=start_step,
         examples_before=examples_before), self.mesh)
