@@ -15,7 +15,10 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   # Model.
-  config.model = 'resnet50'  # resnet_jax.models.VARIANTS
+  # Values an image folder's images may decide ('auto', 0 or (): measured from a sample of
+  # the training split when a run starts; resnet_jax/data/folder_settings.py): model,
+  # dataset.image_size, .channels, .mean, .std, .augment and batch_size. configs/folder.py.
+  config.model = 'resnet50'  # resnet_jax.models.VARIANTS, or auto
   config.dtype = 'float32'  # compute dtype: float32, bfloat16, float16
   config.zero_init_residual = True  # last BN scale of each residual branch starts at 0
   config.bn_momentum = 0.9  # running = momentum * running + (1 - momentum) * batch
@@ -68,6 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
   config.dataset.image_size = 224  # training resolution (the largest, with a resize ramp)
+  config.dataset.channels = 3  # image folders: 1 (grayscale) or 3 (RGB); TFDS: its own
   # Evaluation: the centre crop of eval_crop_fraction × the shorter side, resized to
   # eval_image_size (0: image_size). FixRes (Touvron et al. 2019): train smaller than you test.
   config.dataset.eval_image_size = 0
@@ -81,6 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.resize_end_epoch = 0.0
   config.dataset.resize_multiple = 32
   config.dataset.augment = 'imagenet'  # none, cifar (pad + crop), imagenet (random-resized crop)
+  #                                     or auto
   config.dataset.random_flip = True
   config.dataset.crop_padding = 4  # pixels each side, for augment='cifar'
   config.dataset.mean = IMAGENET_MEAN  # normalisation, applied on the device

@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from resnet_jax import (compilation_cache, config_checks, distributed, finetune, metrics, models,
                         optim, profiling, progress, schedule, sharding, step_options,
                         steps, stopping, summaries)
-from resnet_jax.data import dataset_info, inputs
+from resnet_jax.data import dataset_info, folder_settings, inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained, training_data
 from resnet_jax.storage import workdir as workdir_lib
@@ -82,6 +82,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.expanduser(workdir)  # `--workdir=~/x` reaches us unexpanded
   config = config_checks.with_user_paths_expanded(config)
   mesh = sharding.make_mesh()
+  config = folder_settings.resolved(config, workdir, num_devices=mesh.size)
   config_checks.check_config(config, mesh)
   workdir_lib.check_allowed_keys(allow_changes, config, also=training_data.KEYS)
   workdir_lib.check_writable(workdir)
@@ -93,13 +94,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   logging.info('Data: %s', data.description)
   config_checks.check_against_data(config, info)
   init_variables = None
-  if config.init_checkpoint != '' and not checkpointing.saved_steps(workdir):
+  saved = checkpointing.saved_steps(workdir)
+  if config.eval_only and not saved and config.init_checkpoint == '':
+    raise ConfigError(f'eval_only: workdir {str(workdir)!r} holds no checkpoint and '
+                      'init_checkpoint is empty: nothing to evaluate')
+  if config.init_checkpoint != '' and not saved:
     init_variables = finetune.load_init_variables(config)
-  lock = workdir_lib.Lock(workdir)
+  # eval_only reads and writes nothing: no lock (it may evaluate beside a training run).
+  lock = None if config.eval_only else workdir_lib.Lock(workdir)
   try:
     return _train(config, workdir, data, mesh, init_variables, allow_changes)
   finally:
-    lock.release()
+    if lock is not None:
+      lock.release()
 
 
 def create_state(config: ml_collections.ConfigDict, info: dataset_info.DatasetInfo, mesh: Mesh,
@@ -151,12 +158,8 @@ def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.S
 
 
 def _evaluate_only(state: steps.TrainState, config: ml_collections.ConfigDict,
-                   workdir: epath.Path, data: inputs.Input, mesh: Mesh, *,
-                   initialised: bool) -> dict[str, float]:
-  """config.eval_only: the metrics of the restored (or initial) state; nothing is written."""
-  if not int(state.step) and not initialised:
-    raise ConfigError(f'eval_only: workdir {str(workdir)!r} holds no checkpoint and '
-                      'init_checkpoint is empty: nothing to evaluate')
+                   data: inputs.Input, mesh: Mesh) -> dict[str, float]:
+  """config.eval_only: the metrics of the restored (or imported) state; nothing is written."""
   summary = evaluate(state, data, config, mesh)
   if state.ema is not None:
     summary |= evaluate(state, data, config, mesh, use_ema=True, prefix='eval_ema')
@@ -184,7 +187,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
 
   distributed.check_shared_workdir(workdir)
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep,
-                                            async_save=config.checkpoint_async)
+                                            async_save=config.checkpoint_async,
+                                            read_only=config.eval_only)
   resuming = checkpointer.latest_step() is not None
   changes = workdir_lib.config_changes(workdir, config) if resuming else {}
   data_entry = training_data.current(info, config)
@@ -217,7 +221,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   if shown and config.eval_only:
     logging.warning('Evaluating step %d with changed config keys (eval_only records nothing): '
                     '%s', start_step, workdir_lib.describe(shown))
-  elif changes:
+  elif changes and not config.eval_only:
     logging.warning('Resuming at step %d with changed config keys (recorded in %s): %s',
                     start_step, workdir_lib.HISTORY_FILE, workdir_lib.describe(changes))
   resumed = schedule.run_length(config, info.num_train_examples,
@@ -231,8 +235,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
                  num_train_steps, f'{config.num_epochs:g}')
   if config.eval_only:
     checkpointer.close()
-    return _evaluate_only(state, config, workdir, data, mesh,
-                          initialised=init_variables is not None)
+    return _evaluate_only(state, config, data, mesh)
   is_eval_step = lambda step: step % eval_every == 0 or step == num_train_steps  # noqa: E731
   # A stop on an evaluation step left that evaluation undone; a finished run has nothing to
   # do. Process 0's record decides for every process (evaluation is collective).
@@ -312,11 +315,14 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
         writer.write_scalars(step, summary)
         totals = metrics.empty(metrics.TrainMetrics, mesh)
         interval_start, interval_step = time.perf_counter(), step
+      if is_eval_step(step) or step % config.checkpoint_every_steps == 0:
+        # Never evaluate or save a diverged state. The check waits for the steps still in
+        # flight (dispatch is asynchronous): training time, not the pause's.
+        _check_finite(state, policy, skipped_before)
       pause_start = time.perf_counter()
       stopped = stop_signals.reached(step)
       if is_eval_step(step) and not stopped:  # a stopped run evaluates it on resume
         with report_progress.timed('eval'):
-          _check_finite(state, policy, skipped_before)  # never report a diverged state
           eval_summary = run_evaluation(state, step)
       if step % config.checkpoint_every_steps == 0 or step == num_train_steps or stopped:
         with report_progress.timed('checkpoint'):

@@ -77,11 +77,11 @@ def digits_dir(tmp_path_factory):
   return data_dir
 
 
-def make_image_folder(root, counts, size=(24, 32), seed=0):
+def make_image_folder(root, counts, size=(24, 32), seed=0, channels=3, formats=('jpg', 'png')):
   """Writes root/<split>/<class>/<i>.jpg|png; counts: {split: {class: n}}.
 
-  Images alternate between JPEG and PNG; each class has its own mean colour, so a
-  model can learn them.
+  Images cycle through `formats`; each class has its own mean colour (or gray level, with
+  channels=1), so a model can learn them.
   """
   rng = np.random.RandomState(seed)
   root = pathlib.Path(root)
@@ -90,11 +90,11 @@ def make_image_folder(root, counts, size=(24, 32), seed=0):
       (root / split / name).mkdir(parents=True, exist_ok=True)
       for i in range(n):
         colour = np.array([60 + 60 * (label % 3), 80 + 40 * (label % 2), 200 - 50 * label])
-        pixels = np.clip(colour + rng.normal(0, 30, (*size, 3)), 0, 255).astype(np.uint8)
-        if i % 2:
-          (root / split / name / f'{i}.png').write_bytes(tf.io.encode_png(pixels).numpy())
-        else:
-          (root / split / name / f'{i}.jpg').write_bytes(tf.io.encode_jpeg(pixels).numpy())
+        pixels = np.clip(colour[:channels] + rng.normal(0, 30, (*size, channels)), 0, 255)
+        pixels = pixels.astype(np.uint8)
+        extension = formats[i % len(formats)]
+        encode = tf.io.encode_png if extension == 'png' else tf.io.encode_jpeg
+        (root / split / name / f'{i}.{extension}').write_bytes(encode(pixels).numpy())
   return str(root)
 
 

@@ -27,7 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI_CASES = [
     ('--config.model=resnet19', "unknown model 'resnet19'; valid models: resnet18"),
     ('--config.dataset.name=image_folder --config.dataset.data_dir=FOLDER',
-     "split folder 'FOLDER/train' does not exist"),
+     "split folder 'FOLDER/train' does not exist (dataset.train_split='train'); found: "
+     "[]: set --config.dataset.train_split to one of them"),
     ('--workdir=FILE/run', "workdir 'FILE/run' cannot be created or written"),
     ('--config.modle=resnet20', 'unknown or invalid key: \'modle\' Did you mean "model"'),
     ('--config.batch_size=abc', "--config.batch_size=abc: invalid literal for int()"),
@@ -72,7 +73,7 @@ VALUE_CASES = [
     ('--config.dataset.image_size=4', 'dataset.image_size 4 is too small for resnet20'),
     ('--config.model=resnet18 --config.dataset.image_size=16', 'too small for resnet18'),
     ('--config.dataset.name=image_folder --config.dataset.data_dir=',
-     "dataset.data_dir '' is not a directory"),
+     "dataset.data_dir is empty: give --config.dataset.data_dir=DATA_DIR"),
     ('--config.dataset.data_dir=FOLDER/missing', "dataset.data_dir 'FOLDER/missing' does not"),
     ('--config.init_weights=best', "unknown init_weights 'best'; valid: auto, ema, live"),
     ('--config.backbone_lr_multiplier=-1', 'backbone_lr_multiplier -1.0 must be >= 0'),
@@ -94,6 +95,8 @@ VALUE_CASES = [
      "dataset.mean (120.0, 115.0, 100.0) has 3 values, but the images of 'sklearn_digits' "
      'have 1 channel(s)'),
     ('--config.dataset.std=(0.0,)', 'dataset.std (0.0,) must be > 0 in every channel'),
+    ('--config.model=auto', 'model: measured from the images of an image folder only '
+     "(dataset.name=image_folder); dataset 'sklearn_digits' needs values"),
 ]
 
 

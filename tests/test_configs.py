@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from configs import default, recipes
-from conftest import small_config
+from conftest import make_image_folder, small_config
 from resnet_jax import config_checks, metrics, optim, sharding, train
-from resnet_jax.data import pipeline, sources
+from resnet_jax.data import folder_settings, pipeline, sources
 from resnet_jax.tools import summary
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
@@ -36,13 +36,18 @@ def _keys(config, prefix=''):
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_config_is_documented_and_valid(name):
+def test_config_is_documented_and_valid(name, tmp_path):
   config = _load(name)
   assert _keys(config) == _keys(default.get_config())  # default.py defines every key
   doc = importlib.import_module(f'configs.{name}').__doc__
   assert f'--config=configs/{name}.py' in doc
   if name != 'finetune_folder':  # no figure: accuracy depends on the user's images
     assert 'Expected' in doc and 'Runtime' in doc, name
+  if name == 'folder':  # its images decide 7 values: valid once they have
+    assert len(folder_settings.left_to_data(config)) == 7
+    config.dataset.data_dir = make_image_folder(
+        tmp_path, {'train': {'a': 2, 'b': 2}, 'validation': {'a': 1, 'b': 1}}, size=(16, 16))
+    config = folder_settings.resolved(config, str(tmp_path / 'run'), num_devices=1)
   if name != 'finetune_folder':  # its init_checkpoint is a required placeholder
     config_checks.check_config(config, sharding.make_mesh())
 
@@ -72,7 +77,8 @@ def test_imagenet_recipes_schedules(name):
 def _groups():
   """Configs (name, recipe) grouped when they differ only in their model."""
   groups = {}
-  candidates = [(n, None) for n in CONFIGS if n not in ('digits', 'finetune_folder')]
+  # The image-folder recipes train in tests/test_folder_settings.py and test_finetune.py.
+  candidates = [(n, None) for n in CONFIGS if n not in ('digits', 'finetune_folder', 'folder')]
   candidates += [(n, 'step') for n in IMAGENET_DEPTHS]
   for name, argument in candidates:
     config = _load(name, argument)

@@ -133,8 +133,10 @@ def test_eval_only_restores_and_evaluates_without_training(halves, pretrained, t
   imported = train.train_and_evaluate(
       _config(halves[0], init_checkpoint=workdir, eval_only=True), str(tmp_path / 'fresh'))
   assert imported['eval/top1'] == pytest.approx(metrics['eval/top1'], abs=1e-6)
+  assert not (tmp_path / 'fresh').exists()  # nothing written
   with pytest.raises(ConfigError, match='holds no checkpoint and init_checkpoint is empty'):
     train.train_and_evaluate(_config(halves[0], eval_only=True), str(tmp_path / 'empty'))
+  assert not (tmp_path / 'empty').exists()
 
 
 def test_bad_starting_points_are_named(halves, pretrained, digits_dir, tmp_path):

@@ -181,7 +181,7 @@ def test_webp_is_read_and_other_files_are_counted_in_one_line(tmp_path, monkeypa
 
 
 def test_missing_data_dir_setting(tmp_path):
-  with pytest.raises(ConfigError, match="dataset.data_dir '' is not a directory"):
+  with pytest.raises(ConfigError, match="dataset.data_dir is empty: give --config.dataset.data_dir="):
     sources.create_source(_config(''))
 
 

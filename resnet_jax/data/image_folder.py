@@ -18,6 +18,7 @@ from absl import logging
 from resnet_jax import distributed
 from resnet_jax.errors import ConfigError
 
+IMAGE_FOLDER = 'image_folder'  # its config.dataset.name
 # What tf.io.decode_image reads; other files are left out and counted (list_splits).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
@@ -43,17 +44,24 @@ def _image_files(directory: str, others: collections.Counter | None = None) -> l
   return sorted(images)
 
 
-def _class_folders(data_dir: str, splits: tuple[str, ...]) -> tuple[str, ...]:
+def _class_folders(data_dir: str, splits: tuple[str, ...],
+                   keys: dict[str, str]) -> tuple[str, ...]:
   """The sorted class folders, checked to be the same in every split (no file listed)."""
-  if not data_dir or not os.path.isdir(data_dir):
+  layout = f'<data_dir>/{{{",".join(splits)}}}/<class>/<image files>'
+  if not data_dir:
+    raise ConfigError(f'dataset.data_dir is empty: give --config.dataset.data_dir=DATA_DIR, '
+                      f'the folder of {layout}')
+  if not os.path.isdir(data_dir):
     raise ConfigError(f'dataset.data_dir {data_dir!r} is not a directory; image_folder needs '
-                      f'<data_dir>/{{{",".join(splits)}}}/<class>/<image files>')
+                      f'{layout}')
   per_split = {}
   for split in splits:
     split_dir = os.path.join(data_dir, split)
     if not os.path.isdir(split_dir):
-      raise ConfigError(f'split folder {split_dir!r} does not exist; found: '
-                        f'{sorted(os.listdir(data_dir))}')
+      key = keys.get(split, 'dataset.train_split')
+      found = sorted(e.name for e in os.scandir(data_dir) if e.is_dir())
+      raise ConfigError(f'split folder {split_dir!r} does not exist ({key}={split!r}); found: '
+                        f'{found}: set --config.{key} to one of them')
     with os.scandir(split_dir) as entries:
       names = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith('.'))
     if not names:
@@ -89,16 +97,25 @@ def _list_files(data_dir: str, splits: tuple[str, ...],
   return listing
 
 
-def list_splits(data_dir: str, splits: tuple[str, ...]
+def config_splits(config) -> tuple[tuple[str, ...], dict[str, str]]:
+  """The config's split folders (training first) and the config key naming each."""
+  keys = {}
+  for key in ('dataset.eval_split', 'dataset.train_split'):  # one folder for both: train's
+    keys[config.dataset[key.split('.')[1]]] = key
+  return tuple(reversed(keys)), keys
+
+
+def list_splits(data_dir: str, splits: tuple[str, ...], keys: dict[str, str] | None = None
                 ) -> tuple[tuple[str, ...], dict[str, FolderSplit]]:
   """The class names and each split's files. Every process checks the class folders;
-  process 0 alone lists the files and sends the listing to the others.
+  process 0 alone lists the files and sends the listing to the others. `keys`: the config
+  key naming each split, for the error of a missing one.
 
   Raises:
     ConfigError: a missing data_dir or split folder, a split without class folders, an
       empty class folder, or a class present in one split but not in another.
   """
-  names = _class_folders(data_dir, splits)
+  names = _class_folders(data_dir, splits, keys or {})
   listing = distributed.computed_once(lambda: _list_files(data_dir, splits, names),
                                       'image folder listing')
   result = {}

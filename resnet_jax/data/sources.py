@@ -26,7 +26,7 @@ from resnet_jax.data import dataset_info as dataset_info_lib
 from resnet_jax.data.dataset_info import DatasetInfo
 from resnet_jax.errors import ConfigError
 
-IMAGE_FOLDER = 'image_folder'
+IMAGE_FOLDER = image_folder.IMAGE_FOLDER
 
 
 def check_dataset_name(name: str) -> None:
@@ -153,10 +153,10 @@ class FolderSource:
   """`data_dir/<split>/<class>/<image>`, listed once at start-up (no image is opened)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
-    splits = tuple(dict.fromkeys((config.dataset.train_split, config.dataset.eval_split)))
     self.data_dir = config.dataset.data_dir
-    self.class_names, self.splits = image_folder.list_splits(config.dataset.data_dir, splits)
-    self.channels = 3
+    self.class_names, self.splits = image_folder.list_splits(
+        config.dataset.data_dir, *image_folder.config_splits(config))
+    self.channels = config.dataset.channels  # files are decoded to it: 1 grayscale, 3 RGB
 
   def split_size(self, split: str, key: str = 'split') -> int:
     del key  # A missing split folder is refused when the source is made.

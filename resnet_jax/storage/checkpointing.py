@@ -168,11 +168,13 @@ def load_arrays(workdir: str, step: int) -> Any:
 class Checkpointer:
   """Saves and restores the train state under `workdir/checkpoints/<step>/`."""
 
-  def __init__(self, workdir: epath.Path, *, max_to_keep: int, async_save: bool = True):
+  def __init__(self, workdir: epath.Path, *, max_to_keep: int, async_save: bool = True,
+               read_only: bool = False):
+    """`read_only`: no directory is created (eval_only reads a workdir, writes nothing)."""
     self.workdir = epath.Path(workdir)
     self.directory = self.workdir / 'checkpoints'
     self._options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
+        max_to_keep=max_to_keep, create=not read_only, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
     self._in_flight: int | None = None  # the step of the newest save started
     self._reported = False  # a failed background save was raised already
