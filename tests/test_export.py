@@ -63,6 +63,9 @@ def test_signature_describes_the_artifact(exported, trained_workdir):
   assert signature['image_shape'] == [8, 8, 1]
   assert signature['mean'] == list(info.mean) and signature['std'] == list(info.std)
   assert (signature['model'], signature['step'], signature['weights']) == ('resnet20', 6, 'ema')
+  assert signature['augment'] == 'cifar' and signature['eval_crop_fraction'] == 0.875
+  assert signature['preprocessing'] == info.eval_preprocessing()
+  assert 'resize to 8×8, bilinear with antialiasing' in signature['preprocessing']
   assert signature['platforms'] == list(export.DEFAULT_PLATFORMS)
   assert signature['jax_version'] == jax.__version__
 
@@ -86,3 +89,39 @@ def test_cli_refuses_to_overwrite_a_non_empty_output(tmp_path, trained_workdir):
   assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr[-2000:]
   assert 'already exists' in lines[0]
   assert os.listdir(output) == ['keep.txt']
+
+
+# Everything this package trains with; a server has none of it.
+_NOT_ON_A_SERVER = ('resnet_jax', 'flax', 'optax', 'orbax', 'tensorflow', 'tensorflow_datasets',
+                    'ml_collections', 'clu', 'jmp', 'torch', 'etils')
+
+
+def test_serving_needs_only_jax_and_flatbuffers(exported, tmp_path):
+  """The module docstring's serving lines, in a process where this package and every
+  training library fail to import, give the artifact's logits."""
+  call, signature = export.load(exported[0])
+  images = np.random.RandomState(1).randint(0, 256, (5, 8, 8, 1)).astype(np.uint8)
+  np.save(tmp_path / 'images.npy', images)
+  script = f"""
+import importlib.abc, sys
+class Blocked(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in {_NOT_ON_A_SERVER!r}:
+      raise ImportError('not on a server: ' + name)
+sys.meta_path.insert(0, Blocked())
+import json
+import jax, numpy as np
+with open({os.path.join(exported[0], export.EXPORTED_FILE)!r}, 'rb') as f:
+  served = jax.export.deserialize(bytearray(f.read()))
+with open({os.path.join(exported[0], export.SIGNATURE_FILE)!r}) as f:
+  signature = json.load(f)
+logits = served.call(np.load({str(tmp_path / 'images.npy')!r}))['logits']
+np.save({str(tmp_path / 'logits.npy')!r}, np.asarray(logits))
+print(signature['class_names'][int(np.argmax(logits[0]))])
+"""
+  result = subprocess.run([sys.executable, '-c', script], cwd=str(tmp_path), capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  expected = np.asarray(call(images)['logits'])
+  np.testing.assert_allclose(np.load(tmp_path / 'logits.npy'), expected, rtol=1e-6, atol=1e-6)
+  assert result.stdout.strip() == signature['class_names'][int(np.argmax(expected[0]))]

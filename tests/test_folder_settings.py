@@ -170,3 +170,21 @@ def test_the_documented_command_trains_a_2000_image_grayscale_folder(tmp_path, d
   assert again.returncode == 0, again.stderr[-3000:]
   assert 'Recorded by the run' in again.stderr and 'changed config keys' not in again.stderr
   assert 'nothing to do' in again.stderr
+
+
+def test_every_format_decodes_to_one_channel(tmp_path):
+  """decode_image reads GIF, BMP and WebP only as colour: converted, they train as gray."""
+  from PIL import Image  # noqa: PLC0415  (matplotlib, a requirement, depends on pillow)
+
+  from resnet_jax.data import preprocess  # noqa: PLC0415
+  gray = np.random.RandomState(0).randint(0, 256, (9, 11)).astype(np.uint8)
+  for extension, options in (('png', {}), ('bmp', {}), ('gif', {}), ('webp', {'lossless': True})):
+    path = tmp_path / f'image.{extension}'
+    Image.fromarray(gray, 'L').save(path, **options)
+    decoded = preprocess.eval_image(tf.io.read_file(str(path)), augment='cifar', image_size=9,
+                                    channels=1).numpy()
+    assert decoded.shape == (9, 9, 1), extension
+    resized = preprocess.eval_image(tf.io.encode_png(gray[..., None]), augment='cifar',
+                                    image_size=9, channels=1).numpy()
+    # The luma weights sum to 0.9999: a gray value may come back one lower.
+    assert np.abs(decoded.astype(int) - resized).max() <= 1, extension

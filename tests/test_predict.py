@@ -137,3 +137,21 @@ def test_a_folder_stands_for_the_images_below_it(tmp_path):
       str(tmp_path / 'a' / 'x.webp'), single]
   with pytest.raises(predict.PredictError, match=r"folder '.*empty' holds no image files"):
     predict.expand_folders([str(tmp_path / 'empty')])
+
+
+def test_the_runs_evaluation_crop_is_the_one_predict_takes(tmp_path):
+  """A run evaluated with another crop (torchvision V2's 224/232, timm's 0.95): predict and
+  export's `preprocessing` follow model_info's eval_crop_fraction, not a fixed 0.875."""
+  pixels = np.random.RandomState(0).randint(0, 256, (40, 60, 3)).astype(np.uint8)
+  path = tmp_path / 'image.png'
+  path.write_bytes(tf.io.encode_png(pixels).numpy())
+  info = trained.ModelInfo(model='resnet18', num_classes=2, class_names=('a', 'b'),
+                           image_shape=(16, 16, 3), mean=(0.0,), std=(1.0,), augment='imagenet',
+                           eval_crop_fraction=0.5)
+  prepared = predict._prepare(str(path), info).numpy()
+  encoded = tf.io.encode_png(pixels)
+  assert np.array_equal(prepared, preprocess.eval_image(
+      encoded, augment='imagenet', image_size=16, channels=3, crop_fraction=0.5).numpy())
+  assert not np.array_equal(prepared, preprocess.eval_image(
+      encoded, augment='imagenet', image_size=16, channels=3).numpy())
+  assert 'floor(0.5 × the shorter side)' in info.eval_preprocessing()

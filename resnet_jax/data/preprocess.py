@@ -34,8 +34,19 @@ def _resize_if_needed(image: tf.Tensor, size: int, antialias: bool) -> tf.Tensor
                  lambda: _resize(image, size, antialias))
 
 
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
 def _decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
-  return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+  if channels != 1:
+    return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+  # decode_image gives one channel only for JPEG and PNG (GIF, BMP and WebP raise): the
+  # others are decoded to RGB, then converted.
+  return tf.cond(
+      tf.logical_or(tf.io.is_jpeg(encoded), tf.strings.substr(encoded, 0, 8) == _PNG_SIGNATURE),
+      lambda: tf.io.decode_image(encoded, channels=1, expand_animations=False),
+      lambda: tf.image.rgb_to_grayscale(
+          tf.io.decode_image(encoded, channels=3, expand_animations=False)))
 
 
 def _image_shape(encoded: tf.Tensor, channels: int) -> tf.Tensor:

@@ -40,8 +40,10 @@ class ModelInfo:
     mean: per-channel mean subtracted from 0..255 pixels.
     std: per-channel divisor.
     augment: the dataset.augment of training; decides the evaluation crop (see
-      data.preprocess.eval_image).
+      data.preprocess.eval_image and eval_preprocessing).
     bn_epsilon: BatchNorm epsilon.
+    eval_crop_fraction: the centre crop's side over the shorter side, for augment
+      'imagenet' (dataset.eval_crop_fraction; records written before it was kept: 0.875).
     architecture: the unit options that differ from the model's own
       (models.unit_options; empty for the variant table's models).
   """
@@ -54,6 +56,23 @@ class ModelInfo:
   augment: str
   bn_epsilon: float = 1e-5
   architecture: dict[str, Any] = dataclasses.field(default_factory=dict)
+  eval_crop_fraction: float = 0.875
+
+  def eval_preprocessing(self) -> str:
+    """How an image file becomes the model's uint8 input, as evaluation prepared it
+    (data.preprocess.eval_image), in words a server without this code can follow."""
+    size, _, channels = self.image_shape
+    decode = (f'decode to {channels} channel(s) as tf.io.decode_image(channels={channels}) '
+              'does (first frame; grayscale <-> RGB converted)')
+    uint8 = 'round, clip to 0..255, uint8; not normalised (the artifact normalises)'
+    if self.augment == 'imagenet':
+      return (f'{decode}; crop the centred square of side floor({self.eval_crop_fraction:g} × '
+              'the shorter side), its top and left offsets (height - side) // 2 and '
+              f'(width - side) // 2; resize it to {size}×{size}, bilinear with antialiasing '
+              f'(tf.image.resize(antialias=True)); {uint8}')
+    return (f'{decode}; resize to {size}×{size}, bilinear with antialiasing '
+            f'(tf.image.resize(antialias=True)), unless it is that size already (no crop); '
+            f'{uint8}')
 
   def create_model(self, **overrides: Any) -> models.ResNet:
     """The architecture, float32, unscanned (the layout load_variables returns)."""
@@ -69,7 +88,8 @@ def model_info_from_config(config: ml_collections.ConfigDict, class_names: tuple
                    class_names=tuple(class_names), image_shape=(size, size, channels),
                    mean=tuple(config.dataset.mean), std=tuple(config.dataset.std),
                    augment=config.dataset.augment, bn_epsilon=config.bn_epsilon,
-                   architecture=models.unit_options(config))
+                   architecture=models.unit_options(config),
+                   eval_crop_fraction=config.dataset.eval_crop_fraction)
 
 
 def write_model_info(directory: str | epath.Path, info: ModelInfo) -> None:

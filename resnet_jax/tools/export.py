@@ -8,13 +8,15 @@ directory holding
                       [batch, height, width, channels] -> {'logits', 'probabilities'},
                       both float32 [batch, num_classes]; the batch is symbolic, the
                       normalisation and the weights (as constants) are inside;
-  signature.json      input and output shapes, class names, image size, mean/std, model,
-                      step, weights, platforms and the jax version that wrote it.
+  signature.json      input and output shapes, class names, image size, mean/std, the
+                      preprocessing in words, model, step, weights, platforms and the jax
+                      version that wrote it.
 Serving needs jax and flatbuffers (jax.export's deserialize imports it) and these two
 files only, not this code base:
   `call, signature = export.load(path)`, or `jax.export.deserialize(bytes).call(images)`.
-Images are prepared as for evaluation (data.preprocess.eval_image, by the run's augment):
-resized or centre-cropped to the image size, uint8, not normalised.
+Images are prepared as evaluation prepared them; signature.json's `preprocessing` says
+how, step by step (for augment 'imagenet': the centred eval_crop_fraction square, resized;
+otherwise a plain resize), as `predict` does it.
 """
 
 import json
@@ -113,6 +115,8 @@ def export(workdir: str, output: str, *, step: int | None = None, weights: str =
       'mean': list(info.mean),
       'std': list(info.std),
       'augment': info.augment,
+      'eval_crop_fraction': info.eval_crop_fraction,
+      'preprocessing': info.eval_preprocessing(),
       'model': info.model,
       'step': restored.step,
       'weights': restored.weights,

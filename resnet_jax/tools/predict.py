@@ -25,7 +25,6 @@ from resnet_jax.storage import checkpointing, trained
 FORMATS = ('text', 'json')
 # Leading bytes of what tf.io.decode_image reads: JPEG, PNG, GIF, BMP, WebP ('RIFF'...'WEBP').
 _SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n', b'GIF87a', b'GIF89a', b'BM', b'RIFF')
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 Prediction = tuple[str, int, float]  # (class name, label index, probability)
 
@@ -55,15 +54,8 @@ def _prepare(path: Any, info: trained.ModelInfo) -> Any:
 
   from resnet_jax.data import preprocess  # noqa: PLC0415
   size, _, channels = info.image_shape
-  data = tf.io.read_file(path)
-  if channels == 1:
-    # decode_image gives one channel only for JPEG and PNG (GIF, BMP and WebP raise):
-    # hand eval_image the others as a grayscale PNG, which it decodes losslessly.
-    jpeg_or_png = tf.logical_or(tf.io.is_jpeg(data),
-                                tf.strings.substr(data, 0, 8) == _PNG_SIGNATURE)
-    data = tf.cond(jpeg_or_png, lambda: data, lambda: tf.io.encode_png(tf.image.rgb_to_grayscale(
-        tf.io.decode_image(data, channels=3, expand_animations=False))))
-  return preprocess.eval_image(data, augment=info.augment, image_size=size, channels=channels)
+  return preprocess.eval_image(tf.io.read_file(path), augment=info.augment, image_size=size,
+                               channels=channels, crop_fraction=info.eval_crop_fraction)
 
 
 def _batches(files: list[str], info: trained.ModelInfo, batch_size: int) -> Any:
