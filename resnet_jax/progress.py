@@ -27,7 +27,7 @@ class Progress:
     self._last_step, self._steps_per_epoch = last_step, steps_per_epoch
     self._batch_size, self._every = batch_size, every_secs
     self._start = self._mark = time.perf_counter()
-    self._mark_step = first_step
+    self._first_step = self._mark_step = first_step
     self._paused = {'eval': 0.0, 'checkpoint': 0.0}
     self._paused_mark = 0.0
 
@@ -36,6 +36,10 @@ class Progress:
     if now - self._mark < self._every and step != self._last_step:
       return
     paused = sum(self._paused.values())
+    if step == self._last_step:
+      # The whole run's rate: the last steps are dispatched, not yet run (asynchronous
+      # dispatch), so a window of a few of them would read as thousands of images/s.
+      self._mark, self._mark_step, self._paused_mark = self._start, self._first_step, 0.0
     training = (now - self._mark) - (paused - self._paused_mark)
     rate = (step - self._mark_step) / training if training > 0 else 0.0
     left = (self._last_step - step) / rate if rate > 0 else float('nan')

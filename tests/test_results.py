@@ -2,6 +2,7 @@
 best accuracy over seeds (tools/results.py), a recipe fitted to a time budget
 (tools/budgeted_run.py) and its launcher rehearsed with TensorFlow blocked."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -142,3 +143,24 @@ def test_gpu_results_rehearses_on_a_cpu_without_tensorflow(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "WARNING:" in result.stdout and "of the recipe's 300 epochs fit" in result.stdout
   assert 'final top-1' in result.stdout and 'best' in result.stdout
+
+
+def test_progress_lines_count_training_time_and_end_with_the_whole_runs_rate(monkeypatch,
+                                                                             caplog):
+  caplog.set_level(logging.INFO, logger='absl')
+  clock = [100.0]
+  monkeypatch.setattr(progress.time, 'perf_counter', lambda: clock[0])
+  report = progress.Progress(first_step=0, last_step=20, steps_per_epoch=10, batch_size=8,
+                             every_secs=30.0)
+  for step in range(1, 11):  # 10 steps of 4 s: 2 img/s
+    clock[0] += 4.0
+    report(step)
+  with report.timed('eval'):
+    clock[0] += 20.0  # not training time
+  for step in range(11, 21):  # dispatched in no time, as the last steps are
+    clock[0] += 0.001
+    report(step)
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('step ')]
+  assert lines[0].startswith('step 8/20 (epoch 0.80): 2 img/s, 32s elapsed, 48s left')
+  assert lines[-1].startswith('step 20/20 (epoch 2.00): 4 img/s, 1m00s elapsed')  # 160 / 40 s
+  assert lines[-1].endswith('(eval 33% of the time)')
