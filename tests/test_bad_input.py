@@ -52,7 +52,8 @@ VALUE_CASES = [
     ('--config.nonfinite_policy=ignore', "unknown nonfinite_policy 'ignore'; valid: auto"),
     ('--config.conv_impl=cudnn', "unknown conv_impl 'cudnn'"),
     ('--config.loss_scale=static', "unknown loss_scale 'static'; valid: auto, dynamic, none"),
-    ('--config.batch_size=0', 'batch_size 0 is not a positive multiple of the DEVICES devices'),
+    ('--config.batch_size=0', "batch_size=0: left to the images, which only an image folder "
+     "(dataset.name=image_folder) has measured; dataset 'sklearn_digits' needs a value"),
     ('--config.batch_size=-8', 'batch_size -8 is not a positive multiple of the DEVICES devices'),
     ('--config.batch_size=7', 'batch_size 7 is not a positive multiple of the DEVICES devices'),
     ('--config.batch_size=4096', 'batch_size 4096 exceeds the 1437 examples'),
@@ -95,8 +96,7 @@ VALUE_CASES = [
      "dataset.mean (120.0, 115.0, 100.0) has 3 values, but the images of 'sklearn_digits' "
      'have 1 channel(s)'),
     ('--config.dataset.std=(0.0,)', 'dataset.std (0.0,) must be > 0 in every channel'),
-    ('--config.model=auto', 'model: measured from the images of an image folder only '
-     "(dataset.name=image_folder); dataset 'sklearn_digits' needs values"),
+    ('--config.model=auto', "model='auto': left to the images, which only an image folder "),
 ]
 
 

@@ -47,7 +47,8 @@ def test_config_is_documented_and_valid(name, tmp_path):
     assert len(folder_settings.left_to_data(config)) == 7
     config.dataset.data_dir = make_image_folder(
         tmp_path, {'train': {'a': 2, 'b': 2}, 'validation': {'a': 1, 'b': 1}}, size=(16, 16))
-    config = folder_settings.resolved(config, str(tmp_path / 'run'), num_devices=1)
+    config = folder_settings.resolved(config, str(tmp_path / 'run'),
+                                      num_devices=sharding.make_mesh().size)
   if name != 'finetune_folder':  # its init_checkpoint is a required placeholder
     config_checks.check_config(config, sharding.make_mesh())
 

@@ -93,8 +93,8 @@ def test_the_batch_fits_the_folder_and_the_devices(devices, examples, batch):
 
 
 def test_values_left_to_other_data_or_bad_channels_are_one_line_errors(tmp_path):
-  with pytest.raises(ConfigError, match=r"^dataset.image_size, dataset.mean: measured from the "
-                     r"images of an image folder only .*dataset 'sklearn_digits' needs values"):
+  with pytest.raises(ConfigError, match=r"^dataset.image_size=0, dataset.mean=\(\): left to the "
+                     r"images, .*dataset 'sklearn_digits' needs a value for each"):
     folder_settings.resolved(small_config(**{'dataset.image_size': 0, 'dataset.mean': ()}),
                              str(tmp_path), num_devices=1)
   with pytest.raises(ConfigError, match=r'dataset.channels 2 must be 1 \(grayscale\), 3'):

@@ -63,9 +63,10 @@ def resolved(config: ml_collections.ConfigDict, workdir: str,
   if not keys:
     return config
   if config.dataset.name != image_folder.IMAGE_FOLDER:
-    raise ConfigError(f'{", ".join(keys)}: measured from the images of an image folder only '
-                      f'(dataset.name=image_folder); dataset {config.dataset.name!r} needs '
-                      'values (configs/default.py)')
+    given = ', '.join(f'{key}={_get(config, key)!r}' for key in keys)
+    raise ConfigError(f'{given}: left to the images, which only an image folder '
+                      f'(dataset.name=image_folder) has measured; dataset '
+                      f'{config.dataset.name!r} needs a value for each (configs/default.py)')
   recorded = _recorded(workdir, keys)
   values = recorded or distributed.computed_once(lambda: measure(config, keys, num_devices),
                                                  'image folder settings')
