@@ -68,8 +68,16 @@ def resolved(config: ml_collections.ConfigDict, workdir: str,
                       f'(dataset.name=image_folder) has measured; dataset '
                       f'{config.dataset.name!r} needs a value for each (configs/default.py)')
   recorded = _recorded(workdir, keys)
-  values = recorded or distributed.computed_once(lambda: measure(config, keys, num_devices),
-                                                 'image folder settings')
+  if recorded:
+    values = recorded
+  else:
+    # Every process lists (a collective: process 0 lists, the others receive); process 0
+    # alone decodes the sample.
+    _, listing = image_folder.list_splits(config.dataset.data_dir,
+                                          *image_folder.config_splits(config))
+    paths = listing[config.dataset.train_split].paths.tolist()
+    values = distributed.computed_once(lambda: measure(config, keys, paths, num_devices),
+                                       'image folder settings')
   config = copy.deepcopy(config)
   with config.unlocked():
     for key, value in values.items():
@@ -107,18 +115,16 @@ def _with_followers(keys: list[str]) -> list[str]:
   return keys + ['dataset.crop_padding'] * ('dataset.augment' in keys)
 
 
-def measure(config: ml_collections.ConfigDict, keys: list[str],
+def measure(config: ml_collections.ConfigDict, keys: list[str], paths: list[str],
             num_devices: int) -> dict[str, object]:
   """{key: value} for `keys` (and the crop padding with an 'auto' augmentation), from a
-  sample of up to SAMPLE_SIZE training images, drawn with a fixed seed (JSON data)."""
+  sample of up to SAMPLE_SIZE of the training split's `paths`, drawn with a fixed seed
+  (JSON data)."""
   import tensorflow as tf  # noqa: PLC0415  (the decoder training uses: every format it reads)
-  splits, split_keys = image_folder.config_splits(config)
-  _, listing = image_folder.list_splits(config.dataset.data_dir, splits, split_keys)
-  paths = listing[config.dataset.train_split].paths
   chosen = np.sort(np.random.default_rng(0).choice(len(paths), min(len(paths), SAMPLE_SIZE),
                                                     replace=False))
   images = []
-  for path in paths[chosen].tolist():
+  for path in np.asarray(paths, object)[chosen].tolist():
     try:
       images.append(tf.io.decode_image(tf.io.read_file(path), expand_animations=False).numpy())
     except (tf.errors.OpError, ValueError):  # training skips it too (data/unreadable.py)
