@@ -3,17 +3,19 @@ batch size."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
+from sklearn import datasets
 
 from resnet_jax import steps
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import trained
-from resnet_jax.tools import export
+from resnet_jax.tools import export, predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,3 +127,55 @@ print(signature['class_names'][int(np.argmax(logits[0]))])
   expected = np.asarray(call(images)['logits'])
   np.testing.assert_allclose(np.load(tmp_path / 'logits.npy'), expected, rtol=1e-6, atol=1e-6)
   assert result.stdout.strip() == signature['class_names'][int(np.argmax(expected[0]))]
+
+
+def _serving_block():
+  """docs/tools.md's serving code (the python block that defines classify)."""
+  page = open(os.path.join(REPO, 'docs', 'tools.md')).read()
+  (code,) = [block for block in re.findall(r'```python\n(.*?)```', page, re.S)
+             if 'def classify' in block]
+  return code
+
+
+def test_the_documented_serving_code_gives_predicts_classes(exported, trained_workdir, tmp_path):
+  from PIL import Image  # noqa: PLC0415  (matplotlib, a requirement, depends on pillow)
+  digits = datasets.load_digits().images[:12]  # 8×8, the model's size: no resampling
+  files = []
+  for i, digit in enumerate(digits):
+    pixels = (digit * 15).astype(np.uint8)
+    files.append(str(tmp_path / f'digit{i}.png'))
+    Image.fromarray(pixels, 'L').save(files[-1])
+  # Resampled, one of them RGB (PNG: JPEG decoders differ among themselves by a few levels).
+  resized = [str(tmp_path / 'big.png'), str(tmp_path / 'colour.png')]
+  Image.fromarray((digits[0] * 15).astype(np.uint8), 'L').resize((24, 20)).save(resized[0])
+  Image.fromarray((digits[1] * 15).astype(np.uint8), 'L').resize((30, 30)).convert(
+      'RGB').save(resized[1])
+  script = f"""
+import importlib.abc, sys
+class Blocked(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in {_NOT_ON_A_SERVER!r}:
+      raise ImportError('not on a server: ' + name)
+sys.meta_path.insert(0, Blocked())
+{_serving_block()}
+import json
+print(json.dumps(classify({files + resized!r}, {exported[0]!r})))
+"""
+  result = subprocess.run([sys.executable, '-c', script], cwd=str(tmp_path), capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+  predicted = predict.predict_files(trained_workdir, files + resized, top_k=1)
+  for (name, probability), (file, ((predicted_name, _, predicted_probability),)) in zip(
+      served[:len(files)], predicted):
+    assert name == predicted_name, file  # the same pixels: the same classes
+    assert probability == pytest.approx(predicted_probability, abs=1e-5)
+  # Resampled: Pillow's bilinear against TensorFlow's, within two levels of predict's pixels.
+  namespace = {}
+  exec(_serving_block(), namespace)  # noqa: S102  (the page's own code)
+  signature = json.load(open(os.path.join(exported[0], export.SIGNATURE_FILE)))
+  info = trained.read_model_info(trained_workdir)
+  for file in resized:
+    difference = (namespace['prepare'](file, signature).astype(int)
+                  - predict._prepare(file, info).numpy())
+    assert np.abs(difference).max() <= 2, (file, np.abs(difference).max())
