@@ -3,6 +3,7 @@ time evaluation and checkpointing took (in place of clu's ReportProgress, which 
 TensorFlow through clu's metric writers)."""
 
 import contextlib
+import sys
 import time
 from typing import Iterator
 
@@ -19,6 +20,14 @@ def duration(seconds: float) -> str:
   return f'{minutes}m{seconds:02d}s' if minutes else f'{seconds}s'
 
 
+def _bar(fraction: float, width: int = 24) -> str:
+  """' |██████▌     |  55%' (eighths of a cell, as tqdm draws it)."""
+  eighths = int(round(min(max(fraction, 0.0), 1.0) * width * 8))
+  full, part = divmod(eighths, 8)
+  cells = '█' * full + (' ▏▎▍▌▋▊▉'[part] if part else '')
+  return f' |{cells.ljust(width)}| {100 * fraction:3.0f}%'
+
+
 class Progress:
   """Call with each finished step; logs a line every `every_secs` seconds of training."""
 
@@ -30,6 +39,7 @@ class Progress:
     self._first_step = self._mark_step = first_step
     self._paused = {'eval': 0.0, 'checkpoint': 0.0}
     self._paused_mark = 0.0
+    self._terminal = sys.stderr.isatty()  # the bar only where a person watches
 
   def __call__(self, step: int) -> None:
     now = time.perf_counter()
@@ -46,8 +56,9 @@ class Progress:
     elapsed = now - self._start
     shares = ', '.join(f'{name} {100 * seconds / elapsed:.0f}%'
                        for name, seconds in self._paused.items() if seconds)
-    logging.info('step %d/%d (epoch %.2f): %.0f img/s, %s elapsed, %s left%s', step,
-                 self._last_step, step / max(self._steps_per_epoch, 1),
+    logging.info('step %d/%d%s (epoch %.2f): %.0f img/s, %s elapsed, %s left%s', step,
+                 self._last_step, _bar(step / max(self._last_step, 1)) if self._terminal else '',
+                 step / max(self._steps_per_epoch, 1),
                  rate * self._batch_size, duration(elapsed),
                  duration(left) if left == left else '?', f' ({shares} of the time)' if shares else '')
     self._mark, self._mark_step, self._paused_mark = now, step, paused

@@ -148,6 +148,7 @@ def test_gpu_results_rehearses_on_a_cpu_without_tensorflow(tmp_path):
 def test_progress_lines_count_training_time_and_end_with_the_whole_runs_rate(monkeypatch,
                                                                              caplog):
   caplog.set_level(logging.INFO, logger='absl')
+  monkeypatch.setattr(progress.sys.stderr, 'isatty', lambda: False, raising=False)  # no bar
   clock = [100.0]
   monkeypatch.setattr(progress.time, 'perf_counter', lambda: clock[0])
   report = progress.Progress(first_step=0, last_step=20, steps_per_epoch=10, batch_size=8,
@@ -164,3 +165,14 @@ def test_progress_lines_count_training_time_and_end_with_the_whole_runs_rate(mon
   assert lines[0].startswith('step 8/20 (epoch 0.80): 2 img/s, 32s elapsed, 48s left')
   assert lines[-1].startswith('step 20/20 (epoch 2.00): 4 img/s, 1m00s elapsed')  # 160 / 40 s
   assert lines[-1].endswith('(eval 33% of the time)')
+
+
+def test_a_terminal_gets_a_progress_bar(monkeypatch, caplog):
+  caplog.set_level(logging.INFO, logger='absl')
+  monkeypatch.setattr(progress.sys.stderr, 'isatty', lambda: True, raising=False)
+  report = progress.Progress(first_step=0, last_step=16, steps_per_epoch=4, batch_size=2,
+                             every_secs=0.0)
+  report(9)
+  (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith('step ')]
+  assert line.startswith('step 9/16 |█████████████▌          |  56% (epoch 2.25): ')
+  assert progress._bar(1.0) == ' |████████████████████████| 100%'
