@@ -158,8 +158,10 @@ def _wait_for(process, pattern, timeout=300):
                                               (2, signal.SIGTERM)])
 def test_a_signal_checkpoints_at_an_agreed_step_exits_75_and_resumes(flags, tmp_path, processes,
                                                                      signum):
-  long_run = [*flags, '--config.num_train_steps=400', '--config.checkpoint_every_steps=400',
-              '--config.eval_every_steps=400']
+  # Long enough that a test process starved of CPU (its reader lagging the run's output by
+  # tens of seconds on a busy 2-core machine) still signals a run in progress.
+  long_run = [*flags, '--config.num_train_steps=100000', '--config.checkpoint_every_steps=100000',
+              '--config.eval_every_steps=100000']
   workdir = tmp_path / 'preempted'
   env = _env(2 if processes == 2 else 4)
   if processes == 2:
@@ -175,9 +177,9 @@ def test_a_signal_checkpoints_at_an_agreed_step_exits_75_and_resumes(flags, tmp_
   output += process.communicate(timeout=120)[0]
   assert process.returncode == stopping.EXIT_STOPPED, output[-3000:]
   steps = sorted(int(s) for s in os.listdir(workdir / 'checkpoints'))
-  assert len(steps) == 1 and 4 <= steps[0] < 400, steps
+  assert len(steps) == 1 and 4 <= steps[0] < 100_000, steps
   cause = 'SIGINT (Ctrl-C)' if signum == signal.SIGINT else 'SIGTERM'
-  assert output.count(f'stopped by {cause} at step {steps[0]} of 400: checkpoint {steps[0]} '
+  assert output.count(f'stopped by {cause} at step {steps[0]} of 100000: checkpoint {steps[0]} '
                       'saved') == processes, output[-3000:]
   if processes == 1:  # acted on at the end of the step in flight when the signal came
     received = re.search(rf'{re.escape(cause)} received after step (\d+)', output)
