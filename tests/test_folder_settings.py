@@ -143,13 +143,13 @@ def _readme_command(path, marker):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('document', ['README.md', 'docs/data.md'])
-def test_the_documented_command_trains_a_2000_image_grayscale_folder(tmp_path, document):
+def test_the_documented_command_trains_a_2000_image_grayscale_folder(tmp_path):
   root = make_image_folder(tmp_path / 'images', {
       'train': {f'class{c}': 160 for c in range(10)},
       'validation': {f'class{c}': 40 for c in range(10)}}, size=(28, 28), channels=1,
       formats=('png',))
-  words = _readme_command(document, 'configs/folder.py')
+  words = _readme_command('README.md', 'configs/folder.py')
+  assert _readme_command('docs/data.md', 'configs/folder.py') == words  # one command, run once
   workdir = tmp_path / 'mine'
   argv = [word.replace('DATA_DIR', str(root)).replace('/tmp/mine', str(workdir))
           for word in words]
