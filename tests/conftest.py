@@ -60,6 +60,11 @@ def small_config(**overrides):
   config.eval_every_steps = 3
   config.checkpoint_every_steps = 3
   config.warmup_epochs = 0.0
+  return with_overrides(config, overrides)
+
+
+def with_overrides(config, overrides):
+  """`config` with dotted keys set ({'dataset.image_size': 8}), as --config.key=value."""
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split('.')

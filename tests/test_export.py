@@ -96,6 +96,13 @@ def test_cli_refuses_to_overwrite_a_non_empty_output(tmp_path, trained_workdir):
 # Everything this package trains with; a server has none of it.
 _NOT_ON_A_SERVER = ('resnet_jax', 'flax', 'optax', 'orbax', 'tensorflow', 'tensorflow_datasets',
                     'ml_collections', 'clu', 'jmp', 'torch', 'etils')
+# A script's first lines: importing any of them fails, as on a server without them.
+_BLOCKED = f"""import importlib.abc, sys
+class Blocked(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in {_NOT_ON_A_SERVER!r}:
+      raise ImportError('not on a server: ' + name)
+sys.meta_path.insert(0, Blocked())"""
 
 
 def test_serving_needs_only_jax_and_flatbuffers(exported, tmp_path):
@@ -105,12 +112,7 @@ def test_serving_needs_only_jax_and_flatbuffers(exported, tmp_path):
   images = np.random.RandomState(1).randint(0, 256, (5, 8, 8, 1)).astype(np.uint8)
   np.save(tmp_path / 'images.npy', images)
   script = f"""
-import importlib.abc, sys
-class Blocked(importlib.abc.MetaPathFinder):
-  def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] in {_NOT_ON_A_SERVER!r}:
-      raise ImportError('not on a server: ' + name)
-sys.meta_path.insert(0, Blocked())
+{_BLOCKED}
 import json
 import jax, numpy as np
 with open({os.path.join(exported[0], export.EXPORTED_FILE)!r}, 'rb') as f:
@@ -151,12 +153,7 @@ def test_the_documented_serving_code_gives_predicts_classes(exported, trained_wo
   Image.fromarray((digits[1] * 15).astype(np.uint8), 'L').resize((30, 30)).convert(
       'RGB').save(resized[1])
   script = f"""
-import importlib.abc, sys
-class Blocked(importlib.abc.MetaPathFinder):
-  def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] in {_NOT_ON_A_SERVER!r}:
-      raise ImportError('not on a server: ' + name)
-sys.meta_path.insert(0, Blocked())
+{_BLOCKED}
 {_serving_block()}
 import json
 print(json.dumps(classify({files + resized!r}, {exported[0]!r})))

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from configs import folder as folder_recipe
-from conftest import make_image_folder, small_config
+from conftest import make_image_folder, small_config, with_overrides
 from resnet_jax import train
 from resnet_jax.data import folder_settings
 from resnet_jax.errors import ConfigError
@@ -23,13 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _folder_config(data_dir, **overrides):
   config = folder_recipe.get_config()
   config.dataset.data_dir = str(data_dir)
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    target = config
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return with_overrides(config, overrides)
 
 
 def _pixels(root, split='train'):
