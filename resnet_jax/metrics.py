@@ -40,6 +40,34 @@ def _finite_loss(loss: jnp.ndarray, finite: jnp.ndarray, **_) -> dict[str, jnp.n
   return {'values': loss[None], 'mask': finite[None]}
 
 
+def _finite(name: str):
+  def values(finite: jnp.ndarray, **outputs) -> dict[str, jnp.ndarray]:
+    return {'values': outputs[name][None], 'mask': finite[None]}
+  return values
+
+
+@flax.struct.dataclass
+class GradNormMax(metrics.Metric):
+  """The largest gradient norm over the steps whose loss and gradients were finite (0: none);
+  clu has no maximum."""
+  value: jnp.ndarray
+
+  @classmethod
+  def from_model_output(cls, *, grad_norm: jnp.ndarray, finite: jnp.ndarray,
+                        **_) -> 'GradNormMax':
+    return cls(value=jnp.where(finite, grad_norm, 0.0).astype(jnp.float32))
+
+  def merge(self, other: 'GradNormMax') -> 'GradNormMax':
+    return type(self)(value=jnp.maximum(self.value, other.value))
+
+  @classmethod
+  def empty(cls) -> 'GradNormMax':
+    return cls(value=jnp.array(0.0, jnp.float32))
+
+  def compute(self) -> jnp.ndarray:
+    return self.value
+
+
 @flax.struct.dataclass
 class UnreadableCount(Count):
   """Image-folder files that could not be read (data/pipeline.py gives their rows the
@@ -59,6 +87,11 @@ class TrainMetrics(metrics.Collection):
   learning_rate: metrics.LastValue.from_output('learning_rate')
   skipped_steps: metrics.LastValue.from_output('skipped_steps')
   loss_scale: metrics.LastValue.from_output('loss_scale')  # 1 without loss scaling
+  # Global L2 norms (steps.global_norms), over the finite steps since the last log.
+  grad_norm: metrics.Average.from_fun(_finite('grad_norm'))
+  grad_norm_max: GradNormMax
+  update_norm: metrics.Average.from_fun(_finite('update_norm'))
+  param_norm: metrics.LastValue.from_output('param_norm')
   unreadable_images: UnreadableCount  # since the last log
 
 

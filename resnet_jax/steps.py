@@ -7,7 +7,7 @@ optax): that is what launch/gpu_benchmark.sh measures.
 """
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -131,6 +131,20 @@ def top_k_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarr
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
+def global_norms(grads: Any, params: Any, new_params: Any) -> dict[str, jnp.ndarray]:
+  """L2 norms over all parameters of the gradient, the parameters after the step and the
+  step's update (big_vision's l2_grads, l2_params, l2_updates): a diverging run shows
+  which grew first. Measured on the 2-core CPU VM (2026-12-06, tools/benchmark.py, same
+  session): step time unchanged (ResNet-20 at 28², batch 128: 380 ms; ResNet-50 at 128²,
+  batch 16: 916-924 ms with or without), compile 13-18 % longer (ResNet-50: 6.0-6.3 s to
+  6.6-7.6 s; a stacked form behind an optimization barrier was no faster)."""
+  update = jax.tree.map(lambda new, old: new.astype(jnp.float32) - old.astype(jnp.float32),
+                        new_params, params)
+  return {'grad_norm': optax.global_norm(grads).astype(jnp.float32),
+          'param_norm': optax.global_norm(new_params).astype(jnp.float32),
+          'update_norm': optax.global_norm(update).astype(jnp.float32)}
+
+
 def _select(keep_new: jnp.ndarray, new: Any, old: Any) -> Any:
   return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
 
@@ -171,11 +185,19 @@ def _micro_batch_unroll(k: int) -> int:
   return k if jax.default_backend() == 'cpu' else 1
 
 
+class Gradients(NamedTuple):
+  """One update's gradient and what its forward pass computed on the way."""
+  grads: Any  # unscaled when the state has a loss scale
+  mean_loss: jnp.ndarray
+  logits: jnp.ndarray
+  batch_stats: Any  # the forward pass's new statistics (the old ones when frozen)
+  sown: dict[str, Any]  # the model's `diagnostics` collection ({} unless asked)
+
+
 def _gradients(state: TrainState, images: jnp.ndarray, targets: jnp.ndarray,
-               forward: ForwardOptions, diagnostics: bool) -> tuple[Any, ...]:
-  """(grads, mean loss, logits, new batch_stats, sown diagnostics) of one update, over
-  forward.grad_accum_steps micro-batches (a scan: one micro-batch's activations live at
-  a time); gradients unscaled when the state has a loss scale."""
+               forward: ForwardOptions, diagnostics: bool) -> Gradients:
+  """The gradient of one update, over forward.grad_accum_steps micro-batches (a scan: one
+  micro-batch's activations live at a time)."""
   loss_scale = state.loss_scale  # a jmp.DynamicLossScale, or None
   mutable = ([] if forward.freeze_batch_stats else ['batch_stats']) + (
       [DIAGNOSTICS] if diagnostics else [])
@@ -221,7 +243,7 @@ def _gradients(state: TrainState, images: jnp.ndarray, targets: jnp.ndarray,
     mean_loss, logits, sown = micro_losses.mean(), _whole_batch(micro_logits), {}
   if loss_scale is not None:
     grads = loss_scale.unscale(grads)
-  return grads, mean_loss, logits, batch_stats, sown
+  return Gradients(grads, mean_loss, logits, batch_stats, sown)
 
 
 def _updated(state: TrainState, grads: Any, batch_stats: Any, finite: jnp.ndarray,
@@ -276,27 +298,29 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
   Returns:
     The new state and this step's metrics: 'loss' and 'finite' (scalars), 'top1'
     ([B], 1.0 where correct), 'learning_rate', 'skipped_steps', 'loss_scale'
-    (float32 scalars; loss_scale 1 without loss scaling); with `diagnostics`, also
+    (float32 scalars; loss_scale 1 without loss scaling), 'grad_norm', 'param_norm',
+    'update_norm' (global_norms; update_norm 0 for a dropped step); with `diagnostics`, also
     'diagnostics': {tag: float32 scalar}.
   """
   if diagnostics and options.forward.grad_accum_steps > 1:
     raise ValueError('diagnostics need grad_accum_steps 1')
   num_classes = state.params['head']['bias'].shape[-1]
   images, targets = _prepared(state.step, batch, num_classes, options.inputs)
-  grads, mean_loss, logits, batch_stats, sown = _gradients(state, images, targets,
-                                                           options.forward, diagnostics)
-  finite = jnp.isfinite(mean_loss) & all_finite(grads)
-  new_state = _updated(state, grads, batch_stats, finite, options.update)
+  taken = _gradients(state, images, targets, options.forward, diagnostics)
+  finite = jnp.isfinite(taken.mean_loss) & all_finite(taken.grads)
+  new_state = _updated(state, taken.grads, taken.batch_stats, finite, options.update)
   step_metrics = {
-      'loss': mean_loss, 'finite': finite, 'top1': top_k_correct(logits, batch['label'], 1),
+      'loss': taken.mean_loss, 'finite': finite,
+      'top1': top_k_correct(taken.logits, batch['label'], 1),
+      **global_norms(taken.grads, state.params, new_state.params),
       'learning_rate': jnp.asarray(
           learning_rate_fn(optim.applied_updates(state.opt_state, state.step)), jnp.float32),
       'skipped_steps': new_state.skipped_steps.astype(jnp.float32),
       'loss_scale': jnp.asarray(1.0 if state.loss_scale is None else
                                 state.loss_scale.loss_scale, jnp.float32)}
   if diagnostics:
-    step_metrics['diagnostics'] = diagnostics_lib.compute(grads, state.params,
-                                                          new_state.params, sown)
+    step_metrics['diagnostics'] = diagnostics_lib.compute(taken.grads, state.params,
+                                                          new_state.params, taken.sown)
   return new_state, step_metrics
 
 

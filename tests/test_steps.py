@@ -184,6 +184,55 @@ def test_a_non_finite_step_is_dropped_and_counted():
   assert np.isfinite(float(metrics['loss']))
 
 
+def _l2(tree):
+  return float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64)))
+                           for x in jax.tree.leaves(tree))))
+
+
+def test_the_step_reports_the_global_norms_of_gradient_parameters_and_update():
+  mesh = sharding.make_mesh(jax.devices()[:2])
+  state, train_step = _state(mesh), _jitted_step(mesh)
+  batch = _batch(0)
+  before = jax.device_get(state.params)
+  # The gradient the step takes, computed here without the step's code.
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  images = steps.normalize_images(batch['image'], (0.0,), (1.0,))
+  targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], NUM_CLASSES), 0.1)
+
+  def loss(params):
+    logits, _ = state.apply_fn({**variables, 'params': params}, images, train=True,
+                               mutable=['batch_stats'])
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+  grads = jax.grad(loss)(state.params)
+  state, metrics = train_step(state, sharding.to_global(batch, mesh))
+  after = jax.device_get(state.params)
+  assert float(metrics['grad_norm']) == pytest.approx(_l2(grads), rel=1e-4)
+  assert float(metrics['param_norm']) == pytest.approx(_l2(after), rel=1e-5)
+  update = jax.tree.map(lambda a, b: a - b, after, before)
+  assert float(metrics['update_norm']) == pytest.approx(_l2(update), rel=1e-4)
+  assert float(metrics['update_norm']) > 0
+
+
+def test_the_logged_norms_leave_out_a_dropped_step():
+  """grad_norm and grad_norm_max average and bound the finite steps only: a non-finite
+  step shows in skipped_steps, not as a NaN norm."""
+  mesh = sharding.make_mesh(jax.devices()[:2])
+  state, train_step = _state(mesh), _jitted_step(mesh)
+  poisoned = _batch(1)
+  poisoned['image'][3, 2, 2, 0] = np.nan
+  totals, norms = metrics_lib.TrainMetrics.empty(), []
+  for batch in (_batch(0), poisoned, _batch(2)):
+    state, step_metrics = train_step(state, sharding.to_global(batch, mesh))
+    totals = metrics_lib.accumulate(totals, step_metrics)
+    norms.append(float(step_metrics['grad_norm']))
+  assert not np.isfinite(norms[1])
+  logged = jax.device_get(totals.compute())
+  assert float(logged['grad_norm']) == pytest.approx((norms[0] + norms[2]) / 2, rel=1e-5)
+  assert float(logged['grad_norm_max']) == pytest.approx(max(norms[0], norms[2]), rel=1e-6)
+  assert np.isfinite(float(logged['update_norm'])) and int(logged['skipped_steps']) == 1
+
+
 def test_without_drop_nonfinite_a_bad_step_is_counted_not_dropped():
   """nonfinite_policy 'halt': the update goes through (the trainer stops the run)."""
   mesh = sharding.make_mesh(jax.devices()[:2])

@@ -116,7 +116,8 @@ def test_cli_on_mock_cifar10(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'eval/num_examples=20' in result.stderr
   for name in ('train/loss', 'train/top1', 'train/learning_rate', 'train/images_per_sec',
-               'eval/loss', 'eval/top1', 'eval/top5'):
+               'train/grad_norm', 'train/grad_norm_max', 'train/update_norm',
+               'train/param_norm', 'eval/loss', 'eval/top1', 'eval/top5'):
     assert name in result.stderr, name
   saved = json.loads((workdir / 'config.json').read_text())
   assert saved['model'] == 'resnet20' and saved['batch_size'] == 8
