@@ -13,8 +13,8 @@ from etils import epath
 from jax.sharding import Mesh
 
 from resnet_jax import (compilation_cache, config_checks, distributed, finetune, metrics, models,
-                        optim, profiling, progress, schedule, sharding, step_options,
-                        steps, stopping, summaries)
+                        optim, profiling, progress, resume, schedule, sharding,
+                        step_options, steps, stopping, summaries)
 from resnet_jax.data import dataset_info, folder_settings, inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained, training_data
@@ -189,50 +189,15 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep,
                                             async_save=config.checkpoint_async,
                                             read_only=config.eval_only)
-  resuming = checkpointer.latest_step() is not None
-  changes = workdir_lib.config_changes(workdir, config) if resuming else {}
-  data_entry = training_data.current(info, config)
   try:
-    if 'model' in changes:
-      raise ConfigError(f'workdir {str(workdir)!r} holds checkpoints of another model; changed '
-                        f'config keys: {workdir_lib.describe(changes)}. Use a new workdir.')
-    workdir_lib.check_changes(workdir, changes, allow_changes)
-    # A fresh run records its data; a resume checks it (eval_only trains on none).
-    record_data = not resuming or (not config.eval_only and
-                                   training_data.check(workdir, data_entry, allow_changes))
-    state = checkpointer.restore_or_keep(state)
-    start_step = int(state.step)
-    examples_before = workdir_lib.examples_trained(workdir, start_step, config.batch_size)
-    rate_change = schedule.check_rate_unchanged(
-        config, changes=changes, allowed=allow_changes, num_train_examples=info.num_train_examples,
-        update=int(optim.applied_updates(state.opt_state, state.step)), step=start_step,
-        examples_before=examples_before)
-  except checkpointing.IncompatibleCheckpoint as error:
-    checkpointer.close()
-    raise ConfigError(
-        f'workdir {str(workdir)!r} holds checkpoint {error.step} of other shapes '
-        f'({len(error.paths)} arrays differ, e.g. {error.paths[0]}); changed config keys: '
-        f'{workdir_lib.describe(changes) or "none recorded"}. Resume with the original '
-        'config or use a new workdir.') from None
+    start = resume.restore(config, workdir, state, checkpointer, info, length=length,
+                           learning_rate_fn=learning_rate_fn, allow_changes=allow_changes)
   except (ConfigError, checkpointing.CheckpointError):
     checkpointer.close()
     raise
-  shown = {key: change for key, change in changes.items() if key != 'eval_only'}
-  if shown and config.eval_only:
-    logging.warning('Evaluating step %d with changed config keys (eval_only records nothing): '
-                    '%s', start_step, workdir_lib.describe(shown))
-  elif changes and not config.eval_only:
-    logging.warning('Resuming at step %d with changed config keys (recorded in %s): %s',
-                    start_step, workdir_lib.HISTORY_FILE, workdir_lib.describe(changes))
-  resumed = schedule.run_length(config, info.num_train_examples,
-                                examples_before=examples_before, start_step=start_step)
-  if resumed != length:  # a batch-size change: the run ends and decays in epochs as asked
-    length, num_train_steps = resumed, resumed.num_train_steps
-    learning_rate_fn = schedule.learning_rate_fn(config, info.num_train_examples, length=length)
-    state = state.replace(tx=optim.create_optimizer(config, learning_rate_fn))
-    logging.info('%s examples trained in %d steps; at batch %d the run ends at step %d '
-                 '(%s epochs)', f'{examples_before:,}', start_step, config.batch_size,
-                 num_train_steps, f'{config.num_epochs:g}')
+  state, start_step, examples_before = start.state, start.step, start.examples_before
+  length, learning_rate_fn = start.length, start.learning_rate_fn
+  num_train_steps = length.num_train_steps
   if config.eval_only:
     checkpointer.close()
     return _evaluate_only(state, config, data, mesh)
@@ -251,10 +216,10 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
   started = time.perf_counter()
   writer = summaries.SummaryWriter(str(workdir), just_logging=jax.process_index() > 0)
   writer.write_hparams(workdir_lib.flat_config(config))
-  workdir_lib.record_config(workdir, config, changes=changes, step=start_step,
-                            allowed=allow_changes, learning_rate=rate_change)
-  if record_data:
-    training_data.record(workdir, data_entry, step=start_step)
+  workdir_lib.record_config(workdir, config, changes=start.changes, step=start_step,
+                            allowed=allow_changes, learning_rate=start.rate_change)
+  if start.record_data:
+    training_data.record(workdir, start.data_entry, step=start_step)
   trained.write_model_info(workdir, trained.model_info_from_config(
       config, info.class_names, info.image_shape[-1]))
 
