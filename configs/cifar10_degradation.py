@@ -1,7 +1,7 @@
 """The degradation experiment on CIFAR-10 with He et al. 2015's recipe (§4.2, Fig. 6).
 
 Command (on an accelerator; the paper's depths):
-  python -m resnet_jax.degradation --config=configs/cifar10_degradation.py \
+  python -m resnet_jax.studies.degradation --config=configs/cifar10_degradation.py \
       --depths=20,32,44,56 --workdir=/tmp/degradation_cifar10
 
 Batch 128, SGD momentum 0.9, weight decay 1e-4, lr 0.1 ÷10 at 32k and 48k iterations,
@@ -13,8 +13,8 @@ Runtime: 8 runs × 64k steps, days on a 2-core CPU (~17 h for each 56-layer net)
 GPU, far less (not measured).
 
 The studies of the trained nets, with the papers' settings (config.study):
-  python -m resnet_jax.landscape --config=configs/cifar10_degradation.py --workdir=...
-  python -m resnet_jax.lesion --config=configs/cifar10_degradation.py --workdir=...
+  python -m resnet_jax.studies.landscape --config=configs/cifar10_degradation.py --workdir=...
+  python -m resnet_jax.studies.lesion --config=configs/cifar10_degradation.py --workdir=...
 Li et al. 2018 (Fig. 5): a 51 × 51 grid over [−1, 1]² on the whole training split (50,000
 images). Veit et al. 2016 (Fig. 3, 5): the whole test split (10,000). Not yet run here:
 2,601 grid evaluations of 50,000 images at 32 × 32 are ~3,000 times the digits study's

@@ -219,8 +219,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.compilation_cache_dir = '~/.cache/resnet_jax/jax_compilation_cache'
   config.seed = 0
 
-  # The studies of trained plain and residual nets (python -m resnet_jax.landscape and
-  # resnet_jax.lesion on a degradation workdir; docs/residual-study.md).
+  # The studies of trained plain and residual nets (python -m resnet_jax.studies.landscape and
+  # resnet_jax.studies.lesion on a degradation workdir; docs/residual-study.md).
   config.study = ml_collections.ConfigDict()
   # Loss landscape (Li et al. 2018): a points × points grid over [−range, range]² along
   # two filter-normalised random directions (the paper: 51 points, range 1), on the

@@ -1,7 +1,7 @@
-"""The degradation experiment's recipe on the embedded digits (resnet_jax.degradation).
+"""The degradation experiment's recipe on the embedded digits (resnet_jax.studies.degradation).
 
 Command (no download):
-  python -m resnet_jax.degradation --workdir=/tmp/degradation
+  python -m resnet_jax.studies.degradation --workdir=/tmp/degradation
   (the same as --config=configs/degradation_digits.py --depths=20,56)
 
 One recipe for plain and residual nets alike: batch 128, 264 steps (23.5 epochs of the

@@ -1,12 +1,12 @@
 """The degradation experiment and the studies of its nets on Fashion-MNIST: plain-20/56
-against ResNet-20/56 (python -m resnet_jax.degradation, landscape, lesion).
+against ResNet-20/56 (python -m resnet_jax.studies.degradation, landscape, lesion).
 
 Command (offline with Debian's dataset-fashion-mnist; no TensorFlow):
-  python -m resnet_jax.degradation --config=configs/fashion_mnist_degradation.py \
+  python -m resnet_jax.studies.degradation --config=configs/fashion_mnist_degradation.py \
       --depths=20,56 --workdir=/tmp/degradation_fmnist
-  python -m resnet_jax.landscape --config=configs/fashion_mnist_degradation.py \
+  python -m resnet_jax.studies.landscape --config=configs/fashion_mnist_degradation.py \
       --workdir=/tmp/degradation_fmnist
-  python -m resnet_jax.lesion --config=configs/fashion_mnist_degradation.py \
+  python -m resnet_jax.studies.lesion --config=configs/fashion_mnist_degradation.py \
       --workdir=/tmp/degradation_fmnist
 
 The CPU-sized study: the first 10,000 training images, 12 epochs (936 steps of 128), the

@@ -48,6 +48,22 @@ def test_no_module_imports_the_top_level_configs():
   assert not offenders
 
 
+def test_the_training_core_does_not_import_the_studies():
+  """resnet_jax/studies/ is research beside the core: the trainer, data, models, storage
+  and tools run without it."""
+  offenders = []
+  for path in PACKAGE.rglob('*.py'):
+    if 'studies' in path.relative_to(PACKAGE).parts:
+      continue
+    for node in ast.walk(ast.parse(path.read_text())):
+      names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+               [node.module or ''] + [f'{node.module}.{alias.name}' for alias in node.names]
+               if isinstance(node, ast.ImportFrom) and not node.level else [])
+      offenders += [f'{path.relative_to(PACKAGE)}: {name}' for name in names
+                    if name.startswith('resnet_jax.studies')]
+  assert not offenders
+
+
 def test_config_files_load_from_another_directory(tmp_path, monkeypatch):
   elsewhere = tmp_path / 'elsewhere'
   shutil.copytree(PACKAGE.parent / 'configs', elsewhere / 'configs')

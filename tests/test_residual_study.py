@@ -17,8 +17,9 @@ import pytest
 from configs import cifar10_identity_mappings, cifar10_table6
 from configs import degradation_digits as degradation_config
 from conftest import small_config
-from resnet_jax import config_checks, degradation, diagnostics, models, sharding, steps, train
+from resnet_jax import config_checks, diagnostics, models, sharding, steps, train
 from resnet_jax.errors import ConfigError
+from resnet_jax.studies import degradation
 from resnet_jax.tools import diagnostics_plots, report
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -294,7 +295,7 @@ def test_degradation_writes_table_figures_and_diagnostics(tmp_path, digits_dir):
 
 
 def test_degradation_rejects_a_depth_without_twins(tmp_path):
-  result = subprocess.run([sys.executable, '-m', 'resnet_jax.degradation',
+  result = subprocess.run([sys.executable, '-m', 'resnet_jax.studies.degradation',
                            f'--workdir={tmp_path}', '--depths=20,21'], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode != 0

@@ -1,5 +1,5 @@
 """The residual-network studies: loss landscapes (Li et al. 2018) and lesions and paths
-(Veit et al. 2016): resnet_jax.landscape, resnet_jax.lesion, resnet_jax/study/."""
+(Veit et al. 2016): resnet_jax.studies.landscape, resnet_jax.studies.lesion, resnet_jax/studies/."""
 
 import itertools
 import json
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from configs import degradation_digits as degradation_config
-from resnet_jax import landscape, lesion, models, study
+from resnet_jax import models, studies
 from resnet_jax.errors import ConfigError
 from resnet_jax.models.blocks import BasicBlock, ResidualUnit
 from resnet_jax.storage import trained
-from resnet_jax.study import directions, nets, paths
+from resnet_jax.studies import directions, landscape, lesion, nets, paths
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (8, 8, 1)
@@ -245,12 +245,12 @@ def test_effective_lengths_is_the_shortest_window():
 ])
 def test_bad_study_settings_are_named(override, message):
   with pytest.raises(ConfigError, match=message):
-    study.check_study(_study_settings(**override))
+    studies.check_study(_study_settings(**override))
 
 
 def test_a_config_without_a_study_block_is_named():
   with pytest.raises(ConfigError, match='^the config has no study block'):
-    study.check_study(None)
+    studies.check_study(None)
 
 
 def test_gradient_per_path_length_has_one_figure_per_length():
@@ -283,7 +283,7 @@ def test_a_workdir_without_nets_says_how_to_make_them(tmp_path):
 
 
 def test_the_cli_names_a_bad_setting_before_reading_anything(tmp_path):
-  result = subprocess.run([sys.executable, '-m', 'resnet_jax.landscape',
+  result = subprocess.run([sys.executable, '-m', 'resnet_jax.studies.landscape',
                            f'--workdir={tmp_path}', '--config.study.landscape_points=4'],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
@@ -317,7 +317,7 @@ def test_both_commands_run_on_a_workdir_of_trained_nets(tmp_path, trained_workdi
   for command, files in (('landscape', ['landscape_20.png', 'interpolation.png']),
                          ('lesion', ['lesion_single.png', 'lesion_random.png',
                                      'path_lengths.png'])):
-    result = subprocess.run([sys.executable, '-m', f'resnet_jax.{command}',
+    result = subprocess.run([sys.executable, '-m', f'resnet_jax.studies.{command}',
                              f'--workdir={tmp_path}', *overrides], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

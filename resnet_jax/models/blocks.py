@@ -45,7 +45,7 @@ SHORTCUTS = ('zero_pad', 'projection', 'projection_all')  # He et al. 2015 optio
 SHORTCUT_VARIANTS = ('identity', 'scaling', 'exclusive_gating', 'shortcut_gating', 'conv',
                      'dropout', 'none')
 DIAGNOSTICS = 'diagnostics'  # the collection the response stds are sown into
-# Per-unit scalars a study passes in (resnet_jax.lesion): `keep`, `backprop_branch`
+# Per-unit scalars a study passes in (resnet_jax.studies.lesion): `keep`, `backprop_branch`
 # (ResidualUnit._add). Absent, the units are as trained.
 PATHS = 'paths'
 BLUR_MIN_CHANNELS = 16  # FFCV blurs strided convs with at least this many input channels

@@ -1,4 +1,4 @@
-"""Figures of the residual-network studies (resnet_jax.landscape, resnet_jax.lesion).
+"""Figures of the residual-network studies (resnet_jax.studies.landscape, resnet_jax.studies.lesion).
 
 Each function takes the rows a study writes to its JSON and writes one PNG; plain nets
 are dashed, residual nets solid, one colour per depth (as the degradation figures).

@@ -1,6 +1,6 @@
 """The degradation experiment (He et al. 2015, Fig. 1, 6 and 7) as one command.
 
-  python -m resnet_jax.degradation --workdir=DIR [--config=configs/degradation_digits.py]
+  python -m resnet_jax.studies.degradation --workdir=DIR [--config=configs/degradation_digits.py]
       [--depths=20,56] [--config.key=value ...]
 
 Trains plainN and resnetN for each depth N with one recipe (the config's; its `model`

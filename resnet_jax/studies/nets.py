@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from resnet_jax import degradation, models, steps
+from resnet_jax import models, steps
+from resnet_jax.studies import degradation
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import trained, workdir
 
@@ -46,7 +47,7 @@ def find_nets(root: str, names: Sequence[str] | None = None) -> list[str]:
     return list(names)
   if not found:
     raise ConfigError(f'{root!r} holds no plainN/resnetN runs: train them first with '
-                      f'python -m resnet_jax.degradation --workdir={root}')
+                      f'python -m resnet_jax.studies.degradation --workdir={root}')
   return found
 
 

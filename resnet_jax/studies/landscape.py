@@ -1,12 +1,12 @@
 """Loss landscapes of plain and residual nets (Li et al. 2018, "Visualizing the Loss
 Landscape of Neural Nets", arXiv:1712.09913) as one command.
 
-  python -m resnet_jax.landscape --workdir=DIR [--config=configs/degradation_digits.py]
+  python -m resnet_jax.studies.landscape --workdir=DIR [--config=configs/degradation_digits.py]
       [--models=plain56,resnet56] [--config.study.landscape_points=21 ...]
 
-DIR is a degradation workdir (python -m resnet_jax.degradation --workdir=DIR): each
+DIR is a degradation workdir (python -m resnet_jax.studies.degradation --workdir=DIR): each
 plainN / resnetN run under it is evaluated at θ + αδ + βη for two filter-normalised random
-directions δ, η (study/directions.py), α, β on a grid of `study.landscape_points` over
+directions δ, η (studies/directions.py), α, β on a grid of `study.landscape_points` over
 [−range, range], on the first `study.landscape_examples` of the training split, in
 evaluation mode; and along δ alone (the 1-D interpolation, the same α). Writes
 
@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from resnet_jax.study import command
+from resnet_jax.studies import command
 
 RESULTS_FILE = 'landscape.json'
 INTERPOLATION_FILE = 'interpolation.png'
@@ -71,7 +71,7 @@ def net_landscape(net: Any, images: np.ndarray, labels: np.ndarray,
   """One net's 1-D curve and 2-D grid, and the surface's shape."""
   import jax  # noqa: PLC0415
 
-  from resnet_jax.study import directions, nets  # noqa: PLC0415
+  from resnet_jax.studies import directions, nets  # noqa: PLC0415
   params = net.restored.variables['params']
   key = jax.random.key(study.seed)
   first = directions.random_direction(params, jax.random.fold_in(key, 0))
@@ -104,8 +104,8 @@ def run_landscape(config: Any, root: str, names: Sequence[str] | None = None
   """Every net's landscape; writes the JSON and the figures; returns the rows."""
   from etils import epath  # noqa: PLC0415
 
-  from resnet_jax.study import nets  # noqa: PLC0415
-  from resnet_jax.tools import study_plots  # noqa: PLC0415
+  from resnet_jax.studies import nets  # noqa: PLC0415
+  from resnet_jax.studies import plots  # noqa: PLC0415
   study = config.study
   names = nets.find_nets(root, names)
   loaded = [nets.load_net(root, name, config) for name in names]
@@ -121,9 +121,9 @@ def run_landscape(config: Any, root: str, names: Sequence[str] | None = None
   out = epath.Path(root)
   (out / RESULTS_FILE).write_text(json.dumps(results))
   for depth in sorted({row['depth'] for row in results}):
-    study_plots.plot_landscapes([r for r in results if r['depth'] == depth],
+    plots.plot_landscapes([r for r in results if r['depth'] == depth],
                                 out / surface_figure(depth))
-  study_plots.plot_interpolation(results, out / INTERPOLATION_FILE)
+  plots.plot_interpolation(results, out / INTERPOLATION_FILE)
   return results
 
 

@@ -1,10 +1,12 @@
-"""Studies of why residual connections work, on the trained nets of a degradation workdir.
+"""Studies of why residual connections work: the research home beside the training core.
 
-- resnet_jax.landscape: loss surfaces along filter-normalised random directions (Li et
-  al. 2018); study/directions.py draws the directions.
-- resnet_jax.lesion: units deleted at test time, path lengths and the gradient per path
-  length (Veit et al. 2016); study/paths.py.
-- study/nets.py: the trained nets, the examples, one compiled evaluation.
+- degradation: plain and residual twins trained with one recipe (He et al. 2015, Fig. 6).
+- landscape: loss surfaces along filter-normalised random directions (Li et al. 2018);
+  directions.py draws the directions.
+- lesion: units deleted at test time, path lengths and the gradient per path length (Veit
+  et al. 2016); paths.py.
+- nets.py: a degradation workdir's trained nets, the examples, one compiled evaluation;
+  command.py: the two studies' command line; plots.py: their figures.
 
 Their settings are the config's `study` block (configs/default.py); docs/residual-study.md
 shows the figures.

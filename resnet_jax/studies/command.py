@@ -1,4 +1,4 @@
-"""The command line both studies share (python -m resnet_jax.landscape / .lesion): the
+"""The command line both studies share (python -m resnet_jax.studies.landscape / .lesion): the
 flags, the settings' check before TensorFlow's import, one-line errors, the table and
 the files written."""
 
@@ -24,11 +24,11 @@ def main_for(run_study: Callable[[Any, str, Sequence[str]], Rows],
   def main(argv: list[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    from resnet_jax import console, study  # noqa: PLC0415
+    from resnet_jax import console, studies  # noqa: PLC0415
     console.quiet_libraries()
     from resnet_jax.errors import ConfigError  # noqa: PLC0415
     try:
-      study.check_study(FLAGS.config.get('study'))
+      studies.check_study(FLAGS.config.get('study'))
     except ConfigError as error:
       sys.exit(f'error: {error}')
     from resnet_jax.data import inputs  # noqa: PLC0415

@@ -1,7 +1,7 @@
 """Lesion study and path lengths of plain and residual nets (Veit et al. 2016, "Residual
 Networks Behave Like Ensembles of Relatively Shallow Networks", arXiv:1605.06431).
 
-  python -m resnet_jax.lesion --workdir=DIR [--config=configs/degradation_digits.py]
+  python -m resnet_jax.studies.lesion --workdir=DIR [--config=configs/degradation_digits.py]
       [--models=plain56,resnet56] [--config.study.lesion_draws=10 ...]
 
 DIR is a degradation workdir. For each plainN / resnetN run under it, on the config's
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from resnet_jax.study import command
+from resnet_jax.studies import command
 
 RESULTS_FILE = 'lesion.json'
 SINGLE_FILE = 'lesion_single.png'
@@ -43,7 +43,7 @@ def net_lesions(net: Any, images: np.ndarray, labels: np.ndarray, study: Any
   """One net's errors with no unit, each single unit and k random units deleted."""
   import jax.numpy as jnp  # noqa: PLC0415
 
-  from resnet_jax.study import nets, paths  # noqa: PLC0415
+  from resnet_jax.studies import nets, paths  # noqa: PLC0415
   variables = net.restored.variables
   names = paths.unit_names(variables['params'])
   reshaping = paths.reshaping_units(net.model, variables, net.restored.info.image_shape)
@@ -77,8 +77,8 @@ def run_lesion(config: Any, root: str, names: Sequence[str] | None = None
   figures; returns the rows."""
   from etils import epath  # noqa: PLC0415
 
-  from resnet_jax.study import nets, paths  # noqa: PLC0415
-  from resnet_jax.tools import study_plots  # noqa: PLC0415
+  from resnet_jax.studies import nets, paths  # noqa: PLC0415
+  from resnet_jax.studies import plots  # noqa: PLC0415
   study = config.study
   names = nets.find_nets(root, names)
   loaded = [nets.load_net(root, name, config) for name in names]
@@ -105,10 +105,10 @@ def run_lesion(config: Any, root: str, names: Sequence[str] | None = None
     results.append(row)
   out = epath.Path(root)
   (out / RESULTS_FILE).write_text(json.dumps(results, indent=1))
-  study_plots.plot_single_lesions(results, out / SINGLE_FILE)
-  study_plots.plot_random_lesions(results, out / RANDOM_FILE)
+  plots.plot_single_lesions(results, out / SINGLE_FILE)
+  plots.plot_random_lesions(results, out / RANDOM_FILE)
   if any('paths' in row for row in results):
-    study_plots.plot_path_lengths([r for r in results if 'paths' in r], out / PATHS_FILE)
+    plots.plot_path_lengths([r for r in results if 'paths' in r], out / PATHS_FILE)
   return results
 
 
