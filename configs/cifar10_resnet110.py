@@ -11,7 +11,7 @@ Expected: 6.43 % test error (93.57 % top-1), the paper's Table 6 (best of 5 runs
 6.61 ± 0.16). The paper chose the step counts on a 45k/5k train/val split; to reproduce that, add
 --config.dataset.train_split='train[:45000]' --config.dataset.eval_split='train[45000:]'.
 Runtime: ~54 h on a 2-core CPU VM (64k steps × the 3.02 s step that
-`python -m resnet_jax.tools.benchmark --mode=train --model=resnet110 --batch_size=128
+`python -m resnet_jax.bench.benchmark --mode=train --model=resnet110 --batch_size=128
 --image_size=32` measured there, 42 img/s); on a GPU, far less (not measured).
 Not yet run to the end with this code.
 """

@@ -9,7 +9,7 @@ Expected: 8.75 % test error (91.25 % top-1), the paper's Table 6. The paper
 chose the step counts on a 45k/5k train/val split; to reproduce that, add
 --config.dataset.train_split='train[:45000]' --config.dataset.eval_split='train[45000:]'.
 Runtime: ~5 h on a 2-core CPU VM (64k steps × the 0.26 s step that
-`python -m resnet_jax.tools.benchmark --mode=train --model=resnet20 --batch_size=128
+`python -m resnet_jax.bench.benchmark --mode=train --model=resnet20 --batch_size=128
 --image_size=32` measured there, 489 img/s); on a GPU, far less (not measured).
 Not yet run to the end with this code.
 """

@@ -12,7 +12,7 @@ BatchNorm keeps ImageNet's running statistics (small batches estimate them badly
 For a linear probe add --config.freeze_backbone=True; for a small model,
 --config.model=resnet18 with resnet18 weights. Accuracy depends on your data: no
 expected figure. Runtime: 20 epochs over your training images; `python -m
-resnet_jax.tools.benchmark --model=resnet50` prints this machine's images per second.
+resnet_jax.bench.benchmark --model=resnet50` prints this machine's images per second.
 """
 
 import ml_collections

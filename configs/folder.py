@@ -22,7 +22,7 @@ Expected: it depends on your images. On a 2,000-image folder of Fashion-MNIST PN
 (1,600 train / 400 validation, 28×28 grayscale: resnet20, batch 128), measured 2026-12-06
 on the 2-core CPU VM: 85.92 ± 0.88 % final validation top-1 over seeds 0-2 (best epochs
 86.50 %; docs/data.md, "Your own images"). Runtime: 7-8.5 minutes there (shared with a CI
-run); in general 30 epochs of your training images: `python -m resnet_jax.tools.benchmark
+run); in general 30 epochs of your training images: `python -m resnet_jax.bench.benchmark
 --model=resnet20` prints this machine's images per second. Pretrained weights instead:
 configs/finetune_folder.py.
 """

@@ -7,7 +7,7 @@
 # matmul; images/s, compile seconds, peak memory, MFU from the analytic training FLOPs
 # (3 × 2 × MACs × batch), same-run ratios and the goals, in one run.
 #
-#   launch/gpu_benchmark.sh [BATCH_PER_DEVICE] [resnet_jax.tools.gpu_benchmark flags...]
+#   launch/gpu_benchmark.sh [BATCH_PER_DEVICE] [resnet_jax.bench.gpu_benchmark flags...]
 #   launch/gpu_benchmark.sh 256 --json=/tmp/gpu_benchmark.json
 #   launch/gpu_benchmark.sh 256 --config=none      (the bare model)
 #   launch/gpu_check.sh                              (this and the numerics: PASS/FAIL)
@@ -20,7 +20,7 @@ set -euo pipefail
 
 batch_size=${1:-256}
 if [[ ! "$batch_size" =~ ^[1-9][0-9]*$ ]]; then
-  echo "usage: $0 [BATCH_PER_DEVICE] [resnet_jax.tools.gpu_benchmark flags...]; got BATCH_PER_DEVICE '$batch_size'" >&2
+  echo "usage: $0 [BATCH_PER_DEVICE] [resnet_jax.bench.gpu_benchmark flags...]; got BATCH_PER_DEVICE '$batch_size'" >&2
   exit 2
 fi
 shift || true
@@ -35,5 +35,5 @@ if ! "$python" -c 'import jax, sys; sys.exit(jax.default_backend() != "gpu")' 2>
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-exec timeout "${TIMEOUT:-360}" "$python" -m resnet_jax.tools.gpu_benchmark \
+exec timeout "${TIMEOUT:-360}" "$python" -m resnet_jax.bench.gpu_benchmark \
   --batch_size="$batch_size" "$@"

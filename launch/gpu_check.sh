@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One command for a GPU machine: the GPU benchmark (resnet_jax.tools.gpu_benchmark: the
+# One command for a GPU machine: the GPU benchmark (resnet_jax.bench.gpu_benchmark: the
 # recipe's training step, torchvision eager and torch.compile, seconds to the first step,
-# the goals), one BatchNorm layer ours against flax's (resnet_jax.tools.norm_benchmark)
-# and the numerics checks (resnet_jax.tools.gpu_numerics: logits against torchvision, a
+# the goals), one BatchNorm layer ours against flax's (resnet_jax.bench.norm_benchmark)
+# and the numerics checks (resnet_jax.bench.gpu_numerics: logits against torchvision, a
 # bfloat16 step against float32, scan_blocks against unscanned); a final PASS/FAIL line.
 # Under 8 minutes: each part runs under `timeout`.
 #
@@ -62,7 +62,7 @@ failed=0
 if [[ ",$parts," == *,benchmark,* ]]; then
   budget=${GPU_CHECK_BENCHMARK_SECONDS:-250}
   # shellcheck disable=SC2086  # the extra flags split on spaces
-  timeout "$((budget + 30))" "$python" -m resnet_jax.tools.gpu_benchmark \
+  timeout "$((budget + 30))" "$python" -m resnet_jax.bench.gpu_benchmark \
     --time_budget="$budget" --json="$out/gpu_benchmark.json" "${bench_sizes[@]}" \
     ${GPU_CHECK_BENCHMARK_ARGS:-}
   rc=$?
@@ -85,7 +85,7 @@ print(", ".join(f"{counts[s]} {s}" for s in ("met", "not met", "unmeasured") if 
   fi
 fi
 if [[ ",$parts," == *,norm,* ]]; then
-  timeout "${GPU_CHECK_NORM_SECONDS:-40}" "$python" -m resnet_jax.tools.norm_benchmark \
+  timeout "${GPU_CHECK_NORM_SECONDS:-40}" "$python" -m resnet_jax.bench.norm_benchmark \
     --json="$out/norm_benchmark.json" "${norm_sizes[@]}"
   rc=$?
   if ((rc)); then
@@ -96,7 +96,7 @@ if [[ ",$parts," == *,norm,* ]]; then
 fi
 if [[ ",$parts," == *,numerics,* ]]; then
   # shellcheck disable=SC2086
-  timeout "${GPU_CHECK_NUMERICS_SECONDS:-150}" "$python" -m resnet_jax.tools.gpu_numerics \
+  timeout "${GPU_CHECK_NUMERICS_SECONDS:-150}" "$python" -m resnet_jax.bench.gpu_numerics \
     --json="$out/gpu_numerics.json" "${numerics_sizes[@]}" ${GPU_CHECK_NUMERICS_ARGS:-}
   rc=$?
   if ((rc)); then

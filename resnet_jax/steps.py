@@ -134,7 +134,7 @@ def top_k_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarr
 def global_norms(grads: Any, params: Any, new_params: Any) -> dict[str, jnp.ndarray]:
   """L2 norms over all parameters of the gradient, the parameters after the step and the
   step's update (big_vision's l2_grads, l2_params, l2_updates): a diverging run shows
-  which grew first. Measured on the 2-core CPU VM (2026-12-06, tools/benchmark.py, same
+  which grew first. Measured on the 2-core CPU VM (2026-12-06, bench/benchmark.py, same
   session): step time unchanged (ResNet-20 at 28², batch 128: 380 ms; ResNet-50 at 128²,
   batch 16: 916-924 ms with or without), compile 13-18 % longer (ResNet-50: 6.0-6.3 s to
   6.6-7.6 s; a stacked form behind an optimization barrier was no faster)."""

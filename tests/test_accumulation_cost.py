@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from resnet_jax.tools import accumulation_cost
+from resnet_jax.bench import accumulation_cost
 
 
 def test_prints_both_steps_and_the_ratios(capsys):

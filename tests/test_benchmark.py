@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _benchmark(*args, timeout=300):
-  return subprocess.run([sys.executable, '-m', 'resnet_jax.tools.benchmark', *args], cwd=ROOT,
+  return subprocess.run([sys.executable, '-m', 'resnet_jax.bench.benchmark', *args], cwd=ROOT,
                         capture_output=True, text=True, timeout=timeout)
 
 

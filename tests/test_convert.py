@@ -13,7 +13,8 @@ from safetensors.numpy import save_file
 
 from resnet_jax import models
 from resnet_jax.storage import trained
-from resnet_jax.tools import convert, torch_parity
+from resnet_jax.tools import convert
+from resnet_jax.bench import torch_parity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from conftest import needs_torch  # PyTorch parity: the slow tier
@@ -22,7 +23,7 @@ from conftest import needs_torch  # PyTorch parity: the slow tier
 @needs_torch
 def test_converted_logits_equal_torchvision_at_every_depth():
   # A subprocess: torch and TensorFlow (loaded by conftest) crash when in one process.
-  done = subprocess.run([sys.executable, '-m', 'resnet_jax.tools.torch_parity', '--format=json'],
+  done = subprocess.run([sys.executable, '-m', 'resnet_jax.bench.torch_parity', '--format=json'],
                         cwd=REPO, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   rows = json.loads(done.stdout.strip().splitlines()[-1])

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from conftest import small_config
 from resnet_jax.data import order, pipeline, sources
-from resnet_jax.tools import synthetic_data
+from resnet_jax.bench import synthetic_data
 
 NUM_FILES = 7  # train: 7 files of 9 (one of 8, one of 10); validation: 7 of 3 or 4
 

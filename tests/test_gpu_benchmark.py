@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-from resnet_jax.tools import bare_config, gpu_benchmark, summary
+from resnet_jax.tools import summary
+
+from resnet_jax.bench import bare_config, gpu_benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKED = ('tensorflow', 'tensorflow_datasets', 'clu', 'ml_collections', 'jmp')
@@ -39,7 +41,7 @@ def test_the_blocked_packages_really_fail_to_import(bare_env):
 def test_configs_load_without_ml_collections(bare_env):
   script = '''
 import json
-from resnet_jax.tools import bare_config
+from resnet_jax.bench import bare_config
 nvidia = bare_config.load('configs/imagenet50.py', {'dataset.image_size': 160})
 flax = bare_config.load('configs/imagenet50.py:flax')
 folder = bare_config.load('configs/finetune_folder.py')
@@ -199,7 +201,7 @@ def test_a_row_cut_by_the_time_budget_is_listed_not_failed(monkeypatch, capsys, 
 def test_the_benchmark_runs_without_them(bare_env, tmp_path):
   report_path = tmp_path / 'report.json'
   result = subprocess.run(
-      [sys.executable, '-m', 'resnet_jax.tools.gpu_benchmark', '--model=resnet18',
+      [sys.executable, '-m', 'resnet_jax.bench.gpu_benchmark', '--model=resnet18',
        '--image_size=32', '--batch_size=4', '--cifar_batch_size=8', '--cifar_image_size=8',
        '--timed_steps=2', '--warmup_steps=1', '--matmul_size=256',
        '--torch_compile_backend=aot_eager', f'--json={report_path}'],
@@ -247,7 +249,7 @@ def test_spec_peaks_by_device_kind():
 
 
 def test_an_unknown_variant_is_a_one_line_error():
-  result = subprocess.run([sys.executable, '-m', 'resnet_jax.tools.gpu_benchmark',
+  result = subprocess.run([sys.executable, '-m', 'resnet_jax.bench.gpu_benchmark',
                            '--variants=plain,fast'], capture_output=True, text=True, cwd=REPO)
   assert result.returncode == 2
   assert ('unknown --variants fast; valid: plain,remat,remat_conv_outputs,scan_blocks'

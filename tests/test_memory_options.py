@@ -2,7 +2,7 @@
 and compute what the plain model computes.
 
 The memory figures are XLA:CPU's memory analysis of the compiled training step
-(resnet_jax/tools/memory_options.py) and the residuals JAX's autodiff keeps; see
+(resnet_jax/bench/memory_options.py) and the residuals JAX's autodiff keeps; see
 docs/models.md, "Memory options", for what they mean on a GPU.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from configs import default as default_config
 from resnet_jax import models
 from resnet_jax.models import block_stack
-from resnet_jax.tools import memory_options
+from resnet_jax.bench import memory_options
 
 
 def _inputs(size, batch=4, classes=10, seed=0):

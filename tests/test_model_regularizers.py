@@ -251,7 +251,8 @@ import json, sys, tempfile
 import jax
 from resnet_jax import models
 from resnet_jax.models import blocks
-from resnet_jax.tools import convert, torch_parity
+from resnet_jax.tools import convert
+from resnet_jax.bench import torch_parity
 
 ch.manual_seed(0)
 convs = []

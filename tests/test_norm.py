@@ -1,6 +1,6 @@
 """GroupBatchNorm (models/norm.py): flax's BatchNorm for a whole-batch group, a float64
 reference for sub-groups, the one-pass variance's accuracy, eval mode, and the layer
-microbenchmark (tools/norm_benchmark.py)."""
+microbenchmark (bench/norm_benchmark.py)."""
 
 import json
 import math
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from resnet_jax.models.norm import GroupBatchNorm
-from resnet_jax.tools import norm_benchmark
+from resnet_jax.bench import norm_benchmark
 
 EPS = 1e-5
 

@@ -4,7 +4,7 @@ XLA:CPU allocates a step's temporaries afresh each step (2.2 GB for ResNet-50 at
 16) and glibc's malloc hands them back to the OS on free, so every step page-faults all
 of them in again: ~1 s of system time per 2.4 s step on a 2-core machine. jemalloc and
 tcmalloc, told not to return memory, keep the pages: the same step takes 1.75 s
-(measured with `python -m resnet_jax.tools.benchmark`; docs/performance.md). An allocator
+(measured with `python -m resnet_jax.bench.benchmark`; docs/performance.md). An allocator
 cannot be swapped inside a running process, so `reexec_with_fast_allocator` restarts
 the command once, before anything is imported, with LD_PRELOAD set. Install one with
 `apt install libjemalloc2` (or google-perftools); RESNET_JAX_ALLOCATOR=system opts out.

@@ -6,7 +6,7 @@ by the config instead of by the hardware, so 1 device and 64 devices compute the
 thing. Parameters and statistics have flax BatchNorm's names and shapes, so checkpoints
 move freely between group sizes. The statistics are flax BatchNorm's (one pass, in
 float32); the normalisation, x·mul + shift, costs less than flax's, and a group of the
-whole batch no more than flax's BatchNorm (resnet_jax.tools.norm_benchmark times both).
+whole batch no more than flax's BatchNorm (resnet_jax.bench.norm_benchmark times both).
 """
 
 from typing import Any, Callable

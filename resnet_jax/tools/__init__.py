@@ -1,2 +1,2 @@
-"""Commands and tools built on the training core: benchmarks, weight conversion,
-prediction, reports, export, model summaries, parity and fault-injection checks."""
+"""Commands users run on their models: prediction, reports, results over seeds, export,
+weight conversion, model summaries, a run within a time budget; measurement is bench/."""

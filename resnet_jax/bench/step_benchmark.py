@@ -2,7 +2,7 @@
 
 `measure_step` times the trainer's own step (steps.train_step / eval_step over the data
 mesh) for a given model and optimizer; like the step, it needs only JAX, flax and optax,
-so it runs on a bare accelerator image (resnet_jax/tools/gpu_benchmark.py). `measure` builds
+so it runs on a bare accelerator image (resnet_jax/bench/gpu_benchmark.py). `measure` builds
 the model and optimizer that a config describes, as training does.
 """
 
@@ -23,7 +23,7 @@ from resnet_jax.cpu import allocator
 from resnet_jax.errors import check_choice
 from resnet_jax.step_options import InputOptions, StepOptions, UpdateOptions
 from resnet_jax.tools import summary
-from resnet_jax.tools.flop_count import inference_flops, training_flops, xla_count_shown
+from resnet_jax.bench.flop_count import inference_flops, training_flops, xla_count_shown
 
 if TYPE_CHECKING:
   import ml_collections

@@ -1,6 +1,6 @@
 """Numerics on the accelerator: three checks, each PASS or FAIL with its error and tolerance.
 
-  python -m resnet_jax.tools.gpu_numerics [--checks=logits,bf16_step,scan]
+  python -m resnet_jax.bench.gpu_numerics [--checks=logits,bf16_step,scan]
       [--config=configs/imagenet50.py] [--model=resnet50] [--image_size=224] [--json=PATH]
   launch/gpu_check.sh   (the GPU benchmark, then this)
 
@@ -43,7 +43,7 @@ def _relative(difference: float, scale: float) -> float:
 def check_logits(args: argparse.Namespace, config: Any) -> dict[str, Any]:
   import jax
 
-  from resnet_jax.tools import torch_parity
+  from resnet_jax.bench import torch_parity
   with tempfile.TemporaryDirectory() as directory, jax.default_matmul_precision('highest'):
     difference, scale = torch_parity.logit_difference(
         config.model, directory, batch_size=args.logit_batch, image_size=args.image_size)
@@ -54,7 +54,7 @@ def check_logits(args: argparse.Namespace, config: Any) -> dict[str, Any]:
 
 
 def _recipe_config(args: argparse.Namespace, **overrides: Any) -> Any:
-  from resnet_jax.tools import bare_config
+  from resnet_jax.bench import bare_config
   config = bare_config.load(args.config, {
       key: value for key, value in {'model': args.model, 'dataset.image_size': args.image_size,
                                     **overrides}.items() if value is not None})
@@ -77,7 +77,7 @@ def check_bf16_step(args: argparse.Namespace, config: Any) -> dict[str, Any]:
   import numpy as np
 
   from resnet_jax import sharding, steps
-  from resnet_jax.tools import bare_config
+  from resnet_jax.bench import bare_config
   mesh = sharding.make_mesh()
   host_batch = _host_batch(config, args.num_classes)
   losses, finite = {}, {}
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m resnet_jax.tools.gpu_numerics',
+  parser = argparse.ArgumentParser(prog='python -m resnet_jax.bench.gpu_numerics',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--checks', default=','.join(CHECKS),
                       type=lambda text: [v for v in text.split(',') if v],

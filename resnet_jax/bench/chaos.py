@@ -1,6 +1,6 @@
 """Kill training with SIGKILL at random moments, rerun it, and check it ends as if never killed.
 
-  python -m resnet_jax.tools.chaos --trials=10
+  python -m resnet_jax.bench.chaos --trials=10
 
 Each trial starts the same short run in a fresh workdir, kills it with `kill -9` (at a
 random training step plus a random fraction of a step, or as soon as a checkpoint write

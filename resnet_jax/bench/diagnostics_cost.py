@@ -1,6 +1,6 @@
 """What the training diagnostics cost: the trainer's step with and without them, one run.
 
-  python -m resnet_jax.tools.diagnostics_cost [--config=configs/degradation_digits.py] \
+  python -m resnet_jax.bench.diagnostics_cost [--config=configs/degradation_digits.py] \
       [--model=resnet56] [--image_size=16] [--batch_size=128] [--steps=20] [--rounds=3]
 
 Compiles train.make_train_step twice for the same config, the ordinary step and the one
@@ -17,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_jax import config_files
-from resnet_jax.tools import timing_inputs
+from resnet_jax.bench import timing_inputs
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = config_files.checkout_config('degradation_digits')

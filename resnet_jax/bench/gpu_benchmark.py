@@ -1,6 +1,6 @@
 """The accelerator benchmark: the training step users train, timed where they train it.
 
-  python -m resnet_jax.tools.gpu_benchmark [--config=configs/imagenet50.py] [--batch_size=256]
+  python -m resnet_jax.bench.gpu_benchmark [--config=configs/imagenet50.py] [--batch_size=256]
       [--json=PATH]
   launch/gpu_benchmark.sh [BATCH_SIZE]     (the same, under a time limit)
   launch/gpu_check.sh                       (this, then tools.gpu_numerics: PASS/FAIL)
@@ -58,7 +58,7 @@ import time
 from typing import Any
 
 from resnet_jax import config_files
-from resnet_jax.tools.flop_count import XLA_COUNT_SHOWN_FROM, training_flops, xla_count_shown
+from resnet_jax.bench.flop_count import XLA_COUNT_SHOWN_FROM, training_flops, xla_count_shown
 
 # Dense bfloat16 tensor-core peaks in FLOP/s, from the vendors' datasheets (NVIDIA H100
 # and H200 Tensor Core GPU, A100, L4, L40S, B200 datasheets: "BF16 Tensor Core",
@@ -102,7 +102,7 @@ def _matmul_child(spec: dict[str, Any]) -> dict[str, Any]:
   import jax
   import jax.numpy as jnp
 
-  from resnet_jax.tools import step_benchmark
+  from resnet_jax.bench import step_benchmark
   size = spec['size'] or (2048 if jax.default_backend() == 'cpu' else 8192)
   return {'matmul_flops_per_sec': step_benchmark.matmul_peak_flops(jnp.bfloat16, size=size),
           'size': size, 'device': jax.devices()[0].device_kind,
@@ -116,7 +116,7 @@ def recipe_config(spec: dict[str, Any]) -> Any:
   device's batch."""
   import jax
 
-  from resnet_jax.tools import bare_config
+  from resnet_jax.bench import bare_config
   path = spec['config'] or config_files.checkout_config('default')
   config = bare_config.load(path, {key: value for key, value in spec['overrides'].items()
                                    if value is not None})
@@ -137,7 +137,8 @@ def _jax_child(spec: dict[str, Any]) -> dict[str, Any]:
   import jax
 
   from resnet_jax import steps
-  from resnet_jax.tools import bare_config, step_benchmark, summary
+  from resnet_jax.tools import summary
+  from resnet_jax.bench import bare_config, step_benchmark
   config = recipe_config(spec)
   model, tx, learning_rate_fn, step_kwargs = bare_config.recipe_step(
       config, spec['num_classes'], train_images=spec['train_images'])
@@ -162,7 +163,7 @@ def _jax_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _torch_child(spec: dict[str, Any]) -> dict[str, Any]:
-  from resnet_jax.tools import torch_reference
+  from resnet_jax.bench import torch_reference
   problem = torch_reference.available()
   if problem:
     raise RuntimeError(problem)
@@ -191,7 +192,7 @@ def _run_child(spec: dict[str, Any], timeout: float, env: dict[str, str] | None 
   # turn the fresh rows' compile times into load times.
   inherited = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
   try:
-    done = subprocess.run([sys.executable, '-m', 'resnet_jax.tools.gpu_benchmark',
+    done = subprocess.run([sys.executable, '-m', 'resnet_jax.bench.gpu_benchmark',
                            f'--child={json.dumps(spec)}'], capture_output=True, text=True,
                           timeout=timeout, env=inherited | (env or {}))
   except subprocess.TimeoutExpired:
@@ -485,7 +486,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m resnet_jax.tools.gpu_benchmark',
+  parser = argparse.ArgumentParser(prog='python -m resnet_jax.bench.gpu_benchmark',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', default=config_files.checkout_config('imagenet50'),
                       help='the recipe to time (a config file, PATH:argument); none: the '

@@ -1,7 +1,7 @@
 """What each recipe component costs on this machine: the trainer's step, and the input
 pipeline, with and without it, in one run.
 
-  python -m resnet_jax.tools.component_cost [--config=configs/digits.py] [--model=resnet20] \
+  python -m resnet_jax.bench.component_cost [--config=configs/digits.py] [--model=resnet20] \
       [--image_size=32] \
       [--batch_size=128] [--steps=10] [--rounds=3] [--input_batches=40]
 
@@ -20,7 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_jax import config_files
-from resnet_jax.tools import timing_inputs
+from resnet_jax.bench import timing_inputs
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = config_files.checkout_config('digits')

@@ -1,6 +1,6 @@
 """One BatchNorm layer, ours against flax's: forward + backward time per layer shape.
 
-  python -m resnet_jax.tools.norm_benchmark [--shapes 256x56x56x256,256x28x28x512,...]
+  python -m resnet_jax.bench.norm_benchmark [--shapes 256x56x56x256,256x28x28x512,...]
       [--batch N] [--group_size N] [--dtype bfloat16|float32] [--repeats N] [--calls N]
       [--variants flax,ours,...] [--json PATH]
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   header = {
       'device_kind': device.device_kind, 'backend': jax.default_backend(),
       'date': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
-      'command': ' '.join(['python -m resnet_jax.tools.norm_benchmark',
+      'command': ' '.join(['python -m resnet_jax.bench.norm_benchmark',
                            *(sys.argv[1:] if argv is None else argv)]),
       'jax': jax.__version__, 'dtype': args.dtype, 'repeats': args.repeats, 'calls': calls}
   print(f"# {header['device_kind']} ({header['backend']}), {header['date']}, "

@@ -1,6 +1,6 @@
 """What gradient accumulation costs: one update of a batch as one pass or as k micro-batches.
 
-  python -m resnet_jax.tools.accumulation_cost [--model=resnet20] [--image_size=32]
+  python -m resnet_jax.bench.accumulation_cost [--model=resnet20] [--image_size=32]
       [--batch_size=128] [--accumulate=4] [--loop=auto|scan|unrolled] [--rounds=5]
 
 Compiles steps.train_step for both on one device and prints XLA's temporaries of each,

@@ -57,7 +57,7 @@ class ConfigDict(dict):
 
 def _install_stand_in() -> None:
   module = types.ModuleType('ml_collections')
-  module.__doc__ = 'resnet_jax.tools.bare_config\'s stand-in for ml_collections.'
+  module.__doc__ = 'resnet_jax.bench.bare_config\'s stand-in for ml_collections.'
   config_dict = types.ModuleType('ml_collections.config_dict')
   config_dict.ConfigDict = ConfigDict
   config_dict.placeholder = lambda field_type=None, required=False: None

@@ -1,8 +1,8 @@
 """Benchmarks that print figures; never part of the test suite.
 
-  python -m resnet_jax.tools.benchmark --mode=train --model=resnet50 --batch_size=16 \
+  python -m resnet_jax.bench.benchmark --mode=train --model=resnet50 --batch_size=16 \
       --image_size=224 [--dtype=bfloat16] [--compare_torch] [--format=json]
-  python -m resnet_jax.tools.benchmark --mode=input --config=configs/imagenet50.py
+  python -m resnet_jax.bench.benchmark --mode=input --config=configs/imagenet50.py
 
 --mode=train|eval times the jitted training (or evaluation) step on synthetic device
 data: compile time, time to the first step, median step time and images/s, XLA's FLOP
@@ -79,7 +79,7 @@ flags.DEFINE_enum('format', 'text', ['text', 'json'], 'Output format.')
 def _step_benchmark() -> dict:
   from resnet_jax import models
   from resnet_jax.cpu import conv
-  from resnet_jax.tools import step_benchmark, torch_reference
+  from resnet_jax.bench import step_benchmark, torch_reference
   config = FLAGS.config
   overrides = {'model': FLAGS.model, 'dtype': FLAGS.dtype, 'conv_impl': FLAGS.conv_impl,
                'scan_blocks': FLAGS.scan_blocks, 'remat': FLAGS.remat,
@@ -145,7 +145,7 @@ def _print_step_result(r: dict) -> None:
 def _input_benchmark() -> tuple[dict, list[str]]:
   import tensorflow as tf  # Benchmark the host: keep TF off any accelerator.
 
-  from resnet_jax.tools import input_benchmark as throughput
+  from resnet_jax.bench import input_benchmark as throughput
   tf.config.set_visible_devices([], 'GPU')
   config = FLAGS.config
   config.batch_size = FLAGS.batch_size or 128

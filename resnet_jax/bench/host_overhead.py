@@ -1,6 +1,6 @@
 """Host time per training step: metrics accumulated on the device against merged eagerly.
 
-  python -m resnet_jax.tools.host_overhead [--config=configs/digits.py] [--model=resnet20] \
+  python -m resnet_jax.bench.host_overhead [--config=configs/digits.py] [--model=resnet20] \
       [--image_size=8] [--batch_size=16] [--steps=200] [--rounds=3]
 
 Times the trainer's jitted step (train.make_train_step: each step's metrics merged into
@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from resnet_jax import config_files
 from resnet_jax.cpu import allocator
-from resnet_jax.tools import timing_inputs
+from resnet_jax.bench import timing_inputs
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = config_files.checkout_config('digits')

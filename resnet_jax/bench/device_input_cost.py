@@ -1,7 +1,7 @@
 """What the device input (dataset.pipeline=device) costs next to the training step, in
 one run.
 
-  python -m resnet_jax.tools.device_input_cost [--config=configs/fashion_mnist.py:cpu] \
+  python -m resnet_jax.bench.device_input_cost [--config=configs/fashion_mnist.py:cpu] \
       [--steps=20] [--rounds=3] [--input_batches=200]
 
 On the config's data (synthetic uint8 splits of Fashion-MNIST's shape when its files are

@@ -1,6 +1,6 @@
 """Converted torchvision weights against PyTorch: the largest logit difference per depth.
 
-  python -m resnet_jax.tools.torch_parity [--models=resnet18,resnet50] [--batch_size=2]
+  python -m resnet_jax.bench.torch_parity [--models=resnet18,resnet50] [--batch_size=2]
 
 For each model: a torchvision ResNet with non-trivial BatchNorm state (running
 statistics gathered by a train-mode pass, as training leaves them; random scales and

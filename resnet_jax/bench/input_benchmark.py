@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from resnet_jax import config_files
 from resnet_jax.data import pipeline, sources
-from resnet_jax.tools import synthetic_data
+from resnet_jax.bench import synthetic_data
 
 GPU_IMAGES_PER_SEC = 7_000  # ResNet-50 bf16 on one H100/H200-class GPU (performance.md)
 # The recipes' host-side work (their other regularisers run on the device), by config.

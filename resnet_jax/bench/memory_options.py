@@ -1,6 +1,6 @@
 """What each memory option keeps: XLA's memory analysis of the compiled training step.
 
-  python -m resnet_jax.tools.memory_options [--model=resnet50] [--batch_size=8] \
+  python -m resnet_jax.bench.memory_options [--model=resnet50] [--batch_size=8] \
       [--image_size=224] [--dtype=float32] [--conv_impl=xla] \
       [--variants=plain,remat,remat_conv_outputs,scan_blocks,scan_remat,scan_remat_conv_outputs] \
       [--format=text|json]
@@ -142,7 +142,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m resnet_jax.tools.memory_options',
+  parser = argparse.ArgumentParser(prog='python -m resnet_jax.bench.memory_options',
                                    description=__doc__.split('\n')[0])
   parser.add_argument('--model', default='resnet50')
   parser.add_argument('--batch_size', type=int, default=8)
