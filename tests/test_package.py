@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,22 @@ def test_the_training_core_does_not_import_the_studies():
       offenders += [f'{path.relative_to(PACKAGE)}: {name}' for name in names
                     if name.startswith('resnet_jax.studies')]
   assert not offenders
+
+
+def test_every_command_the_docs_name_exists():
+  """`python -m resnet_jax.X` in the README, docs, configs and launch scripts names a
+  module that exists (after a move, a stale name fails here, not in a user's shell)."""
+  repo = PACKAGE.parent
+  texts = [repo / 'README.md', *repo.glob('docs/*.md'), *repo.glob('configs/*.py'),
+           *repo.glob('launch/*.sh'), *PACKAGE.rglob('*.py')]
+  named = {}
+  for path in texts:
+    for module in re.findall(r'-m\s+(resnet_jax(?:\.\w+)*)', path.read_text()):
+      if module.islower():  # not a placeholder (resnet_jax.tools.NAME)
+        named.setdefault(module, path.relative_to(repo))
+  assert len(named) > 20, named  # the pattern still finds the commands
+  missing = {module: str(where) for module, where in named.items() if module not in FILES}
+  assert not missing
 
 
 def test_config_files_load_from_another_directory(tmp_path, monkeypatch):
