@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from resnet_jax import (compilation_cache, config_checks, distributed, finetune, metrics, models,
                         optim, profiling, progress, resume, schedule, sharding,
                         step_options, steps, stopping, summaries)
-from resnet_jax.data import dataset_info, folder_settings, inputs
+from resnet_jax.data import dataset_info, folder_settings, image_folder, inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained, training_data
 from resnet_jax.storage import workdir as workdir_lib
@@ -82,14 +82,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.expanduser(workdir)  # `--workdir=~/x` reaches us unexpanded
   config = config_checks.with_user_paths_expanded(config)
   mesh = sharding.make_mesh()
-  config = folder_settings.resolved(config, workdir, num_devices=mesh.size)
-  config_checks.check_config(config, mesh)
-  workdir_lib.check_allowed_keys(allow_changes, config, also=training_data.KEYS)
-  workdir_lib.check_writable(workdir)
-  workdir = workdir_lib.path(workdir)
-  logging.info('Compilation cache: %s',
-               compilation_cache.enable(config.compilation_cache_dir) or 'off')
-  data = inputs.create(config, mesh)
+  with image_folder.one_listing():  # a folder's measured settings and its source: one listing
+    config = folder_settings.resolved(config, workdir, num_devices=mesh.size)
+    config_checks.check_config(config, mesh)
+    workdir_lib.check_allowed_keys(allow_changes, config, also=training_data.KEYS)
+    workdir_lib.check_writable(workdir)
+    workdir = workdir_lib.path(workdir)
+    logging.info('Compilation cache: %s',
+                 compilation_cache.enable(config.compilation_cache_dir) or 'off')
+    data = inputs.create(config, mesh)
   info = data.info
   logging.info('Data: %s', data.description)
   config_checks.check_against_data(config, info)

@@ -13,7 +13,7 @@ import tensorflow as tf
 from configs import folder as folder_recipe
 from conftest import make_image_folder, small_config, with_overrides
 from resnet_jax import train
-from resnet_jax.data import folder_settings
+from resnet_jax.data import folder_settings, image_folder
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import trained
 from resnet_jax.storage import workdir as workdir_lib
@@ -110,13 +110,23 @@ def test_grayscale_files_decode_to_one_channel_in_the_pipeline(tmp_path):
   assert batch['image'].shape == (4, 12, 12, 1)
 
 
-def test_the_recipe_trains_a_grayscale_folder_and_records_what_it_measured(tmp_path):
+def test_the_recipe_trains_a_grayscale_folder_and_records_what_it_measured(tmp_path,
+                                                                             monkeypatch):
   root = make_image_folder(tmp_path / 'images', {'train': {'a': 24, 'b': 24},
                                                  'validation': {'a': 4, 'b': 4}},
                            size=(12, 12), channels=1)
+  listings = []
+  list_files = image_folder._list_files
+  monkeypatch.setattr(image_folder, '_list_files',
+                      lambda *args: listings.append(args) or list_files(*args))
   workdir = tmp_path / 'run'
   summary = train.train_and_evaluate(_folder_config(root, num_train_steps=2), str(workdir))
   assert summary['eval/num_examples'] == 8
+  assert len(listings) == 1  # measured and read from one listing
+  splits = image_folder.config_splits(_folder_config(root))
+  image_folder.list_splits(str(root), *splits)
+  image_folder.list_splits(str(root), *splits)
+  assert len(listings) == 3  # outside a run, each call lists anew (images may be added)
   recorded = workdir_lib.read_config(str(workdir))
   assert (recorded.model, recorded.dataset.image_size, recorded.dataset.channels,
           recorded.batch_size, recorded.dataset.augment) == ('resnet20', 12, 1, 16, 'cifar')

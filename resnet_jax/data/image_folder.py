@@ -9,8 +9,10 @@ next readable image of the batch in its place and counts it, evaluation leaves i
 """
 
 import collections
+import contextlib
 import dataclasses
 import os
+from typing import Iterator
 
 import numpy as np
 from absl import logging
@@ -105,6 +107,24 @@ def config_splits(config) -> tuple[tuple[str, ...], dict[str, str]]:
   return tuple(reversed(keys)), keys
 
 
+# A run lists its folder once: folder_settings measures the images of the listing that the
+# source then reads. Only inside `one_listing()`: elsewhere each call lists anew (a notebook
+# may add images between two runs).
+_listings: dict[tuple, dict[str, list[list[str]]]] | None = None
+
+
+@contextlib.contextmanager
+def one_listing() -> Iterator[None]:
+  """Within the block, list_splits lists each folder once and reuses that listing."""
+  global _listings
+  outer = _listings
+  _listings = {} if outer is None else outer
+  try:
+    yield
+  finally:
+    _listings = outer
+
+
 def list_splits(data_dir: str, splits: tuple[str, ...], keys: dict[str, str] | None = None
                 ) -> tuple[tuple[str, ...], dict[str, FolderSplit]]:
   """The class names and each split's files. Every process checks the class folders;
@@ -116,8 +136,14 @@ def list_splits(data_dir: str, splits: tuple[str, ...], keys: dict[str, str] | N
       empty class folder, or a class present in one split but not in another.
   """
   names = _class_folders(data_dir, splits, keys or {})
-  listing = distributed.computed_once(lambda: _list_files(data_dir, splits, names),
-                                      'image folder listing')
+  reuse_key = (os.path.abspath(data_dir), splits, tuple(names))
+  if _listings is not None and reuse_key in _listings:
+    listing = _listings[reuse_key]
+  else:
+    listing = distributed.computed_once(lambda: _list_files(data_dir, splits, names),
+                                        'image folder listing')
+    if _listings is not None:
+      _listings[reuse_key] = listing
   result = {}
   for split in splits:
     paths, labels = [], []
