@@ -13,13 +13,13 @@ import argparse
 import functools
 import statistics
 import sys
-import time
 
 import jax
 import numpy as np
 import optax
 
 from resnet_jax import models, sharding, steps
+from resnet_jax.bench import timing
 from resnet_jax.step_options import ForwardOptions, StepOptions
 
 
@@ -65,14 +65,14 @@ def _measure(args: argparse.Namespace) -> None:
     temporaries[k] = compiled.memory_analysis().temp_size_in_bytes
     states[k], _ = step_fns[k](states[k], batch)  # the first call, outside the timing
   jax.block_until_ready(states)
-  times: dict[int, list[float]] = {k: [] for k in states}
-  for _ in range(args.rounds):
-    for k in sorted(states):
-      start = time.perf_counter()
-      for _ in range(3):
-        states[k], _ = step_fns[k](states[k], batch)
-      jax.block_until_ready(states[k])
-      times[k].append((time.perf_counter() - start) / 3)
+  def candidate(k):
+    def call():
+      states[k], _ = step_fns[k](states[k], batch)
+      return states[k]
+    return call
+
+  times = timing.seconds_per_call({k: candidate(k) for k in sorted(states)}, calls=3,
+                                  rounds=args.rounds, settle=False)
   k = args.accumulate
   ratios = [a / b for a, b in zip(times[k], times[1])]
   print(f'{args.model} at {size}², batch {batch_size}, {jax.devices()[0].device_kind} '

@@ -20,7 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_jax import config_files
-from resnet_jax.bench import timing_inputs
+from resnet_jax.bench import timing, timing_inputs
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = config_files.checkout_config('digits')
@@ -73,26 +73,26 @@ def main(argv: list[str]) -> None:
   mesh = sharding.make_mesh()
   info, batch = timing_inputs.synthetic_batch(base.batch_size, FLAGS.image_size, 1, mesh)
   learning_rate_fn = optax.constant_schedule(0.01)
-  compiled, compile_seconds, states = {}, {}, {}
+  compiled, compile_seconds, carried = {}, {}, {}
   for name, overrides in STEP_VARIANTS.items():
     config = _with(base, overrides)
-    states[name] = train.create_state(config, info, mesh, learning_rate_fn)
+    state = train.create_state(config, info, mesh, learning_rate_fn)
     totals = metrics.empty(metrics.TrainMetrics, mesh)
-    start = time.perf_counter()
-    compiled[name] = train.make_train_step(config, learning_rate_fn, mesh).lower(
-        states[name], batch, totals).compile()
-    compile_seconds[name] = time.perf_counter() - start
-  best = {name: float('inf') for name in compiled}
-  for _ in range(FLAGS.rounds):
-    for name, step in compiled.items():
-      totals = metrics.empty(metrics.TrainMetrics, mesh)
-      state, totals = step(states[name], batch, totals)  # untimed: the buffers settle
-      start = time.perf_counter()
-      for _ in range(FLAGS.steps):
-        state, totals = step(state, batch, totals)
-      jax.block_until_ready(state)
-      states[name] = state
-      best[name] = min(best[name], (time.perf_counter() - start) / FLAGS.steps)
+    compiled[name], compile_seconds[name] = timing.compiled_and_seconds(
+        lambda: train.make_train_step(config, learning_rate_fn, mesh).lower(state, batch,
+                                                                            totals))
+    carried[name] = (state, totals)
+
+  def candidate(name):
+    def call():
+      state, totals = carried[name]
+      carried[name] = compiled[name](state, batch, totals)
+      return carried[name]
+    return call
+
+  times = timing.seconds_per_call({name: candidate(name) for name in compiled},
+                                  calls=FLAGS.steps, rounds=FLAGS.rounds)
+  best = {name: min(seconds) for name, seconds in times.items()}
   print(f'{base.model}, batch {base.batch_size} at {FLAGS.image_size}², '
         f'{jax.device_count()} {jax.devices()[0].device_kind} device(s); train step:')
   for name in compiled:

@@ -11,13 +11,12 @@ times, and what diagnostics every N steps add to a run's step time on average.
 """
 
 import sys
-import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_jax import config_files
-from resnet_jax.bench import timing_inputs
+from resnet_jax.bench import timing, timing_inputs
 
 FLAGS = flags.FLAGS
 _DEFAULT_CONFIG = config_files.checkout_config('degradation_digits')
@@ -46,22 +45,21 @@ def main(argv: list[str]) -> None:
   totals = metrics.empty(metrics.TrainMetrics, mesh)
   compiled, compile_seconds = {}, {}
   for name, diagnostics in (('ordinary', False), ('diagnostics', True)):
-    start = time.perf_counter()
-    compiled[name] = train.make_train_step(config, learning_rate_fn, mesh,
-                                           diagnostics=diagnostics).lower(
-                                               state, batch, totals).compile()
-    compile_seconds[name] = time.perf_counter() - start
-  best = {name: float('inf') for name in compiled}
-  for _ in range(FLAGS.rounds):
-    for name, step in compiled.items():
-      outputs = step(state, batch, totals)  # one untimed step: the buffers settle
-      state, totals = outputs[0], outputs[1]
-      start = time.perf_counter()
-      for _ in range(FLAGS.steps):
-        outputs = step(state, batch, totals)
-        state, totals = outputs[0], outputs[1]
-      jax.block_until_ready(outputs)
-      best[name] = min(best[name], (time.perf_counter() - start) / FLAGS.steps)
+    compiled[name], compile_seconds[name] = timing.compiled_and_seconds(
+        lambda: train.make_train_step(config, learning_rate_fn, mesh,
+                                      diagnostics=diagnostics).lower(state, batch, totals))
+  carried = {'state': state, 'totals': totals}
+
+  def candidate(step):
+    def call():
+      outputs = step(carried['state'], batch, carried['totals'])
+      carried['state'], carried['totals'] = outputs[0], outputs[1]
+      return outputs
+    return call
+
+  times = timing.seconds_per_call({name: candidate(step) for name, step in compiled.items()},
+                                  calls=FLAGS.steps, rounds=FLAGS.rounds)
+  best = {name: min(seconds) for name, seconds in times.items()}
   ratio = best['diagnostics'] / best['ordinary']
   print(f'{config.model}, batch {config.batch_size} at {FLAGS.image_size}², '
         f'{jax.device_count()} {jax.devices()[0].device_kind} device(s):')
