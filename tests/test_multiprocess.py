@@ -154,6 +154,13 @@ def _wait_for(process, pattern, timeout=300):
   raise AssertionError(f'{pattern!r} never appeared:\n' + ''.join(seen[-40:]))
 
 
+# A terminal's Ctrl-C: the run starts with SIGINT's default action even where the tests run
+# with SIGINT ignored (a background job of a non-interactive shell inherits SIG_IGN, and
+# StopSignals leaves an ignored SIGINT ignored, as launch/local.sh and nohup want).
+_WITH_DEFAULT_SIGINT = ('import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); '
+                        'os.execv(sys.executable, [sys.executable, *sys.argv[1:]])')
+
+
 @pytest.mark.parametrize('processes,signum', [(1, signal.SIGTERM), (1, signal.SIGINT),
                                               (2, signal.SIGTERM)])
 def test_a_signal_checkpoints_at_an_agreed_step_exits_75_and_resumes(flags, tmp_path, processes,
@@ -168,7 +175,8 @@ def test_a_signal_checkpoints_at_an_agreed_step_exits_75_and_resumes(flags, tmp_
     del env['XLA_FLAGS']
     command = ['bash', 'launch/local.sh', '2', f'--workdir={workdir}', *long_run]
   else:
-    command = [sys.executable, '-m', 'resnet_jax.main', f'--workdir={workdir}', *long_run]
+    command = [sys.executable, '-c', _WITH_DEFAULT_SIGINT, '-m', 'resnet_jax.main',
+               f'--workdir={workdir}', *long_run]
   process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
   _wait_for(process, '[4] train/')

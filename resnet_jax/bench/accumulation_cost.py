@@ -9,7 +9,6 @@ picks the micro-batch loop: `auto` is what the trainer runs (unrolled on the CPU
 a scan elsewhere).
 """
 
-import argparse
 import functools
 import statistics
 import sys
@@ -17,24 +16,30 @@ import sys
 import jax
 import numpy as np
 import optax
+from absl import flags
 
 from resnet_jax import models, sharding, steps
-from resnet_jax.bench import timing
+from resnet_jax.bench import command_flags, timing
 from resnet_jax.step_options import ForwardOptions, StepOptions
 
 
+PROG = 'python -m resnet_jax.bench.accumulation_cost'
+_FLAGS = flags.FlagValues()  # its own: see command_flags.py
+flags.DEFINE_string('model', 'resnet20', 'A registered model name.', flag_values=_FLAGS)
+flags.DEFINE_integer('image_size', 32, 'Image side.', flag_values=_FLAGS)
+flags.DEFINE_integer('batch_size', 128, 'The batch of one update.', flag_values=_FLAGS)
+flags.DEFINE_integer('accumulate', 4, 'Micro-batches of the accumulated step.',
+                     flag_values=_FLAGS)
+flags.DEFINE_enum('loop', 'auto', ['auto', 'scan', 'unrolled'],
+                  "The micro-batch loop; auto: the trainer's.", flag_values=_FLAGS)
+flags.DEFINE_integer('rounds', 5, 'Alternating timing rounds.', flag_values=_FLAGS)
+
+
 def main(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--model', default='resnet20')
-  parser.add_argument('--image_size', type=int, default=32)
-  parser.add_argument('--batch_size', type=int, default=128)
-  parser.add_argument('--accumulate', type=int, default=4)
-  parser.add_argument('--loop', default='auto', choices=('auto', 'scan', 'unrolled'))
-  parser.add_argument('--rounds', type=int, default=5)
-  args = parser.parse_args(argv)
+  args = command_flags.parse(_FLAGS, argv, prog=PROG, doc=__doc__)
   if args.accumulate < 1 or args.batch_size % args.accumulate:
-    parser.error(f'--accumulate {args.accumulate} must be a divisor of --batch_size '
-                 f'{args.batch_size}')
+    command_flags.fail(PROG, f'--accumulate {args.accumulate} must be a divisor of '
+                             f'--batch_size {args.batch_size}')
   trainer_unroll = steps._micro_batch_unroll  # pylint: disable=protected-access
   if args.loop != 'auto':
     steps._micro_batch_unroll = (lambda k: 1) if args.loop == 'scan' else (lambda k: k)
@@ -44,7 +49,7 @@ def main(argv: list[str]) -> None:
     steps._micro_batch_unroll = trainer_unroll  # the trainer's choice, for callers in-process
 
 
-def _measure(args: argparse.Namespace) -> None:
+def _measure(args: flags.FlagValues) -> None:
   """Compiles and times both steps, then prints the figures."""
   mesh = sharding.make_mesh(jax.devices()[:1])
   rng = np.random.default_rng(0)
@@ -65,6 +70,7 @@ def _measure(args: argparse.Namespace) -> None:
     temporaries[k] = compiled.memory_analysis().temp_size_in_bytes
     states[k], _ = step_fns[k](states[k], batch)  # the first call, outside the timing
   jax.block_until_ready(states)
+
   def candidate(k):
     def call():
       states[k], _ = step_fns[k](states[k], batch)

@@ -24,7 +24,6 @@ particular, XLA:CPU hoists the recomputation of an unrolled `remat` back into th
 pass, so on CPU only the scanned variants show what remat saves.
 """
 
-import argparse
 import functools
 import json
 import re
@@ -34,8 +33,10 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+from absl import flags
 
 from resnet_jax import models, steps
+from resnet_jax.bench import command_flags
 from resnet_jax.cpu import conv as cpu_conv
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -141,29 +142,24 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-def _parse(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m resnet_jax.bench.memory_options',
-                                   description=__doc__.split('\n')[0])
-  parser.add_argument('--model', default='resnet50')
-  parser.add_argument('--batch_size', type=int, default=8)
-  parser.add_argument('--image_size', type=int, default=224)
-  parser.add_argument('--num_classes', type=int, default=1000)
-  parser.add_argument('--dtype', default='float32', help=', '.join(models.DTYPES))
-  parser.add_argument('--conv_impl', default='xla',
-                      help='xla (default: what GPUs and TPUs run), dot or auto')
-  parser.add_argument('--variants', default=','.join(VARIANTS),
-                      help='comma-separated, of: ' + ','.join(VARIANTS))
-  parser.add_argument('--no_residuals', action='store_true',
-                      help='skip the residual_mib column (one more trace per variant)')
-  parser.add_argument('--format', default='text', help='text or json')
-  return parser.parse_args(argv)
+_FLAGS = flags.FlagValues()  # its own: see command_flags.py
+flags.DEFINE_string('model', 'resnet50', 'A registered model name.', flag_values=_FLAGS)
+flags.DEFINE_integer('batch_size', 8, 'Global batch.', flag_values=_FLAGS)
+flags.DEFINE_integer('image_size', 224, 'Image side.', flag_values=_FLAGS)
+flags.DEFINE_integer('num_classes', 1000, 'Classifier width.', flag_values=_FLAGS)
+flags.DEFINE_string('dtype', 'float32', ', '.join(models.DTYPES), flag_values=_FLAGS)
+flags.DEFINE_string('conv_impl', 'xla', 'xla (default: what GPUs and TPUs run), dot or auto',
+                    flag_values=_FLAGS)
+flags.DEFINE_string('variants', ','.join(VARIANTS), 'comma-separated, of: ' + ','.join(VARIANTS),
+                    flag_values=_FLAGS)
+flags.DEFINE_bool('no_residuals', False,
+                  'skip the residual_mib column (one more trace per variant)', flag_values=_FLAGS)
+flags.DEFINE_enum('format', 'text', ['text', 'json'], 'Output format.', flag_values=_FLAGS)
 
 
 def main(argv: Sequence[str]) -> int:
-  args = _parse(argv)
-  if args.format not in ('text', 'json'):
-    print(f'error: unknown --format {args.format!r}; valid: text, json', file=sys.stderr)
-    return 2
+  args = command_flags.parse(_FLAGS, argv, prog='python -m resnet_jax.bench.memory_options',
+                             doc=__doc__)
   variants = [v for v in args.variants.split(',') if v]
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown:

@@ -24,7 +24,6 @@ non-trivial instructions) and the bytes XLA's cost model says it moves (the laye
 memory-bound: time follows bytes). Needs only JAX and flax.
 """
 
-import argparse
 import datetime
 import json
 import re
@@ -37,7 +36,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import flags
 
+from resnet_jax.bench import command_flags
 from resnet_jax.models.norm import GroupBatchNorm
 
 DEFAULT_SHAPES = '256x56x56x256,256x28x28x512,256x56x56x64'
@@ -104,23 +105,29 @@ def _parse_shapes(text: str, batch: int | None) -> list[tuple[int, ...]]:
   return [(batch or s[0], *s[1:]) for s in shapes]
 
 
+PROG = 'python -m resnet_jax.bench.norm_benchmark'
+_FLAGS = flags.FlagValues()  # its own: see command_flags.py
+flags.DEFINE_string('shapes', DEFAULT_SHAPES, 'NHWC shapes, e.g. 256x56x56x64',
+                    flag_values=_FLAGS)
+flags.DEFINE_integer('batch', None, "overrides each shape's N", flag_values=_FLAGS)
+flags.DEFINE_integer('group_size', None, 'default: batch / 4', flag_values=_FLAGS)
+flags.DEFINE_enum('dtype', 'bfloat16', ['bfloat16', 'float32'], 'Activation dtype.',
+                  flag_values=_FLAGS)
+flags.DEFINE_integer('repeats', 20, 'Timed repeats (the median counts).', flag_values=_FLAGS)
+flags.DEFINE_integer('calls', None, 'calls issued back to back per timed repeat (default: 1 '
+                     'on CPU, 10 on accelerators, where one call is ~1 ms)', flag_values=_FLAGS)
+flags.DEFINE_string('variants', ','.join(VARIANTS), 'comma-separated, of: ' + ','.join(VARIANTS),
+                    flag_values=_FLAGS)
+flags.DEFINE_string('json', None, 'also write the results here', flag_values=_FLAGS)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--shapes', default=DEFAULT_SHAPES, help='NHWC shapes, e.g. 256x56x56x64')
-  parser.add_argument('--batch', type=int, default=None, help="overrides each shape's N")
-  parser.add_argument('--group_size', type=int, default=None, help='default: batch / 4')
-  parser.add_argument('--dtype', default='bfloat16', choices=('bfloat16', 'float32'))
-  parser.add_argument('--repeats', type=int, default=20)
-  parser.add_argument('--calls', type=int, default=None,
-                      help='calls issued back to back per timed repeat (default: 1 on CPU, '
-                           '10 on accelerators, where one call is ~1 ms)')
-  parser.add_argument('--variants', default=','.join(VARIANTS))
-  parser.add_argument('--json', default=None, help='also write the results here')
-  args = parser.parse_args(argv)
+  args = command_flags.parse(_FLAGS, sys.argv[1:] if argv is None else argv, prog=PROG,
+                             doc=__doc__)
   dtype = jnp.dtype(args.dtype)
   variants = [v for v in args.variants.split(',') if v]
   if set(variants) - set(VARIANTS):
-    parser.error(f'--variants: choose from {",".join(VARIANTS)}')
+    command_flags.fail(PROG, f'--variants: choose from {",".join(VARIANTS)}')
   if 'flax' not in variants:
     variants.insert(0, 'flax')
   calls = args.calls or (1 if jax.default_backend() == 'cpu' else 10)
