@@ -82,8 +82,9 @@ def _unit(preact, strides, rate):
   """A standalone basic unit, 16 → 32 channels where it strides (projection shortcut)."""
   norm = functools.partial(nn.BatchNorm, use_running_average=False, momentum=0.9,
                            epsilon=1e-5)
-  unit = blocks.BasicBlock(filters=16 * strides, strides=strides, conv=blocks.Conv, norm=norm,
-                           preact=preact, deterministic=False, drop_path_rate=rate)
+  unit_cls = blocks.UNITS['basic', preact]
+  unit = unit_cls(filters=16 * strides, strides=strides, conv=blocks.Conv, norm=norm,
+                  deterministic=False, drop_path_rate=rate)
   x = jax.random.normal(jax.random.key(3), (64, 6, 6, 16))
   variables = unit.init(jax.random.key(0), x)
   return unit, variables, x

@@ -1,15 +1,18 @@
 """Model zoo: exact parameter counts, shapes, dtypes, init options, bad names."""
 
+import functools
 import hashlib
 import json
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from resnet_jax import models
+from resnet_jax.models import ablations, blocks
 
 # torchvision's counts at 1000 classes (resnet200: timm's), He et al. 2015 §4.2 at 10.
 EXPECTED_PARAMS = {
@@ -118,6 +121,40 @@ def test_zero_init_residual_zeroes_last_bn_scale():
   model = models.create_model('resnet18', num_classes=10, zero_init_residual=False)
   variables = model.init(jax.random.key(0), jnp.ones((1, 32, 32, 3)), train=False)
   assert np.all(variables['params']['stage1_block1']['bn2']['scale'] == 1)
+
+
+@pytest.mark.parametrize('kind', ['basic', 'bottleneck'])
+@pytest.mark.parametrize('preact', [False, True])
+@pytest.mark.parametrize('shortcut,strides', [('zero_pad', 2), ('projection', 2),
+                                              ('projection', 1), ('projection_all', 1)])
+def test_production_units_compute_the_ablation_units_default(kind, preact, shortcut, strides):
+  """The written-out units of blocks.py and ablations.py's general unit at its defaults
+  agree on every variable, output, statistic, sown response and gradient, drop path and
+  zero-init included: a change to one that the other lacks fails here."""
+  norm = functools.partial(nn.BatchNorm, use_running_average=False, momentum=0.9)
+  fields = dict(filters=4, strides=strides, conv=blocks.Conv, norm=norm, shortcut=shortcut,
+                zero_init_residual=True, deterministic=False, drop_path_rate=0.25)
+  if kind == 'bottleneck':
+    fields['stride_in_1x1'] = strides == 2 and shortcut == 'zero_pad'
+  written = blocks.UNITS[kind, preact](**fields)
+  general = ablations.UNITS[kind](ablation=ablations.UnitAblation(
+      placement='full_preact' if preact else 'original'), **fields)
+  out_filters = 16 if kind == 'bottleneck' else 4
+  x = jax.random.normal(jax.random.key(3), (6, 8, 8, out_filters // strides))
+  variables = written.init(jax.random.key(0), x)
+  jax.tree.map(np.testing.assert_array_equal, general.init(jax.random.key(0), x), variables)
+
+  def run(unit, params, x):
+    out, state = unit.apply(variables | {'params': params}, x,
+                            mutable=['batch_stats', blocks.DIAGNOSTICS],
+                            rngs={'dropout': jax.random.key(5)})
+    return jnp.sum(out * jnp.cos(out)), (out, state)
+
+  results = [jax.grad(run, argnums=(1, 2), has_aux=True)(unit, variables['params'], x)
+             for unit in (written, general)]
+  jax.tree.map(np.testing.assert_array_equal, *results)
+  out, state = results[0][1]
+  assert len(state[blocks.DIAGNOSTICS]) and float(jnp.abs(out).sum()) > 0
 
 
 def test_bottleneck_strides_on_3x3_conv():

@@ -197,9 +197,9 @@ def test_path_length_counts_sum_to_two_to_the_n(units):
 
 
 def _three_unit_net():
-  model = models.ResNet(stage_sizes=(1, 1, 1), block_cls=BasicBlock, num_classes=4,
-                        stem='cifar', stage_filters=(4, 8, 8), shortcut='zero_pad',
-                        zero_init_residual=False)
+  model = paths.with_path_hooks(models.ResNet(
+      stage_sizes=(1, 1, 1), block_cls=BasicBlock, num_classes=4, stem='cifar',
+      stage_filters=(4, 8, 8), shortcut='zero_pad', zero_init_residual=False))
   images = jax.random.normal(jax.random.key(0), (5, 8, 8, 1))
   return model, model.init(jax.random.key(1), images, train=False), images
 

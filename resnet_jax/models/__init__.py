@@ -5,7 +5,9 @@ bottleneck 164 and 1001 as the Identity Mappings paper's reference code builds t
 preact_resnetN (He et al. 2016, full pre-activation) and plainN (resnetN without its
 shortcuts, He et al. 2015's plain baselines).
 
-The network itself is plain Flax (models/resnet.py, blocks.py, norm.py, block_stack.py).
+The network itself is plain Flax (models/resnet.py, blocks.py, norm.py, block_stack.py);
+the Identity Mappings ablations' units are in ablations.py, chosen here only when a unit
+option asks for one.
 `conv_impl` picks its convolution kernels here, through one seam: on the CPU backend,
 resnet_jax.cpu.conv's dot forms (same parameters, outputs equal to float rounding).
 """
@@ -18,21 +20,20 @@ import jax.numpy as jnp
 
 from resnet_jax.cpu import conv as cpu_conv
 from resnet_jax.errors import check_choice
-from resnet_jax.models import block_stack, blocks
-from resnet_jax.models.blocks import BasicBlock, BottleneckBlock
+from resnet_jax.models import ablations, block_stack, blocks
+from resnet_jax.models.ablations import UnitAblation
 from resnet_jax.models.resnet import ResNet
 
 if TYPE_CHECKING:
   import ml_collections
 
-ModuleDef = Any
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
   """One row of the variant table: the arguments that fix a model's shape."""
   stage_sizes: tuple[int, ...]
-  block_cls: ModuleDef
+  block: str  # 'basic' or 'bottleneck'
   stem: str
   stage_filters: tuple[int, ...]
   shortcut: str
@@ -40,30 +41,30 @@ class Variant:
   shortcut_variant: str = 'identity'  # 'none': a plain net
 
 
-def _imagenet(stage_sizes, block_cls) -> Variant:
-  return Variant(stage_sizes, block_cls, 'imagenet', (64, 128, 256, 512), 'projection')
+def _imagenet(stage_sizes, block) -> Variant:
+  return Variant(stage_sizes, block, 'imagenet', (64, 128, 256, 512), 'projection')
 
 
 def _cifar(depth: int) -> Variant:
   n = (depth - 2) // 6
-  return Variant((n, n, n), BasicBlock, 'cifar', (16, 32, 64), 'zero_pad')
+  return Variant((n, n, n), 'basic', 'cifar', (16, 32, 64), 'zero_pad')
 
 
 def _cifar_bottleneck(depth: int) -> Variant:
   """resnet-1k-layers' resnet-pre-act.lua: depth 9n + 2, widths 16 → 64/128/256, 1×1
   projections where the shape changes, the stride in the first 1×1 conv."""
   n = (depth - 2) // 9
-  return Variant((n, n, n), BottleneckBlock, 'cifar', (16, 32, 64), 'projection',
+  return Variant((n, n, n), 'bottleneck', 'cifar', (16, 32, 64), 'projection',
                  stride_in_1x1=True)
 
 
 _BASE_VARIANTS = {
-    'resnet18': _imagenet((2, 2, 2, 2), BasicBlock),
-    'resnet34': _imagenet((3, 4, 6, 3), BasicBlock),
-    'resnet50': _imagenet((3, 4, 6, 3), BottleneckBlock),
-    'resnet101': _imagenet((3, 4, 23, 3), BottleneckBlock),
-    'resnet152': _imagenet((3, 8, 36, 3), BottleneckBlock),
-    'resnet200': _imagenet((3, 24, 36, 3), BottleneckBlock),
+    'resnet18': _imagenet((2, 2, 2, 2), 'basic'),
+    'resnet34': _imagenet((3, 4, 6, 3), 'basic'),
+    'resnet50': _imagenet((3, 4, 6, 3), 'bottleneck'),
+    'resnet101': _imagenet((3, 4, 23, 3), 'bottleneck'),
+    'resnet152': _imagenet((3, 8, 36, 3), 'bottleneck'),
+    'resnet200': _imagenet((3, 24, 36, 3), 'bottleneck'),
     'resnet20': _cifar(20),
     'resnet32': _cifar(32),
     'resnet44': _cifar(44),
@@ -147,12 +148,12 @@ def check_unit_options(name: str, options: dict[str, Any]) -> None:
   if 'shortcut' in options:
     check_choice('shortcut', options['shortcut'], ('auto', *blocks.SHORTCUTS))
   if 'placement' in options:
-    check_choice('placement', options['placement'], ('auto', *blocks.PLACEMENTS))
+    check_choice('placement', options['placement'], ('auto', *ablations.PLACEMENTS))
     if preact and options['placement'] not in ('auto', 'full_preact'):
       raise ValueError(f'placement {options["placement"]!r} contradicts model {name!r} '
                        '(full pre-activation): use ' + repr(name.removeprefix('preact_')))
   if 'shortcut_variant' in options:
-    choices = [v for v in blocks.SHORTCUT_VARIANTS if v != 'none']  # plainN names those
+    choices = [v for v in ablations.SHORTCUT_VARIANTS if v != 'none']  # plainN names those
     check_choice('shortcut_variant', options['shortcut_variant'], choices)
     if variant.shortcut_variant == 'none':
       raise ValueError(f'shortcut_variant {options["shortcut_variant"]!r}: model {name!r} '
@@ -199,14 +200,24 @@ def create_model(name: str, *, num_classes: int, dtype: Any = jnp.float32,
     check_choice('remat_policy', overrides['remat_policy'], REMAT_POLICIES)
   dtype = compute_dtype(dtype)
   variant, preact = VARIANTS[name]
-  fields = dataclasses.asdict(variant) | {'preact': preact}
-  fields['block_cls'] = variant.block_cls  # asdict must not copy the class
   overrides = {key: value for key, value in overrides.items()
                if not (key in ('shortcut', 'placement') and value == 'auto')}
-  if overrides.get('placement') == 'full_preact':
-    overrides['preact'] = True
+  preact = overrides.pop('preact', preact) or overrides.get('placement') == 'full_preact'
+  ablation = UnitAblation(**{
+      'shortcut_variant': variant.shortcut_variant,
+      'placement': 'full_preact' if preact else 'original',
+      **{f.name: overrides.pop(f.name) for f in dataclasses.fields(UnitAblation)
+         if f.name in overrides}})
+  if ablations.is_production(ablation):
+    block_cls, ablation = blocks.UNITS[variant.block, preact], None
+  else:
+    block_cls = ablations.UNITS[variant.block]
+  fields = {'stage_sizes': variant.stage_sizes, 'stem': variant.stem,
+            'stage_filters': variant.stage_filters, 'shortcut': variant.shortcut,
+            'stride_in_1x1': variant.stride_in_1x1}
   kernels = cpu_conv.model_kernels(conv_impl)
-  return ResNet(num_classes=num_classes, dtype=dtype, **(fields | kernels | overrides))
+  return ResNet(num_classes=num_classes, dtype=dtype, block_cls=block_cls, preact=preact,
+                ablation=ablation, **(fields | kernels | overrides))
 
 
 def init_variables(model: ResNet, rng: jax.Array, images: jax.Array,

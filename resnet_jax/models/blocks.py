@@ -1,24 +1,22 @@
-"""Residual units (basic, bottleneck), their shortcuts and the papers' ablations of both.
+"""The production residual units, written out: BasicBlock and BottleneckBlock (He et al.
+2015, post-activation) and their full pre-activation forms (He et al. 2016, "Identity
+Mappings"), with the parts they share: Conv, the shortcut, drop path, BlurPool, remat.
 
-The defaults are the units of He et al. 2015 (post-activation, "original") and, with
-`preact`, of He et al. 2016 ("Identity Mappings", full pre-activation). The other
-options are that paper's ablations, on the same parameter names:
+Parts are injected as flax's and timm's blocks take them: `conv` and `norm` are partial
+modules, `act` a function. Options every unit has:
 
-- `placement`, where BN and ReLU sit (its Fig. 4): original, bn_after_add,
-  relu_before_add, relu_preact (ReLU-only pre-activation), full_preact.
-- `shortcut_variant`, what the shortcut of a unit whose shape does not change carries
-  (its Table 1): identity; scaling (shortcut_scale × x + residual_scale × F); exclusive
-  gating ((1 − g) x + g F) and shortcut-only gating ((1 − g) x + F), g = σ(1×1 conv(x) +
-  b) with b initialised to gate_bias_init; conv (a 1×1 conv); dropout (of the shortcut,
-  rate shortcut_dropout); none: no shortcut at all, the plain nets of He et al. 2015.
-- `shortcut`, the shortcut of a unit that changes the shape (He et al. 2015, Table 3):
-  zero_pad (option A), projection (B: 1×1 conv + BN, BN-free in full pre-activation);
-  projection_all (C: projections on every unit).
+- `shortcut`, of a unit that changes the shape (He et al. 2015, Table 3): zero_pad
+  (option A: subsample, zero-pad the channels), projection (B: 1×1 conv + BN, BN-free in
+  pre-activation units), projection_all (C: projections on every unit).
+- `zero_init_residual`: the branch's last BN scale starts at zero (the last conv's kernel
+  in pre-activation units, where no BN follows it), so each unit starts as its shortcut.
+- `drop_path_rate`: stochastic depth as timm's ResNet applies it (the branch, per example,
+  times Bernoulli(1 − p) / (1 − p) in training, just before the addition); Conv's
+  `blurpool`: FFCV's blur before strided convolutions.
 
-Two regularisers, off by default: `drop_path_rate`, stochastic depth as timm's ResNet
-applies it (the branch F(x), per example, times Bernoulli(1 − p) / (1 − p) in training,
-just before the addition), and Conv's `blurpool`, FFCV's blur before strided
-convolutions.
+The Identity Mappings paper's ablations (BN/ReLU placements, scaled, gated, conv and
+dropout shortcuts, plain nets) are units of their own in models/ablations.py, on the same
+parameter names; the lesion study's hooks live in resnet_jax/studies/paths.py.
 
 Convolutions pad like torchvision (k // 2 on each side) and initialise like it, so
 weights converted from PyTorch see the same pixels. Every Conv output is named CONV_OUTPUT
@@ -40,13 +38,10 @@ ModuleDef = Any
 # torchvision initialises convolutions with kaiming_normal(mode='fan_out').
 conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
-PLACEMENTS = ('original', 'bn_after_add', 'relu_before_add', 'relu_preact', 'full_preact')
 SHORTCUTS = ('zero_pad', 'projection', 'projection_all')  # He et al. 2015 options A, B, C
-SHORTCUT_VARIANTS = ('identity', 'scaling', 'exclusive_gating', 'shortcut_gating', 'conv',
-                     'dropout', 'none')
 DIAGNOSTICS = 'diagnostics'  # the collection the response stds are sown into
-# Per-unit scalars a study passes in (resnet_jax.studies.lesion): `keep`, `backprop_branch`
-# (ResidualUnit._add). Absent, the units are as trained.
+# The per-unit scalars the path studies pass in (resnet_jax.studies.paths); named here
+# because a scanned stage must give the collection its block axis (block_stack).
 PATHS = 'paths'
 BLUR_MIN_CHANNELS = 16  # FFCV blurs strided convs with at least this many input channels
 CONV_OUTPUT = 'conv_out'  # the checkpoint name of every Conv's output
@@ -88,12 +83,6 @@ def blur(x: jnp.ndarray) -> jnp.ndarray:
   return (x[:, :, :-2] + 2 * x[:, :, 1:-1] + x[:, :, 2:]) * 0.25
 
 
-def _gradient_scaled(x: jnp.ndarray, scale: jax.Array) -> jnp.ndarray:
-  """x in the forward pass; its gradient times `scale` in the backward pass."""
-  frozen = jax.lax.stop_gradient(x)
-  return frozen + scale.astype(x.dtype) * (x - frozen)
-
-
 def _subsample_and_zero_pad(x: jnp.ndarray, filters: int, strides: int) -> jnp.ndarray:
   """Option A shortcut: identity, stride-s subsampling, zero-padded channels."""
   if strides > 1:
@@ -105,169 +94,145 @@ def _subsample_and_zero_pad(x: jnp.ndarray, filters: int, strides: int) -> jnp.n
 
 
 class ResidualUnit(nn.Module):
-  """One unit; subclasses say which convolutions its branch holds (`layers`).
+  """What every unit shares: its fields, its shortcut, and the addition.
 
-  Parameter names: conv1..convN, bnI beside convI (after it in post-activation, before
-  it in full pre-activation; bnN after the addition with bn_after_add),
-  downsample_conv / downsample_bn on projection shortcuts, gate_conv / gate_bias for
-  the gating variants.
-
+  Parameter names: conv1..convN and bnI beside convI (after it; before it in
+  pre-activation units), downsample_conv / downsample_bn on projection shortcuts.
   `drop_path_rate` is this unit's stochastic-depth rate (a traced scalar inside a scanned
   stage); the call's `drop_key` draws its masks (None: the 'dropout' RNG stream).
   """
   filters: int
-  strides: int
   conv: ModuleDef
   norm: ModuleDef
-  preact: bool = False  # full pre-activation, whatever `placement` says
+  strides: int = 1
+  act: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
   shortcut: str = 'projection'
   zero_init_residual: bool = False
-  placement: str = 'original'
-  shortcut_variant: str = 'identity'
-  shortcut_scale: float = 0.5
-  residual_scale: float = 1.0
-  gate_bias_init: float = -6.0
-  shortcut_dropout: float = 0.5
-  stride_in_1x1: bool = False  # bottleneck: stride on the first 1×1 conv (v1), not the 3×3
-  deterministic: bool = True  # no shortcut dropout and no drop path (evaluation)
   drop_path_rate: float | jax.Array = 0.0
+  deterministic: bool = True  # no drop path (evaluation)
 
-  def layers(self) -> Sequence[tuple[int, int, int]]:
-    """(features, kernel size, stride) of each conv of the branch."""
-    raise NotImplementedError
+  def last_norm(self, name: str) -> nn.Module:
+    """The branch's last BN: scale zero-initialised with zero_init_residual."""
+    return self.norm(scale_init=nn.initializers.zeros if self.zero_init_residual
+                     else nn.initializers.ones, name=name)
 
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, drop_key: jax.Array | None = None) -> jnp.ndarray:
-    layers = self.layers()
-    last, out_filters = len(layers), layers[-1][0]
-    placement = 'full_preact' if self.preact else self.placement
-    reshapes = self.strides != 1 or x.shape[-1] != out_filters
-    # A plain unit's branch is all there is: starting it at zero would cut the net.
-    zero_init = self.zero_init_residual and self.shortcut_variant != 'none'
-    if placement == 'full_preact':
-      y = nn.relu(self.norm(name='bn1')(x))
-      shortcut_input = y if reshapes else x  # the reference code's "common BN, ReLU"
-    else:
-      y = nn.relu(x) if placement == 'relu_preact' else x
-      shortcut_input = x
-    for index, (features, kernel, stride) in enumerate(layers, start=1):
-      is_last = index == last
-      if placement == 'full_preact' and index > 1:
-        y = nn.relu(self.norm(name=f'bn{index}')(y))
-      bn_follows = placement != 'full_preact' and not (is_last and placement == 'bn_after_add')
-      zero_kernel = is_last and zero_init and not bn_follows
-      y = self.conv(features, (kernel, kernel), stride, name=f'conv{index}',
-                    kernel_init=nn.initializers.zeros if zero_kernel else conv_kernel_init)(y)
-      if bn_follows:
-        zero_scale = is_last and zero_init
-        y = self.norm(scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
-                      name=f'bn{index}')(y)
-      if kernel == 3 and self.is_mutable_collection(DIAGNOSTICS) and not self.is_initializing():
-        self.sow(DIAGNOSTICS, f'conv{index}_response_std', jnp.std(y.astype(jnp.float32)))
-      if bn_follows and (not is_last or placement == 'relu_before_add'):
-        y = nn.relu(y)
-    branch, shortcut = self._terms(y, x, shortcut_input, out_filters, reshapes, placement,
-                                   drop_key)
-    y = branch if shortcut is None else self._add(branch, shortcut)
-    if placement == 'original':
-      y = nn.relu(y)
-    elif placement == 'bn_after_add':
-      y = nn.relu(self.norm(name=f'bn{last}')(y))
-    if shortcut is None:
-      y = self._plain_lesion(y, x, reshapes)
+  def last_conv(self, features: int, kernel: int, name: str) -> nn.Module:
+    """A pre-activation branch's last conv: kernel zero-initialised with zero_init_residual."""
+    return self.conv(features, (kernel, kernel), name=name, kernel_init=(
+        nn.initializers.zeros if self.zero_init_residual else conv_kernel_init))
+
+  def response(self, name: str, y: jnp.ndarray) -> jnp.ndarray:
+    """`y`, its standard deviation sown as `name`_response_std when diagnostics are on."""
+    if self.is_mutable_collection(DIAGNOSTICS) and not self.is_initializing():
+      self.sow(DIAGNOSTICS, f'{name}_response_std', jnp.std(y.astype(jnp.float32)))
     return y
 
-  def _terms(self, branch: jnp.ndarray, x: jnp.ndarray, shortcut_input: jnp.ndarray,
-             out_filters: int, reshapes: bool, placement: str,
-             drop_key: jax.Array | None) -> tuple[jnp.ndarray, jnp.ndarray | None]:
-    """(branch term, shortcut term): the unit adds them before its final activation.
-    Every variant is such a sum (scaling and gating weight the terms); a plain unit has
-    no shortcut (None)."""
-    variant = self.shortcut_variant
-    if variant == 'none':
-      return branch, None
-    # timm's place: after the branch's last BN (its last conv, or ReLU, where the placement
-    # ends it so), before anything meets the shortcut.
-    branch = self._drop_path(branch, drop_key)
-    if reshapes:  # Table 1's variants act on identity shortcuts; these keep option A/B/C.
-      if self.shortcut == 'zero_pad':
-        return branch, _subsample_and_zero_pad(shortcut_input, out_filters, self.strides)
-      return branch, self._projection(shortcut_input, out_filters, placement)
-    if self.shortcut == 'projection_all':
-      return branch, self._projection(shortcut_input, out_filters, placement)
-    if variant == 'conv':
-      return branch, self.conv(out_filters, (1, 1), name='downsample_conv')(shortcut_input)
-    if variant == 'scaling':
-      return self.residual_scale * branch, self.shortcut_scale * shortcut_input
-    if variant == 'dropout':
-      return branch, nn.Dropout(self.shortcut_dropout, deterministic=self.deterministic)(
-          shortcut_input)
-    if variant in ('exclusive_gating', 'shortcut_gating'):
-      bias = self.param('gate_bias', nn.initializers.constant(self.gate_bias_init),
-                        (out_filters,), jnp.float32)
-      gate = nn.sigmoid(self.conv(out_filters, (1, 1), name='gate_conv')(x) + bias)
-      gate = gate.astype(branch.dtype)
-      return (gate * branch if variant == 'exclusive_gating' else branch,
-              (1 - gate) * shortcut_input)
-    return branch, shortcut_input
+  def shortcut_term(self, x: jnp.ndarray, out_filters: int, *,
+                    normalize: bool = True) -> jnp.ndarray:
+    """What the shortcut carries: `x` itself, unless the unit changes the shape (or
+    `shortcut` is projection_all). A pre-activation unit passes normalize=False: its
+    projection is added as is, the next unit normalises."""
+    if self.strides == 1 and x.shape[-1] == out_filters and self.shortcut != 'projection_all':
+      return x
+    if self.shortcut == 'zero_pad':
+      return _subsample_and_zero_pad(x, out_filters, self.strides)
+    y = self.conv(out_filters, (1, 1), self.strides, name='downsample_conv')(x)
+    return self.norm(name='downsample_bn')(y) if normalize else y
 
-  def _path_variable(self, name: str) -> jax.Array | None:
-    """This unit's entry `name` of the PATHS collection, None where it is absent."""
-    return self.get_variable(PATHS, name) if self.has_variable(PATHS, name) else None
+  def preact_shortcut_term(self, x: jnp.ndarray, activated: jnp.ndarray,
+                           out_filters: int) -> jnp.ndarray:
+    """A pre-activation unit's shortcut: where the unit changes the shape, from its input
+    after the first BN-ReLU (the reference code's "common BN, ReLU"), else from `x`; a
+    projection is added as is (the next unit normalises)."""
+    keeps_shape = self.strides == 1 and x.shape[-1] == out_filters
+    return self.shortcut_term(x if keeps_shape else activated, out_filters, normalize=False)
 
-  def _add(self, branch: jnp.ndarray, shortcut: jnp.ndarray) -> jnp.ndarray:
-    """branch + shortcut, with the PATHS collection's hooks where present: `keep`
-    multiplies the branch term (0 deletes it, Veit et al. 2016's lesion); `backprop_branch`
-    (0 or 1) routes the backward pass through the branch only (1) or the shortcut only
-    (0), leaving the forward values alone (their path-length sampling)."""
-    keep = self._path_variable('keep')
-    if keep is not None:
-      branch = branch * keep.astype(branch.dtype)
-    route = self._path_variable('backprop_branch')
-    if route is not None:
-      branch = _gradient_scaled(branch, route)
-      shortcut = _gradient_scaled(shortcut, 1 - route)
-    return branch + shortcut
+  def add(self, branch: jnp.ndarray, shortcut: jnp.ndarray,
+          drop_key: jax.Array | None) -> jnp.ndarray:
+    """branch + shortcut, the branch dropped per example in training (drop path)."""
+    return self.combine(self.drop_branch(branch, drop_key), shortcut)
 
-  def _plain_lesion(self, y: jnp.ndarray, x: jnp.ndarray, reshapes: bool) -> jnp.ndarray:
-    """A plain unit with `keep` in PATHS: keep × unit(x) + (1 − keep) × x, so 0 replaces
-    the unit by the identity (possible only where the unit keeps the shape)."""
-    keep = self._path_variable('keep')
-    if keep is None:
-      return y
-    if reshapes:
-      raise ValueError(f'{self.name} changes the shape {x.shape} -> {y.shape}: a plain unit '
-                       'can be replaced by the identity only where it keeps the shape')
-    keep = keep.astype(y.dtype)
-    return keep * y + (1 - keep) * x
-
-  def _drop_path(self, branch: jnp.ndarray, key: jax.Array | None) -> jnp.ndarray:
+  def drop_branch(self, branch: jnp.ndarray, drop_key: jax.Array | None) -> jnp.ndarray:
+    """The branch under drop path: as is in evaluation or at rate 0."""
     rate = self.drop_path_rate
     if self.deterministic or (isinstance(rate, (int, float)) and rate == 0):
       return branch
-    return drop_path(branch, rate, self.make_rng('dropout') if key is None else key)
+    return drop_path(branch, rate, self.make_rng('dropout') if drop_key is None else drop_key)
 
-  def _projection(self, x: jnp.ndarray, filters: int, placement: str) -> jnp.ndarray:
-    y = self.conv(filters, (1, 1), self.strides, name='downsample_conv')(x)
-    # A pre-activation unit adds the projection as is: the next unit normalises.
-    return y if placement == 'full_preact' else self.norm(name='downsample_bn')(y)
+  def combine(self, branch: jnp.ndarray, shortcut: jnp.ndarray) -> jnp.ndarray:
+    """The sum itself: the seam the path studies override (studies/paths.py)."""
+    return branch + shortcut
 
 
 class BasicBlock(ResidualUnit):
-  """Two 3×3 convolutions."""
+  """He et al. 2015's basic unit: 3×3 conv-BN-ReLU, 3×3 conv-BN, add, ReLU."""
 
-  def layers(self) -> Sequence[tuple[int, int, int]]:
-    return ((self.filters, 3, self.strides), (self.filters, 3, 1))
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, drop_key: jax.Array | None = None) -> jnp.ndarray:
+    y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(x)
+    y = self.act(self.response('conv1', self.norm(name='bn1')(y)))
+    y = self.conv(self.filters, (3, 3), name='conv2')(y)
+    y = self.response('conv2', self.last_norm('bn2')(y))
+    return self.act(self.add(y, self.shortcut_term(x, self.filters), drop_key))
 
 
 class BottleneckBlock(ResidualUnit):
-  """1×1 → 3×3 (carries the stride: v1.5; the 1×1 with stride_in_1x1) → 1×1, 4× wider."""
+  """He et al. 2015's bottleneck, v1.5: 1×1 conv-BN-ReLU, 3×3 conv-BN-ReLU (strided),
+  1×1 conv-BN (4× wider), add, ReLU. `stride_in_1x1`: the stride on the first 1×1 (v1,
+  and the CIFAR bottleneck nets' reference code)."""
+  stride_in_1x1: bool = False
   expansion: int = 4
 
-  def layers(self) -> Sequence[tuple[int, int, int]]:
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, drop_key: jax.Array | None = None) -> jnp.ndarray:
+    out_filters = self.filters * self.expansion
     first, middle = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
-    return ((self.filters, 1, first), (self.filters, 3, middle),
-            (self.filters * self.expansion, 1, 1))
+    y = self.conv(self.filters, (1, 1), first, name='conv1')(x)
+    y = self.act(self.norm(name='bn1')(y))
+    y = self.conv(self.filters, (3, 3), middle, name='conv2')(y)
+    y = self.act(self.response('conv2', self.norm(name='bn2')(y)))
+    y = self.conv(out_filters, (1, 1), name='conv3')(y)
+    y = self.last_norm('bn3')(y)
+    return self.act(self.add(y, self.shortcut_term(x, out_filters), drop_key))
+
+
+class PreActBasicBlock(ResidualUnit):
+  """He et al. 2016's full pre-activation basic unit: BN-ReLU-3×3 conv, twice; add."""
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, drop_key: jax.Array | None = None) -> jnp.ndarray:
+    y = self.act(self.norm(name='bn1')(x))
+    shortcut = self.preact_shortcut_term(x, y, self.filters)
+    y = self.response('conv1', self.conv(self.filters, (3, 3), self.strides, name='conv1')(y))
+    y = self.act(self.norm(name='bn2')(y))
+    y = self.response('conv2', self.last_conv(self.filters, 3, 'conv2')(y))
+    return self.add(y, shortcut, drop_key)
+
+
+class PreActBottleneckBlock(ResidualUnit):
+  """He et al. 2016's full pre-activation bottleneck: BN-ReLU-conv for 1×1, 3×3 (strided),
+  1×1 (4× wider); add. `stride_in_1x1` as in BottleneckBlock."""
+  stride_in_1x1: bool = False
+  expansion: int = 4
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, drop_key: jax.Array | None = None) -> jnp.ndarray:
+    out_filters = self.filters * self.expansion
+    first, middle = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+    y = self.act(self.norm(name='bn1')(x))
+    shortcut = self.preact_shortcut_term(x, y, out_filters)
+    y = self.conv(self.filters, (1, 1), first, name='conv1')(y)
+    y = self.act(self.norm(name='bn2')(y))
+    y = self.response('conv2', self.conv(self.filters, (3, 3), middle, name='conv2')(y))
+    y = self.act(self.norm(name='bn3')(y))
+    y = self.last_conv(out_filters, 1, 'conv3')(y)
+    return self.add(y, shortcut, drop_key)
+
+
+UNITS: dict[tuple[str, bool], type[ResidualUnit]] = {
+    ('basic', False): BasicBlock, ('bottleneck', False): BottleneckBlock,
+    ('basic', True): PreActBasicBlock, ('bottleneck', True): PreActBottleneckBlock}
+"""(block kind, pre-activation) → the production unit."""
 
 
 class Conv(nn.Module):

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from resnet_jax.models import block_stack, blocks
+from resnet_jax.models.ablations import UnitAblation
 from resnet_jax.models.blocks import Conv
 from resnet_jax.models.norm import GroupBatchNorm
 
@@ -34,7 +35,8 @@ class ResNet(nn.Module):
 
   Attributes:
     stage_sizes: blocks per stage.
-    block_cls: BasicBlock or BottleneckBlock.
+    block_cls: the unit: a production unit of blocks.UNITS (BasicBlock,
+      BottleneckBlock, their PreAct forms) or, with `ablation`, one of ablations.UNITS.
     num_classes: width of the classifier.
     stem: 'imagenet' (7×7/2 conv + 3×3/2 max pool) or 'cifar' (3×3/1 conv).
     stage_filters: filters of each stage's blocks (before expansion).
@@ -44,10 +46,9 @@ class ResNet(nn.Module):
     zero_init_residual: zero-init the last BN scale (last conv if no BN follows it) of
       each branch; a plain net (shortcut_variant 'none') has no residual branch to start
       at zero, so there it does nothing.
-    placement, shortcut_variant, shortcut_scale, residual_scale, gate_bias_init,
-      shortcut_dropout: the Identity Mappings paper's ablations (blocks.py); the
-      defaults are the units above. relu_preact adds a final ReLU; full_preact is
-      `preact`.
+    ablation: the Identity Mappings paper's unit ablation (ablations.UnitAblation) the
+      units run, None for the production units; its placement also shapes the stem and
+      the head (relu_preact: a final ReLU; full_preact is `preact`).
     stride_in_1x1: bottleneck units stride in their first 1×1 conv (the CIFAR bottleneck
       nets' reference code), not in the 3×3 (v1.5).
     bn_momentum: running-average decay of BatchNorm statistics.
@@ -94,12 +95,7 @@ class ResNet(nn.Module):
   scan_blocks: bool = False
   remat: bool = False
   remat_policy: str = 'full'
-  placement: str = 'original'
-  shortcut_variant: str = 'identity'
-  shortcut_scale: float = 0.5
-  residual_scale: float = 1.0
-  gate_bias_init: float = -6.0
-  shortcut_dropout: float = 0.5
+  ablation: UnitAblation | None = None
   stride_in_1x1: bool = False
   drop_path_rate: float = 0.0
   blurpool: bool = False
@@ -127,7 +123,8 @@ class ResNet(nn.Module):
     norm = functools.partial(norm_cls, use_running_average=use_running_average,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                              dtype=self.dtype)
-    placement = 'full_preact' if self.preact else self.placement
+    placement = ('full_preact' if self.preact
+                 else self.ablation.placement if self.ablation else 'original')
     x = x.astype(self.dtype)
     imagenet_stem = self.stem == 'imagenet'
     x = conv(self.stage_filters[0], (7, 7) if imagenet_stem else (3, 3), 2 if imagenet_stem else 1,
@@ -147,18 +144,16 @@ class ResNet(nn.Module):
     # One key per unit, drawn here: scanned and unrolled stages drop the same examples.
     keys = (jax.random.split(self.make_rng('dropout'), len(rates))
             if train and self.drop_path_rate > 0 else None)
+    unit_fields = {'conv': conv, 'norm': norm, 'shortcut': self.shortcut,
+                   'zero_init_residual': self.zero_init_residual, 'deterministic': not train}
+    if self.stride_in_1x1:
+      unit_fields['stride_in_1x1'] = True
+    if self.ablation is not None:
+      unit_fields['ablation'] = self.ablation
     unit = 0
     for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters),
                                                   start=1):
-      unit_fields = {'filters': filters, 'conv': conv, 'norm': norm, 'preact': self.preact,
-                     'shortcut': self.shortcut, 'zero_init_residual': self.zero_init_residual,
-                     'placement': self.placement, 'shortcut_variant': self.shortcut_variant,
-                     'shortcut_scale': self.shortcut_scale,
-                     'residual_scale': self.residual_scale,
-                     'gate_bias_init': self.gate_bias_init,
-                     'shortcut_dropout': self.shortcut_dropout,
-                     'stride_in_1x1': self.stride_in_1x1, 'deterministic': not train}
-      block = functools.partial(block_cls, **unit_fields)
+      block = functools.partial(block_cls, filters=filters, **unit_fields)
       x = block(strides=2 if stage > 1 else 1, drop_path_rate=rates[unit],
                 name=f'stage{stage}_block1')(x, *_key(keys, unit))
       unit += 1
@@ -167,7 +162,8 @@ class ResNet(nn.Module):
         units = None if keys is None else (jnp.asarray(rates[unit:stop], jnp.float32),
                                            keys[unit:stop])
         x, _ = block_stack.scanned_blocks(
-            functools.partial(scanned_cls, strides=1, **unit_fields), num_blocks - 1,
+            functools.partial(scanned_cls, filters=filters, strides=1, **unit_fields),
+            num_blocks - 1,
             block_stack.stack_name(stage))(x, units)
         unit = stop
         continue

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from resnet_jax import models, steps
-from resnet_jax.studies import degradation
+from resnet_jax.studies import degradation, paths
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import trained, workdir
 
@@ -32,7 +32,8 @@ class TrainedNet:
 
   @property
   def model(self) -> models.ResNet:
-    return self.restored.create_model()
+    """The net's model, its units reading the path studies' PATHS variables."""
+    return paths.with_path_hooks(self.restored.create_model())
 
 
 def find_nets(root: str, names: Sequence[str] | None = None) -> list[str]:

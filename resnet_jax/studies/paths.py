@@ -3,12 +3,12 @@ Relatively Shallow Networks", arXiv:1605.06431): deleting units, counting and sa
 paths.
 
 A net of n residual units unrolls into 2^n paths from input to output; a path of length
-k passes through k branches and n − k shortcuts, and C(n, k) paths have length k. The
-model reads per-unit scalars from the PATHS collection (models/blocks.py,
-ResidualUnit._add): `keep` 0 deletes a unit's branch (the shortcut stays; a plain unit
-becomes the identity), `backprop_branch` routes the backward pass through the branch (1)
-or the shortcut (0) without changing the forward values, which samples one path of the
-backward pass as the paper does for its Fig. 6.
+k passes through k branches and n − k shortcuts, and C(n, k) paths have length k. A
+model under `with_path_hooks` reads per-unit scalars from the PATHS collection: `keep` 0
+deletes a unit's branch (the shortcut stays; a plain unit becomes the identity),
+`backprop_branch` routes the backward pass through the branch (1) or the shortcut (0)
+without changing the forward values, which samples one path of the backward pass as the
+paper does for its Fig. 6. Without those variables the hooked model is the model.
 """
 
 import math
@@ -21,10 +21,61 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from resnet_jax import steps
+from resnet_jax import models, steps
 from resnet_jax.models.blocks import PATHS, ResidualUnit
 
 _UNIT = re.compile(r'^stage(\d+)_block(\d+)$')
+
+
+class PathHooks:
+  """Mixed into a unit class (with_path_hooks): the PATHS collection's scalars act on
+  the unit's addition (`combine`) or, in a plain unit, on its output (`plain_output`)."""
+
+  def _path_variable(self, name: str) -> jax.Array | None:
+    """This unit's entry `name` of the PATHS collection, None where it is absent."""
+    return self.get_variable(PATHS, name) if self.has_variable(PATHS, name) else None
+
+  def combine(self, branch: jnp.ndarray, shortcut: jnp.ndarray) -> jnp.ndarray:
+    """branch + shortcut: `keep` multiplies the branch term (0 deletes it, Veit et al.'s
+    lesion); `backprop_branch` (0 or 1) routes the backward pass through the branch only
+    (1) or the shortcut only (0), leaving the forward values alone."""
+    keep = self._path_variable('keep')
+    if keep is not None:
+      branch = branch * keep.astype(branch.dtype)
+    route = self._path_variable('backprop_branch')
+    if route is not None:
+      branch = _gradient_scaled(branch, route)
+      shortcut = _gradient_scaled(shortcut, 1 - route)
+    return super().combine(branch, shortcut)
+
+  def plain_output(self, x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+    """A plain unit with `keep`: keep × unit(x) + (1 − keep) × x, so 0 replaces the
+    unit by the identity (possible only where the unit keeps the shape)."""
+    keep = self._path_variable('keep')
+    if keep is None:
+      return y
+    if x.shape != y.shape:
+      raise ValueError(f'{self.name} changes the shape {x.shape} -> {y.shape}: a plain unit '
+                       'can be replaced by the identity only where it keeps the shape')
+    keep = keep.astype(y.dtype)
+    return keep * y + (1 - keep) * x
+
+
+_HOOKED: dict[type, type] = {}
+
+
+def with_path_hooks(model: models.ResNet) -> models.ResNet:
+  """`model` with units that read the PATHS collection (PathHooks); same variables."""
+  unit = model.block_cls
+  if unit not in _HOOKED:
+    _HOOKED[unit] = type(f'Path{unit.__name__}', (PathHooks, unit), {})
+  return model.clone(block_cls=_HOOKED[unit])
+
+
+def _gradient_scaled(x: jnp.ndarray, scale: jax.Array) -> jnp.ndarray:
+  """x in the forward pass; its gradient times `scale` in the backward pass."""
+  frozen = jax.lax.stop_gradient(x)
+  return frozen + scale.astype(x.dtype) * (x - frozen)
 
 
 def unit_names(params: dict[str, Any]) -> list[str]:
