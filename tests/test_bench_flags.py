@@ -1,4 +1,9 @@
-"""bench/command_flags.py: absl flags for commands that tests call in one process."""
+"""bench/command_flags.py: absl flags for commands that tests call in one process; every
+command on absl flags."""
+
+import importlib
+import pathlib
+import re
 
 import pytest
 from absl import flags
@@ -42,3 +47,29 @@ def test_help_prints_the_doc_and_the_flags(capsys):
   assert exit_info.value.code == 0
   out = capsys.readouterr().out
   assert out.startswith('What it measures.') and '--batch_size' in out and '--loop' in out
+
+
+def test_no_command_of_the_package_parses_with_argparse():
+  """One flag convention: every command takes absl flags (the bench commands through
+  command_flags), none argparse."""
+  package = pathlib.Path(command_flags.__file__).parents[1]
+  users = sorted(str(path.relative_to(package)) for path in package.rglob('*.py')
+                 if re.search(r'^\s*(import argparse|from argparse )', path.read_text(), re.M))
+  assert users == []
+
+
+@pytest.mark.parametrize('module, argv, named', [
+    ('gpu_benchmark', ['--variants=plain,bogus'], 'bogus'),
+    ('gpu_benchmark', ['--torch=jit'], 'jit'),
+    ('gpu_benchmark', ['--dtype=int8'], 'dtype'),
+    ('gpu_numerics', ['--checks=logits,speed'], 'speed'),
+    ('gpu_numerics', ['--steps=two'], 'steps'),
+])
+def test_the_gpu_commands_refuse_bad_flags_in_one_line(capsys, module, argv, named):
+  command = importlib.import_module(f'resnet_jax.bench.{module}')
+  with pytest.raises(SystemExit) as exit_info:
+    command.main(argv)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f'python -m resnet_jax.bench.{module}: error: ') and named in err, err
+  assert len(err.strip().splitlines()) == 1, err

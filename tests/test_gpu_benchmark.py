@@ -1,4 +1,5 @@
-"""The GPU benchmark (tools.gpu_benchmark) and its bare config loader (tools.bare_config):
+"""The GPU benchmark (bench.gpu_benchmark, its rows and report) and its bare config loader
+(bench.bare_config):
 on a tiny model where TensorFlow, TFDS, clu, ml_collections and jmp cannot be imported
 (as on a bare CUDA JAX image); its analytic FLOP count, MFU, XLA-count rule and goals
 on a GPU's figures."""
@@ -12,7 +13,7 @@ import pytest
 
 from resnet_jax.tools import summary
 
-from resnet_jax.bench import bare_config, gpu_benchmark
+from resnet_jax.bench import bare_config, flop_count, gpu_benchmark, gpu_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKED = ('tensorflow', 'tensorflow_datasets', 'clu', 'ml_collections', 'jmp')
@@ -83,16 +84,16 @@ def test_the_step_arguments_are_the_trainers(spec):
 def test_the_analytic_training_flops_of_resnet50():
   macs = summary.summarize('resnet50', image_size=224)['macs']
   assert macs == pytest.approx(4.09e9, rel=2e-3)  # torchvision's 4.09 GFLOPS (MACs)
-  assert gpu_benchmark.training_flops(macs, 256) == 3 * 2 * macs * 256
-  assert gpu_benchmark.training_flops(macs, 256) == pytest.approx(6.28e12, rel=2e-3)
+  assert flop_count.training_flops(macs, 256) == 3 * 2 * macs * 256
+  assert flop_count.training_flops(macs, 256) == pytest.approx(6.28e12, rel=2e-3)
 
 
 def test_xla_count_is_shown_only_where_it_counts_convolutions():
   analytic = 6.28e12
-  assert not gpu_benchmark.xla_count_shown(1.05e11, analytic)  # GPU: custom calls uncounted
-  assert gpu_benchmark.xla_count_shown(0.972 * analytic, analytic)  # CPU: dots counted
-  assert not gpu_benchmark.xla_count_shown(None, analytic)
-  assert not gpu_benchmark.xla_count_shown(0.49 * analytic, analytic)
+  assert not flop_count.xla_count_shown(1.05e11, analytic)  # GPU: custom calls uncounted
+  assert flop_count.xla_count_shown(0.972 * analytic, analytic)  # CPU: dots counted
+  assert not flop_count.xla_count_shown(None, analytic)
+  assert not flop_count.xla_count_shown(0.49 * analytic, analytic)
 
 
 def _gpu_report(device='NVIDIA H200', images=8_000.0, compiled=7_000.0, fresh=25.0,
@@ -114,7 +115,7 @@ def _gpu_report(device='NVIDIA H200', images=8_000.0, compiled=7_000.0, fresh=25
   report = {'matmul': {'device': device, 'num_devices': 1, 'backend': 'gpu',
                        'matmul_flops_per_sec': 700e12, 'size': 8192, 'jax_version': '0.10'},
             'cached_run': {'seconds_to_first_step': cached}}
-  return gpu_benchmark.derive(report, [plain, torch_compile,
+  return gpu_report.derive(report, [plain, torch_compile,
                                        {'variant': 'torch_eager', 'error': 'exit 1: boom'}])
 
 
@@ -129,7 +130,7 @@ def test_mfu_comes_from_the_analytic_count_on_a_gpu(capsys):
   assert 'ratio_vs_torch_eager' not in report
   report |= {'versions': {'torch': '2.x'}, 'config': 'configs/imagenet50.py', 'seconds': 1.0,
              'date': '2026-12-05'}
-  gpu_benchmark.print_report(report)
+  gpu_report.print_report(report)
   out = capsys.readouterr().out
   assert 'not counted (custom calls)' in out
   assert '= 3 × 2 × 4.089 G × 256 = 6.281e+12' in out
@@ -241,11 +242,11 @@ def test_the_benchmark_runs_without_them(bare_env, tmp_path):
 
 
 def test_spec_peaks_by_device_kind():
-  assert gpu_benchmark.spec_peak('NVIDIA H100 80GB HBM3') == 989e12
-  assert gpu_benchmark.spec_peak('NVIDIA H100 PCIe') == 756e12
-  assert gpu_benchmark.spec_peak('NVIDIA H200') == 989e12
-  assert gpu_benchmark.spec_peak('TPU v5 lite') == 197e12
-  assert gpu_benchmark.spec_peak('cpu') is None
+  assert gpu_report.spec_peak('NVIDIA H100 80GB HBM3') == 989e12
+  assert gpu_report.spec_peak('NVIDIA H100 PCIe') == 756e12
+  assert gpu_report.spec_peak('NVIDIA H200') == 989e12
+  assert gpu_report.spec_peak('TPU v5 lite') == 197e12
+  assert gpu_report.spec_peak('cpu') is None
 
 
 def test_an_unknown_variant_is_a_one_line_error():

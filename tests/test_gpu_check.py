@@ -26,7 +26,7 @@ def test_the_cpu_rehearsal_passes(bare_env, tmp_path):  # noqa: F811
   # plain recipe step, one BatchNorm layer ours against flax's, then all three numerics
   # checks.
   result = _check(bare_env, tmp_path, GPU_CHECK_ALLOW_CPU='1',
-                  GPU_CHECK_BENCHMARK_ARGS='--variants=plain --torch= --no-startup '
+                  GPU_CHECK_BENCHMARK_ARGS='--variants=plain --torch= --nostartup '
                                            '--cifar_config=none')
   out = result.stdout
   assert result.returncode == 0, out[-4000:] + result.stderr[-3000:]

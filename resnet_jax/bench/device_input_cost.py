@@ -5,7 +5,7 @@ one run.
       [--steps=20] [--rounds=3] [--input_batches=200]
 
 On the config's data (synthetic uint8 splits of Fashion-MNIST's shape when its files are
-absent), in alternating rounds, best round each: the input alone (gather, pad-crop and
+absent), in alternating rounds (bench/timing.py), best round each: the input alone (gather, pad-crop and
 flip of --input_batches batches, each waited for), its host side alone (indices and
 dispatch, not waited for: what a GPU's host does per step), the compiled train step
 alone on one batch, and the two together as the trainer runs them. Prints each per step,
@@ -20,6 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_jax import config_files
+from resnet_jax.bench import timing
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', config_files.checkout_config('fashion_mnist') + ':cpu',
@@ -65,28 +66,30 @@ def measure(config, *, steps: int, rounds: int, input_batches: int) -> dict[str,
   totals = metrics.empty(metrics.TrainMetrics, mesh)
   state, totals = step(state, fixed, totals)  # compile
   jax.block_until_ready(state)
-  best = {name: float('inf') for name in ('input', 'input_host', 'step', 'together')}
+  carried = {'state': state, 'totals': totals}
+
+  def train_on(next_batch):
+    def call():
+      carried['state'], carried['totals'] = step(carried['state'], next_batch(),
+                                                 carried['totals'])
+      return carried['state']
+    return call
+
+  times = timing.seconds_per_call(
+      {'input': lambda: jax.block_until_ready(next(batches)),
+       'step': train_on(lambda: fixed), 'together': train_on(lambda: next(batches))},
+      calls={'input': input_batches, 'step': steps, 'together': steps}, rounds=rounds)
+  best = {name: min(seconds) for name, seconds in times.items()}
+  # The host side is timed without waiting (what a GPU's host does per step), which the
+  # shared helper, waiting on each round's last call, cannot express.
+  host = []
   for _ in range(rounds):
     start = time.perf_counter()
-    for _ in range(input_batches):
-      jax.block_until_ready(next(batches))
-    best['input'] = min(best['input'], (time.perf_counter() - start) / input_batches)
-    start = time.perf_counter()
     pending = [next(batches) for _ in range(input_batches)]
-    best['input_host'] = min(best['input_host'], (time.perf_counter() - start) / input_batches)
+    host.append((time.perf_counter() - start) / input_batches)
     jax.block_until_ready(pending)
     del pending
-    start = time.perf_counter()
-    for _ in range(steps):
-      state, totals = step(state, fixed, totals)
-    jax.block_until_ready(state)
-    best['step'] = min(best['step'], (time.perf_counter() - start) / steps)
-    start = time.perf_counter()
-    for _ in range(steps):
-      state, totals = step(state, next(batches), totals)
-    jax.block_until_ready(state)
-    best['together'] = min(best['together'], (time.perf_counter() - start) / steps)
-  return best
+  return best | {'input_host': min(host)}
 
 
 def main(argv: list[str]) -> int:

@@ -31,7 +31,8 @@ Then the same-run ratios (ours / torch.compile, ours / eager) and the goals, eac
 not met or unmeasured: >= 7,900 img/s per H200; >= 1.15x torch.compile; <= 20 s fresh
 and <= 5 s cached to the first step (GPU goals: unmeasured on other backends).
 
-Each measurement runs in a child process of its own, so each peak memory is that
+Each measurement runs in a child process of its own (bench/gpu_jax_rows.py,
+bench/gpu_torch_rows.py; the figures and table: bench/gpu_report.py), so each peak memory is that
 workload's alone and torch never shares the device with JAX's allocator. The children
 share --time_budget, the most telling first (plain, cached, torchvision); remat,
 scan_blocks and CIFAR rows that it cuts are listed as not measured (exit 0), any other
@@ -44,7 +45,6 @@ no TensorFlow, tensorflow-datasets, clu, ml-collections or jmp, so it runs on ba
 JAX images (NVIDIA's JAX containers, cloud images, clusters without a package registry).
 """
 
-import argparse
 import datetime
 import importlib.metadata
 import json
@@ -57,131 +57,22 @@ import tempfile
 import time
 from typing import Any
 
-from resnet_jax import config_files
-from resnet_jax.bench.flop_count import XLA_COUNT_SHOWN_FROM, training_flops, xla_count_shown
+from absl import flags
 
-# Dense bfloat16 tensor-core peaks in FLOP/s, from the vendors' datasheets (NVIDIA H100
-# and H200 Tensor Core GPU, A100, L4, L40S, B200 datasheets: "BF16 Tensor Core",
-# without sparsity; Google Cloud TPU system architecture pages). The first match wins.
-BF16_SPEC_PEAKS = (
-    ('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12),
-    ('B200', 2250e12), ('A100', 312e12), ('L40S', 362e12), ('L4', 121e12),
-    ('TPU v4', 275e12), ('TPU v5 lite', 197e12), ('TPU v5', 459e12), ('TPU v6 lite', 918e12),
-)
-# variant -> config overrides.
-VARIANTS = {
-    'plain': {},
-    'remat': {'remat': True, 'remat_policy': 'full'},
-    'remat_conv_outputs': {'remat': True, 'remat_policy': 'conv_outputs'},
-    'scan_blocks': {'scan_blocks': True},
-}
-TORCH_MODES = ('eager', 'compile')
+from resnet_jax import config_files
+from resnet_jax.bench import command_flags, gpu_jax_rows, gpu_report, gpu_torch_rows
+from resnet_jax.bench.flop_count import XLA_COUNT_SHOWN_FROM
+from resnet_jax.bench.gpu_jax_rows import VARIANTS
+from resnet_jax.bench.gpu_torch_rows import TORCH_MODES
+
+PROG = 'python -m resnet_jax.bench.gpu_benchmark'
 # Rows the time budget may cut (reported, not failed); run last, in this order.
 OPTIONAL_ROWS = ('remat_conv_outputs', 'scan_blocks', 'remat', 'cifar')
 MIN_CHILD_SECONDS = 15.0  # a child is not started with less of the budget left
-GOALS = {'h200_images_per_sec': 7900.0, 'vs_torch_compile': 1.15,
-         'fresh_seconds_to_first_step': 20.0, 'cached_seconds_to_first_step': 5.0}
 VERSIONED = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'torch', 'torchvision',
              'jax-cuda12-plugin', 'jax-cuda13-plugin', 'ml_collections', 'tensorflow')
-
-
-def spec_peak(device_kind: str) -> float | None:
-  """The device's dense bfloat16 peak from BF16_SPEC_PEAKS, or None if not listed."""
-  return next((peak for name, peak in BF16_SPEC_PEAKS if name in device_kind), None)
-
-
-# ---------------------------------------------------------------- child processes
-
-
-def _process_start(spec: dict[str, Any]) -> float:
-  """time.perf_counter() at the moment the parent spawned this process."""
-  return time.perf_counter() - (time.time() - spec['spawned_at'])
-
-
-def _matmul_child(spec: dict[str, Any]) -> dict[str, Any]:
-  import jax
-  import jax.numpy as jnp
-
-  from resnet_jax.bench import step_benchmark
-  size = spec['size'] or (2048 if jax.default_backend() == 'cpu' else 8192)
-  return {'matmul_flops_per_sec': step_benchmark.matmul_peak_flops(jnp.bfloat16, size=size),
-          'size': size, 'device': jax.devices()[0].device_kind,
-          'num_devices': jax.device_count(), 'backend': jax.default_backend(),
-          'jax_version': jax.__version__}
-
-
-def recipe_config(spec: dict[str, Any]) -> Any:
-  """The config a row measures: spec's config file (None: configs/default.py as the bare
-  model), its overrides and variant, the global batch, BN groups no larger than a
-  device's batch."""
-  import jax
-
-  from resnet_jax.bench import bare_config
-  path = spec['config'] or config_files.checkout_config('default')
-  config = bare_config.load(path, {key: value for key, value in spec['overrides'].items()
-                                   if value is not None})
-  for key, value in VARIANTS[spec['variant']].items():
-    config[key] = value
-  per_device = spec['per_device_batch']
-  config.batch_size = spec['batch_size'] or per_device * jax.device_count()
-  per_device = config.batch_size // jax.device_count()
-  # Tiny rehearsals: no group larger than a device's batch.
-  config.bn_group_size = min(config.bn_group_size, per_device)
-  return config
-
-
-def _jax_child(spec: dict[str, Any]) -> dict[str, Any]:
-  process_start = _process_start(spec)
-  from resnet_jax import compilation_cache
-  cache = compilation_cache.enable(spec['cache_dir']) if spec.get('cache_dir') else None
-  import jax
-
-  from resnet_jax import steps
-  from resnet_jax.tools import summary
-  from resnet_jax.bench import bare_config, step_benchmark
-  config = recipe_config(spec)
-  model, tx, learning_rate_fn, step_kwargs = bare_config.recipe_step(
-      config, spec['num_classes'], train_images=spec['train_images'])
-  result = step_benchmark.measure_step(
-      model, tx, mode='train', batch_size=config.batch_size,
-      image_size=config.dataset.image_size, num_classes=spec['num_classes'],
-      loss_scale=steps.create_loss_scale(config), learning_rate_fn=learning_rate_fn,
-      warmup_steps=spec['warmup_steps'], timed_steps=spec['timed_steps'],
-      process_start=process_start, step_kwargs=step_kwargs)
-  macs = summary.summarize(config.model, image_size=config.dataset.image_size,
-                           num_classes=spec['num_classes'])['macs']
-  return result | {
-      'model': config.model, 'dtype': config.dtype, 'bn_group_size': config.bn_group_size,
-      'remat': config.remat, 'remat_policy': config.remat_policy,
-      'scan_blocks': config.scan_blocks, 'label_smoothing': config.label_smoothing,
-      'loss': config.loss, 'optimizer': config.optimizer, 'momentum': config.momentum,
-      'nesterov': config.nesterov, 'weight_decay': config.weight_decay,
-      'weight_decay_skip': config.weight_decay_skip, 'macs_per_image': macs,
-      'compilation_cache_dir': cache,
-      'compilation_cache_files': len(os.listdir(cache)) if cache else None,
-      'jax_version': jax.__version__}
-
-
-def _torch_child(spec: dict[str, Any]) -> dict[str, Any]:
-  from resnet_jax.bench import torch_reference
-  problem = torch_reference.available()
-  if problem:
-    raise RuntimeError(problem)
-  if spec['torch_compile'] and spec['compile_backend'] != 'inductor':
-    import torch
-    compile_fn = torch.compile
-    torch.compile = lambda model, **kw: compile_fn(model, backend=spec['compile_backend'], **kw)
-  result = torch_reference.measure(
-      spec['model'], mode='train', batch_size=spec['batch_size'],
-      image_size=spec['image_size'], dtype=spec['dtype'], num_classes=spec['num_classes'],
-      warmup_steps=spec['warmup_steps'], timed_steps=spec['timed_steps'],
-      torch_compile=spec['torch_compile'], label_smoothing=spec['label_smoothing'],
-      momentum=spec['momentum'], nesterov=spec['nesterov'],
-      weight_decay=spec['weight_decay'])
-  return result | {'model': spec['model'], 'batch_size': spec['batch_size'],
-                   'image_size': spec['image_size'], 'dtype': spec['dtype'],
-                   'torch_compile_backend': spec['compile_backend'] if spec['torch_compile']
-                   else None}
+CHILDREN = {'matmul': gpu_jax_rows.matmul_row, 'jax': gpu_jax_rows.recipe_row,
+            'torch': gpu_torch_rows.torch_row}
 
 
 def _run_child(spec: dict[str, Any], timeout: float, env: dict[str, str] | None = None
@@ -203,16 +94,6 @@ def _run_child(spec: dict[str, Any], timeout: float, env: dict[str, str] | None 
     return {'error': f'exit {done.returncode}: {last[:300]}'}
   return json.loads(lines[-1])
 
-
-# ---------------------------------------------------------------- the parent
-
-
-def _fraction(flops: float | None, seconds: float | None, peak: float | None) -> float | None:
-  return flops / seconds / peak if flops and seconds and peak else None
-
-
-def _images_per_sec(row: dict[str, Any]) -> float | None:
-  return row.get('pipelined_images_per_sec') or row.get('torch_pipelined_images_per_sec')
 
 
 def _versions() -> dict[str, str | None]:
@@ -239,42 +120,8 @@ def _machine() -> dict[str, Any]:
           'nvidia_smi': gpus}
 
 
-def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
-  """The goals, each {'goal', 'status': met | not met | unmeasured, 'value', 'why'}."""
-  gpu = report.get('backend') == 'gpu'
-  rows = {row['variant']: row for row in report.get('rows', []) if 'error' not in row}
-  plain = rows.get('plain', {})
-  device = report.get('device') or 'unknown'
 
-  def judge(goal: str, value: float | None, target: float, higher: bool, unit: str,
-            why_unmeasured: str | None) -> dict[str, Any]:
-    if not gpu:
-      why_unmeasured = f'{report.get("backend")} backend: the goals are for a GPU'
-    if why_unmeasured or value is None:
-      return {'goal': goal, 'status': 'unmeasured', 'value': value,
-              'why': why_unmeasured or 'no measurement'}
-    met = value >= target if higher else value <= target
-    return {'goal': goal, 'status': 'met' if met else 'not met', 'value': value,
-            'why': unit.format(value)}
-
-  per_device = plain.get('images_per_sec_per_device')
-  return [
-      judge(f'>= {GOALS["h200_images_per_sec"]:,.0f} img/s per H200 (plain recipe step)',
-            per_device, GOALS['h200_images_per_sec'], True, '{:,.0f} img/s per device',
-            None if 'H200' in device else f'device is {device}, not an H200'),
-      judge(f'>= {GOALS["vs_torch_compile"]:.2f}x torch.compile (images/s)',
-            report.get('ratio_vs_torch_compile'), GOALS['vs_torch_compile'], True, '{:.2f}x',
-            None),
-      judge(f'<= {GOALS["fresh_seconds_to_first_step"]:.0f} s to the first step, fresh',
-            report.get('seconds_to_first_step', {}).get('fresh'),
-            GOALS['fresh_seconds_to_first_step'], False, '{:.1f} s', None),
-      judge(f'<= {GOALS["cached_seconds_to_first_step"]:.0f} s to the first step, cached',
-            report.get('seconds_to_first_step', {}).get('cached'),
-            GOALS['cached_seconds_to_first_step'], False, '{:.1f} s', None),
-  ]
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: flags.FlagValues) -> dict[str, Any]:
   """Every measurement, in child processes; the report's figures."""
   started = time.perf_counter()
   deadline = time.monotonic() + args.time_budget
@@ -284,7 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
       'date': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
       'machine': _machine(), 'versions': _versions(), 'argv': sys.argv[1:],
       'config': args.config or 'none (bare model)', 'per_device_batch': args.batch_size,
-      'goals_targets': GOALS, 'xla_count_shown_from': XLA_COUNT_SHOWN_FROM}
+      'goals_targets': gpu_report.GOALS, 'xla_count_shown_from': XLA_COUNT_SHOWN_FROM}
 
   def child(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
     left = deadline - time.monotonic()
@@ -308,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   try:
     # Most telling first, should the budget run out: plain (fresh), cached, torch, then
     # OPTIONAL_ROWS.
-    variants = [v for v in VARIANTS if v in args.variants]
+    variants = [v for v in VARIANTS if v in _names(args.variants)]
     if 'plain' in variants:
       rows.append({'variant': 'plain', **child(
           recipe | {'variant': 'plain', 'cache_dir': cache_dir}, cache_env)})
@@ -316,7 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report['cached_run'] = child(recipe | {'variant': 'plain', 'cache_dir': cache_dir,
                                                'warmup_steps': 0, 'timed_steps': 1}, cache_env)
     plain = next((row for row in rows if 'error' not in row), {})
-    for mode in args.torch:
+    for mode in _names(args.torch):
       rows.append({'variant': f'torch_{mode}', **child({
           'kind': 'torch', 'model': plain.get('model') or args.model or 'resnet50',
           'dtype': plain.get('dtype') or args.dtype or 'bfloat16',
@@ -335,215 +182,72 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     'overrides': {'dataset.image_size': args.cifar_image_size}})})
   finally:
     shutil.rmtree(cache_dir, ignore_errors=True)
-  derive(report, rows)
+  gpu_report.derive(report, rows)
   report['seconds'] = time.perf_counter() - started
   return report
 
 
-def derive(report: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-  """Fills `report` from the children's figures (report['matmul'], report['cached_run']
-  and `rows`): device, analytic FLOPs, MFU, XLA's count where it counts, ratios, goals."""
-  matmul = report['matmul']
-  plain = next((row for row in rows if row['variant'] == 'plain'), {})
-  # The model's MACs, from the first recipe row measured.
-  reference = next((row for row in rows if 'macs_per_image' in row and
-                    row['variant'] != 'cifar'), {})
-  device = matmul.get('device', reference.get('device', 'unknown'))
-  num_devices = matmul.get('num_devices', reference.get('num_devices', 1))
-  report.update(device=device, num_devices=num_devices, backend=matmul.get('backend'),
-                jax_version=matmul.get('jax_version'), spec_peak_flops_per_sec=spec_peak(device),
-                matmul_flops_per_sec=matmul.get('matmul_flops_per_sec'))
-  macs = reference.get('macs_per_image')
-  batch = reference.get('batch_size')
-  report['flops'] = {'formula': '3 × 2 × MACs per image × batch', 'macs_per_image': macs,
-                     'batch_size': batch, 'source': 'resnet_jax.tools.summary.summarize',
-                     'training_flops_per_step': training_flops(macs, batch) if macs else None}
-  for row in rows:
-    if 'error' in row:
-      continue
-    torch = row['variant'].startswith('torch_')
-    devices = 1 if torch else row['num_devices']
-    row_macs = row['macs_per_image'] if row['variant'] == 'cifar' else macs
-    row_flops = training_flops(row_macs, row['batch_size']) if row_macs else None
-    seconds = row['torch_pipelined_step_seconds' if torch else 'pipelined_step_seconds']
-    row['images_per_sec_per_device'] = row['batch_size'] / seconds / devices
-    row['analytic_flops_per_step'] = row_flops
-    # The CIFAR step runs in float32: a bfloat16 utilisation would mean nothing.
-    bf16 = row['variant'] != 'cifar'
-    spec = report['spec_peak_flops_per_sec']
-    mm = report['matmul_flops_per_sec']
-    row['mfu_spec'] = _fraction(row_flops, seconds, spec and bf16 and spec * devices)
-    row['mfu_matmul'] = _fraction(row_flops, seconds, mm and bf16 and mm * devices)
-    xla = None if torch else row.get('xla_flops_per_step')
-    row['xla_flops_per_step'] = xla
-    row['xla_fraction_of_analytic'] = xla / row_flops if xla and row_flops else None
-    row['xla_count_shown'] = xla_count_shown(xla, row_flops)
-  by_variant = {row['variant']: row for row in rows if 'error' not in row}
-  ours = by_variant.get('plain', {}).get('images_per_sec_per_device')
-  for mode in TORCH_MODES:
-    theirs = by_variant.get(f'torch_{mode}', {}).get('images_per_sec_per_device')
-    if ours and theirs:
-      report[f'ratio_vs_torch_{mode}'] = ours / theirs
-  cached = report.get('cached_run', {})
-  report['seconds_to_first_step'] = {
-      'fresh': plain.get('seconds_to_first_step'),
-      'cached': cached.get('seconds_to_first_step'),
-      'cached_error': cached.get('error'),
-      'cache_files_after_fresh_run': plain.get('compilation_cache_files')}
-  report['rows'] = rows
-  report['goals'] = goals(report)
-  return report
+_FLAGS = flags.FlagValues()  # its own: see command_flags.py
+flags.DEFINE_string('config', config_files.checkout_config('imagenet50'),
+                    'the recipe to time (a config file, PATH:argument); none: the bare model '
+                    '(--model, --dtype)', flag_values=_FLAGS)
+flags.DEFINE_string('model', None, "default: the config's (bare: resnet50)", flag_values=_FLAGS)
+flags.DEFINE_integer('batch_size', 256, 'images per device', flag_values=_FLAGS)
+flags.DEFINE_integer('image_size', None, "default: the config's", flag_values=_FLAGS)
+flags.DEFINE_enum('dtype', None, ('bfloat16', 'float16', 'float32'),
+                  "default: the config's (bare: bfloat16)", flag_values=_FLAGS)
+flags.DEFINE_integer('num_classes', 1000, 'classifier width', flag_values=_FLAGS)
+flags.DEFINE_string('variants', ','.join(VARIANTS),
+                    f'comma-separated subset of {",".join(VARIANTS)}', flag_values=_FLAGS)
+flags.DEFINE_string('torch', ','.join(TORCH_MODES),
+                    'torchvision rows: comma-separated subset of eager,compile; empty: none',
+                    flag_values=_FLAGS)
+flags.DEFINE_string('torch_compile_backend', 'inductor',
+                    'torch.compile backend (inductor; aot_eager for quick rehearsals)',
+                    flag_values=_FLAGS)
+flags.DEFINE_bool('startup', True, 'time a second start from the compilation cache',
+                  flag_values=_FLAGS)
+flags.DEFINE_string('cifar_config', config_files.checkout_config('cifar10_resnet20'),
+                    "the CIFAR row's recipe; none or empty: no CIFAR row", flag_values=_FLAGS)
+flags.DEFINE_integer('cifar_batch_size', 128, 'the CIFAR row\'s global batch',
+                     flag_values=_FLAGS)
+flags.DEFINE_integer('cifar_image_size', 32, 'the CIFAR row\'s image side', flag_values=_FLAGS)
+flags.DEFINE_integer('matmul_size', None, 'default: 8192 (2048 on CPU)', flag_values=_FLAGS)
+flags.DEFINE_integer('warmup_steps', 2, 'untimed steps per row', flag_values=_FLAGS)
+flags.DEFINE_integer('timed_steps', 20, 'timed steps per row', flag_values=_FLAGS)
+flags.DEFINE_float('time_budget', 330.0, 'seconds for all children together',
+                   flag_values=_FLAGS)
+flags.DEFINE_string('json', None, 'also write the report here', flag_values=_FLAGS)
+flags.DEFINE_string('child', None, 'internal: one row, as the parent\'s JSON spec',
+                    flag_values=_FLAGS)
 
 
-# ---------------------------------------------------------------- the table
+def _names(text: str) -> list[str]:
+  return [name for name in text.split(',') if name]
 
 
-def _cell(value: float | None, template: str) -> str:
-  return 'n/a' if value is None else template.format(value)
-
-
-def _row_name(row: dict[str, Any], report: dict[str, Any]) -> str:
-  variant = row['variant']
-  if variant.startswith('torch_'):
-    mode = 'eager' if variant == 'torch_eager' else 'torch.compile'
-    backend = row.get('torch_compile_backend')
-    if backend and backend != 'inductor':
-      mode += f' ({backend})'
-    return f'torchvision {mode}'
-  if variant == 'cifar':
-    return (f'CIFAR {row.get("model", "")} {row.get("dtype", "")} b{row.get("batch_size", "")} '
-            f'{row.get("image_size", "")}²')
-  return f'recipe {variant}'
-
-
-def print_report(report: dict[str, Any]) -> None:
-  plain = next((r for r in report['rows'] if r['variant'] == 'plain' and 'error' not in r), {})
-  print(f'resnet-jax GPU benchmark, {report["date"]}: {report["num_devices"]}× '
-        f'{report["device"]} ({report["backend"]}), jax {report["jax_version"]}, '
-        f'torch {report["versions"].get("torch")}')
-  if plain:
-    print(f'recipe {report["config"]}: {plain["model"]} {plain["dtype"]}, '
-          f'{plain["batch_size"] // report["num_devices"]} images per device '
-          f'(batch {plain["batch_size"]}), {plain["image_size"]}², BN groups of '
-          f'{plain["bn_group_size"] or "the whole batch"}, {plain["loss"]} loss with label '
-          f'smoothing {plain["label_smoothing"]}, {plain["optimizer"]} momentum '
-          f'{plain["momentum"]} weight decay {plain["weight_decay"]:.3g} '
-          f'(skipping {plain["weight_decay_skip"]})')
-  matmul = report['matmul']
-  if 'error' in matmul:
-    print(f'bf16 matmul: failed: {matmul["error"]}')
-  spec = report['spec_peak_flops_per_sec']
-  mm = report['matmul_flops_per_sec']
-  print(f'bf16 matmul {matmul.get("size")}² (random normal operands): '
-        f'{_cell(mm and mm / 1e12, "{:.1f}")} TFLOP/s measured; spec peak '
-        f'{_cell(spec and spec / 1e12, "{:.0f}")} TFLOP/s (dense bf16, datasheet)')
-  flops = report['flops']
-  if flops['training_flops_per_step']:
-    print(f'training FLOPs per step = 3 × 2 × MACs per image × batch = 3 × 2 × '
-          f'{flops["macs_per_image"] / 1e9:.3f} G × {flops["batch_size"]} = '
-          f'{flops["training_flops_per_step"]:.3e} (MACs: resnet_jax.tools.summary; the '
-          'same count for every variant and for torchvision)')
-  header = (f'{"workload":40} {"img/s":>9} {"step ms":>8} {"compile s":>9} {"peak GiB":>8} '
-            f'{"MFU spec":>8} {"MFU mm":>7}  XLA FLOPs/analytic')
-  print(header)
-  for row in report['rows']:
-    name = _row_name(row, report)
-    if 'error' in row:
-      print(f'{name:40} failed: {row["error"]}')
-      continue
-    torch = row['variant'].startswith('torch_')
-    seconds = row['torch_pipelined_step_seconds' if torch else 'pipelined_step_seconds']
-    peak = row.get('torch_device_peak_bytes' if torch else 'device_peak_bytes')
-    compile_seconds = row.get('torch_compile_seconds') if torch else row['compile_seconds']
-    if torch:
-      xla = '-'
-    elif row['xla_count_shown']:
-      xla = f'{row["xla_fraction_of_analytic"]:.2f}'
-    else:
-      xla = 'not counted (custom calls)'
-    print(f'{name:40} {_images_per_sec(row):9,.1f} {seconds * 1e3:8.1f} '
-          f'{_cell(compile_seconds, "{:.1f}"):>9} {_cell(peak and peak / 2**30, "{:.2f}"):>8} '
-          f'{_cell(row["mfu_spec"] and 100 * row["mfu_spec"], "{:.1f} %"):>8} '
-          f'{_cell(row["mfu_matmul"] and 100 * row["mfu_matmul"], "{:.1f} %"):>7}  {xla}')
-  print(f'MFU = analytic training FLOPs per step / back-to-back step seconds / peak; XLA\'s '
-        f'cost_analysis() count is shown only where it reaches '
-        f'{XLA_COUNT_SHOWN_FROM:.0%} of the analytic count')
-  first = report['seconds_to_first_step']
-  cached = (f'{first["cached"]:.1f} s' if first['cached'] is not None
-            else f'n/a ({first["cached_error"] or "not run"})')
-  print(f'seconds to the first step (child start → end of step 1; persistent compilation '
-        f'cache in a temporary directory): fresh {_cell(first["fresh"], "{:.1f} s")}, '
-        f'cached {cached}')
-  ratios = [f'ours / torch.compile {report["ratio_vs_torch_compile"]:.2f}x'
-            if 'ratio_vs_torch_compile' in report else 'ours / torch.compile n/a',
-            f'ours / eager {report["ratio_vs_torch_eager"]:.2f}x'
-            if 'ratio_vs_torch_eager' in report else 'ours / eager n/a']
-  print('same-run ratios (images/s per device, plain recipe step): ' + ', '.join(ratios))
-  print('goals:')
-  for goal in report['goals']:
-    print(f'  {goal["goal"]}: {goal["status"]} ({goal["why"]})')
-  print(f'total {report["seconds"]:.0f} s')
-
-
-def _parse(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m resnet_jax.bench.gpu_benchmark',
-                                   description=__doc__.split('\n\n')[0])
-  parser.add_argument('--config', default=config_files.checkout_config('imagenet50'),
-                      help='the recipe to time (a config file, PATH:argument); none: the '
-                      'bare model (--model, --dtype)')
-  parser.add_argument('--model', default=None, help="default: the config's (bare: resnet50)")
-  parser.add_argument('--batch_size', type=int, default=256, help='images per device')
-  parser.add_argument('--image_size', type=int, default=None, help="default: the config's")
-  parser.add_argument('--dtype', default=None, choices=('bfloat16', 'float16', 'float32'),
-                      help="default: the config's (bare: bfloat16)")
-  parser.add_argument('--num_classes', type=int, default=1000)
-  parser.add_argument('--variants', default=','.join(VARIANTS),
-                      type=lambda text: [v for v in text.split(',') if v],
-                      help=f'comma-separated subset of {",".join(VARIANTS)}')
-  parser.add_argument('--torch', default=','.join(TORCH_MODES),
-                      type=lambda text: [v for v in text.split(',') if v],
-                      help='torchvision rows: comma-separated subset of eager,compile; '
-                      'empty: none')
-  parser.add_argument('--torch_compile_backend', default='inductor',
-                      help='torch.compile backend (inductor; aot_eager for quick rehearsals)')
-  parser.add_argument('--startup', action=argparse.BooleanOptionalAction, default=True,
-                      help='time a second start from the compilation cache')
-  parser.add_argument('--cifar_config', default=config_files.checkout_config('cifar10_resnet20'),
-                      help="the CIFAR row's recipe; empty: no CIFAR row")
-  parser.add_argument('--cifar_batch_size', type=int, default=128, help='global batch')
-  parser.add_argument('--cifar_image_size', type=int, default=32)
-  parser.add_argument('--matmul_size', type=int, default=None, help='default: 8192 '
-                      '(2048 on CPU)')
-  parser.add_argument('--warmup_steps', type=int, default=2)
-  parser.add_argument('--timed_steps', type=int, default=20)
-  parser.add_argument('--time_budget', type=float, default=330.0,
-                      help='seconds for all children together')
-  parser.add_argument('--json', default=None, help='also write the report here')
-  parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
-  args = parser.parse_args(argv)
-  if args.config in ('none', ''):
-    args.config = None
-  if args.cifar_config in ('none', ''):
-    args.cifar_config = None
-  bad = [v for v in args.variants if v not in VARIANTS]
-  if bad:
-    parser.error(f'unknown --variants {",".join(bad)}; valid: {",".join(VARIANTS)}')
-  bad = [v for v in args.torch if v not in TORCH_MODES]
-  if bad:
-    parser.error(f'unknown --torch {",".join(bad)}; valid: {",".join(TORCH_MODES)}')
+def _parse(argv: list[str]) -> flags.FlagValues:
+  args = command_flags.parse(_FLAGS, argv, prog=PROG, doc=__doc__)
+  for name, valid in (('variants', VARIANTS), ('torch', TORCH_MODES)):
+    bad = [v for v in _names(args[name].value) if v not in valid]
+    if bad:
+      command_flags.fail(PROG, f'unknown --{name} {",".join(bad)}; valid: {",".join(valid)}')
+  for name in ('config', 'cifar_config'):
+    if args[name].value in ('none', ''):
+      args[name].value = None
   return args
 
 
 def main(argv: list[str]) -> int:
+  """The benchmark (or, with --child, one row); exit status 1 if a row that the time
+  budget may not cut failed."""
   args = _parse(argv)
   if args.child:
     spec = json.loads(args.child)
-    result = {'matmul': _matmul_child, 'torch': _torch_child,
-              'jax': _jax_child}[spec['kind']](spec)
-    print(json.dumps(result))
+    print(json.dumps(CHILDREN[spec['kind']](spec)))
     return 0
   report = run(args)
-  print_report(report)
+  gpu_report.print_report(report)
   if args.json:
     with open(args.json, 'w') as file:
       json.dump(report, file, indent=2)
@@ -556,7 +260,7 @@ def main(argv: list[str]) -> int:
   if 'error' in report['matmul']:
     failed.append('matmul')
   cached = report['seconds_to_first_step']['cached']
-  if args.startup and 'plain' in args.variants and cached is None:
+  if args.startup and 'plain' in _names(args.variants) and cached is None:
     failed.append('cached start')
   if failed or not report['rows']:
     print(f'gpu_benchmark: failed: {", ".join(failed) or "nothing measured"}')

@@ -21,7 +21,6 @@ Exits 1 if any check fails or raises. Needs JAX, flax, optax, numpy, torch and
 torchvision; no TensorFlow, clu, jmp or ml_collections (bare CUDA JAX images).
 """
 
-import argparse
 import contextlib
 import functools
 import json
@@ -31,8 +30,12 @@ import tempfile
 import time
 from typing import Any
 
-from resnet_jax import config_files
+from absl import flags
 
+from resnet_jax import config_files
+from resnet_jax.bench import command_flags
+
+PROG = 'python -m resnet_jax.bench.gpu_numerics'
 CHECKS = ('logits', 'bf16_step', 'scan')
 
 
@@ -40,7 +43,7 @@ def _relative(difference: float, scale: float) -> float:
   return difference / scale if scale else difference
 
 
-def check_logits(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+def check_logits(args: flags.FlagValues, config: Any) -> dict[str, Any]:
   import jax
 
   from resnet_jax.bench import torch_parity
@@ -53,7 +56,7 @@ def check_logits(args: argparse.Namespace, config: Any) -> dict[str, Any]:
                   'torchvision float32 on the CPU: max |Δ| / max |logit|'}
 
 
-def _recipe_config(args: argparse.Namespace, **overrides: Any) -> Any:
+def _recipe_config(args: flags.FlagValues, **overrides: Any) -> Any:
   from resnet_jax.bench import bare_config
   config = bare_config.load(args.config, {
       key: value for key, value in {'model': args.model, 'dataset.image_size': args.image_size,
@@ -72,7 +75,7 @@ def _host_batch(config: Any, num_classes: int) -> dict[str, Any]:
           'mask': np.ones((config.batch_size,), np.float32)}
 
 
-def check_bf16_step(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+def check_bf16_step(args: flags.FlagValues, config: Any) -> dict[str, Any]:
   import jax
   import numpy as np
 
@@ -110,7 +113,7 @@ def check_bf16_step(args: argparse.Namespace, config: Any) -> dict[str, Any]:
                   f'{"yes" if all(finite.values()) else "NO"}'}
 
 
-def check_scan(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+def check_scan(args: flags.FlagValues, config: Any) -> dict[str, Any]:
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -158,13 +161,13 @@ def check_scan(args: argparse.Namespace, config: Any) -> dict[str, Any]:
                   f'{logits_error:.1e}, gradients {grads_error:.1e} (max |Δ| / max |ref|)'}
 
 
-def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+def run(args: flags.FlagValues) -> list[dict[str, Any]]:
   import jax
   results = []
   functions = {'logits': check_logits, 'bf16_step': check_bf16_step, 'scan': check_scan}
   print(f'gpu_numerics: {jax.device_count()}× {jax.devices()[0].device_kind} '
         f'({jax.default_backend()}), jax {jax.__version__}', flush=True)
-  for name in args.checks:
+  for name in _names(args.checks):
     start = time.perf_counter()
     try:
       result = functions[name](args, _recipe_config(args))
@@ -182,36 +185,42 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
   return results
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m resnet_jax.bench.gpu_numerics',
-                                   description=__doc__.split('\n\n')[0])
-  parser.add_argument('--checks', default=','.join(CHECKS),
-                      type=lambda text: [v for v in text.split(',') if v],
-                      help=f'comma-separated subset of {",".join(CHECKS)}')
-  parser.add_argument('--config', default=config_files.checkout_config('imagenet50'),
-                      help='the recipe of bf16_step and scan, and the model of all three')
-  parser.add_argument('--model', default=None, help="default: the config's (a torchvision "
-                      'ResNet for logits)')
-  parser.add_argument('--image_size', type=int, default=224)
-  parser.add_argument('--num_classes', type=int, default=1000)
-  parser.add_argument('--batch_size', type=int, default=32, help='bf16_step and scan')
-  parser.add_argument('--logit_batch', type=int, default=2, help='logits: images')
-  parser.add_argument('--steps', type=int, default=3, help='bf16_step: training steps')
-  # Tolerances. float32 at precision 'highest' differs from torch's CPU float32 by
-  # accumulation order only (~1e-6 of the largest logit); TF32 (10-bit mantissa) would
-  # be ~1e-3. bfloat16 (8-bit mantissa) moves a ~6.9 initial loss by ~1e-3 relative.
-  parser.add_argument('--logits_rtol', type=float, default=2e-4)
-  parser.add_argument('--bf16_loss_rtol', type=float, default=2e-2)
-  parser.add_argument('--scan_rtol', type=float, default=1e-4)
-  parser.add_argument('--json', default=None, help='also write the results here')
-  args = parser.parse_args(argv)
-  bad = [v for v in args.checks if v not in CHECKS]
+_FLAGS = flags.FlagValues()  # its own: see command_flags.py
+flags.DEFINE_string('checks', ','.join(CHECKS), f'comma-separated subset of {",".join(CHECKS)}',
+                    flag_values=_FLAGS)
+flags.DEFINE_string('config', config_files.checkout_config('imagenet50'),
+                    'the recipe of bf16_step and scan, and the model of all three',
+                    flag_values=_FLAGS)
+flags.DEFINE_string('model', None, "default: the config's (a torchvision ResNet for logits)",
+                    flag_values=_FLAGS)
+flags.DEFINE_integer('image_size', 224, 'image side', flag_values=_FLAGS)
+flags.DEFINE_integer('num_classes', 1000, 'classifier width', flag_values=_FLAGS)
+flags.DEFINE_integer('batch_size', 32, 'bf16_step and scan: images', flag_values=_FLAGS)
+flags.DEFINE_integer('logit_batch', 2, 'logits: images', flag_values=_FLAGS)
+flags.DEFINE_integer('steps', 3, 'bf16_step: training steps', flag_values=_FLAGS)
+# Tolerances. float32 at precision 'highest' differs from torch's CPU float32 by
+# accumulation order only (~1e-6 of the largest logit); TF32 (10-bit mantissa) would
+# be ~1e-3. bfloat16 (8-bit mantissa) moves a ~6.9 initial loss by ~1e-3 relative.
+flags.DEFINE_float('logits_rtol', 2e-4, 'logits: tolerance', flag_values=_FLAGS)
+flags.DEFINE_float('bf16_loss_rtol', 2e-2, 'bf16_step: tolerance', flag_values=_FLAGS)
+flags.DEFINE_float('scan_rtol', 1e-4, 'scan: tolerance', flag_values=_FLAGS)
+flags.DEFINE_string('json', None, 'also write the results here', flag_values=_FLAGS)
+
+
+def _names(text: str) -> list[str]:
+  return [name for name in text.split(',') if name]
+
+
+def _parse(argv: list[str]) -> flags.FlagValues:
+  args = command_flags.parse(_FLAGS, argv, prog=PROG, doc=__doc__)
+  bad = [v for v in _names(args.checks) if v not in CHECKS]
   if bad:
-    parser.error(f'unknown --checks {",".join(bad)}; valid: {",".join(CHECKS)}')
+    command_flags.fail(PROG, f'unknown --checks {",".join(bad)}; valid: {",".join(CHECKS)}')
   return args
 
 
 def main(argv: list[str]) -> int:
+  """The checks; exit status 1 if any fails."""
   args = _parse(argv)
   results = run(args)
   failed = [r['check'] for r in results if not r['passed']]
