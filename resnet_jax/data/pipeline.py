@@ -9,7 +9,7 @@ yields from k on. `train_dataset` runs five named stages:
    files at a time, interleaved, each file shuffled within itself, a new file order each
    epoch; image-folder paths and cached splits are shuffled whole each epoch;
 2. copies (`_with_copies`): repeated augmentation's copies of each record;
-3. this process's share (`_numbered`): where needed, every element numbered in the
+3. this process's share (`_numbered`): every element numbered, (n, element), in the
    stream of all processes; with 'global' order a process keeps its slice of each global
    batch here, before any record is parsed or image read;
 4. load (`_load`): parse or read, decode and augment (train_images.py), in parallel; for image folders an
@@ -174,13 +174,12 @@ def _with_copies(stream: tf.data.Dataset, layout: _Layout) -> tf.data.Dataset:
   return stream.batch(layout.per_group, drop_remainder=True).map(copies).unbatch()
 
 
-def _numbered(stream: tf.data.Dataset, layout: _Layout, needed: bool) -> tf.data.Dataset:
+def _numbered(stream: tf.data.Dataset, layout: _Layout) -> tf.data.Dataset:
   """Stage 3: (n, element), n counting the elements of all processes' batches; with
   'global' order over several processes only this process's slice of each global batch
-  is kept. Elements stay unnumbered where nothing needs n (one process's own stream at
-  one resolution): the serial count costs ~5 % of the read + parse rate."""
-  if not needed:
-    return stream
+  is kept. Numbered whether or not n is read (one element schema from here on, training
+  and evaluation alike): the serial count costs a few % of the read + parse rate, which
+  never limits the pipeline (decoding does)."""
   stream = stream.enumerate()
   if layout.shared and layout.count > 1:
     stream = stream.filter(
@@ -192,13 +191,11 @@ def _load(stream: tf.data.Dataset, record_of: Callable[[dict], dict],
           image: Callable[..., tf.Tensor], guarded: bool, channels: int,
           with_ids: bool) -> tf.data.Dataset:
   """Stage 4: {'image', 'label'} (+ 'id' with `with_ids` or `guarded`, + 'unreadable'
-  when `guarded`) from each element, or (n, element) where the stream is numbered;
-  record_of(element) reads the record."""
-  def load(*numbered):
-    *n, element = numbered
+  when `guarded`) from each (n, element); record_of(element) reads the record,
+  image(encoded image, n, element) makes the image."""
+  def load(n, element):
     record = record_of(element)
-    example = {'image': image(record['image'], n[0] if n else None, element),
-               'label': record['label']}
+    example = {'image': image(record['image'], n, element), 'label': record['label']}
     # An id unasked for is never built (its string ops cost ~4 % of the read rate).
     return (example | {'id': record['id']}) if with_ids or guarded else example
 
@@ -206,10 +203,9 @@ def _load(stream: tf.data.Dataset, record_of: Callable[[dict], dict],
     return stream.map(load, num_parallel_calls=tf.data.AUTOTUNE)
   blank = unreadable.blank_image(channels)
 
-  def load_blank(*numbered):  # the record unread: its path, label and id
-    *n, element = numbered
+  def load_blank(n, element):  # the record unread: its path, label and id
     record = element['record'] if 'record' in element else element
-    return {'image': image(blank, n[0] if n else None, element), 'label': record['label'],
+    return {'image': image(blank, n, element), 'label': record['label'],
             'id': record['id']}
   return unreadable.guarded_load(stream, load, load_blank, cycle_length=host_cpus())
 
@@ -245,8 +241,7 @@ def train_dataset(source: sources.TfdsSource | sources.FolderSource,
   consumed = start_step * config.batch_size if examples_before is None else examples_before
   records = _records(source, config, layout, layout.start(consumed))
   changes = resolution.schedule(config, info.num_train_examples // config.batch_size)
-  stream = _numbered(_with_copies(records.stream, layout), layout,
-                     needed=(layout.shared and count > 1) or len(changes) > 1)
+  stream = _numbered(_with_copies(records.stream, layout), layout)
   guarded = isinstance(source, sources.FolderSource)
   image = train_images.augmenter(
       config, info, stream_id=0 if layout.shared else layout.index, group=layout.group,
@@ -330,7 +325,7 @@ def eval_batches(source: sources.TfdsSource | sources.FolderSource,
                                  crop_fraction=config.dataset.eval_crop_fraction)
 
   guarded = isinstance(source, sources.FolderSource)
-  dataset = _load(records, read, image, guarded, info.image_shape[-1], with_ids)
+  dataset = _load(records.enumerate(), read, image, guarded, info.image_shape[-1], with_ids)
   # Every process pads its part up to the same number of batches, with mask 0.
   dataset = deterministic_data.pad_dataset(
       dataset, batch_dims=[local_batch], pad_up_to_batches=num_eval_batches(source, config, count),
