@@ -32,8 +32,8 @@ not met or unmeasured: >= 7,900 img/s per H200; >= 1.15x torch.compile; <= 20 s 
 and <= 5 s cached to the first step (GPU goals: unmeasured on other backends).
 
 Each measurement runs in a child process of its own (bench/gpu_jax_rows.py,
-bench/gpu_torch_rows.py; the figures and table: bench/gpu_report.py), so each peak memory is that
-workload's alone and torch never shares the device with JAX's allocator. The children
+bench/gpu_torch_rows.py; the figures and the table: bench/gpu_report.py), so each peak
+memory is that workload's alone and torch never shares the device with JAX's allocator. The children
 share --time_budget, the most telling first (plain, cached, torchvision); remat,
 scan_blocks and CIFAR rows that it cuts are listed as not measured (exit 0), any other
 failure exits 1. Images/s come from steps issued back to back (the host runs ahead, as
@@ -95,7 +95,6 @@ def _run_child(spec: dict[str, Any], timeout: float, env: dict[str, str] | None 
   return json.loads(lines[-1])
 
 
-
 def _versions() -> dict[str, str | None]:
   versions = {'python': platform.python_version()}
   for name in VERSIONED:
@@ -118,7 +117,6 @@ def _machine() -> dict[str, Any]:
   return {'hostname': platform.node(), 'platform': platform.platform(),
           'processor': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
           'nvidia_smi': gpus}
-
 
 
 def run(args: flags.FlagValues) -> dict[str, Any]:

@@ -18,10 +18,10 @@ BF16_SPEC_PEAKS = (
 GOALS = {'h200_images_per_sec': 7900.0, 'vs_torch_compile': 1.15,
          'fresh_seconds_to_first_step': 20.0, 'cached_seconds_to_first_step': 5.0}
 
+
 def spec_peak(device_kind: str) -> float | None:
   """The device's dense bfloat16 peak from BF16_SPEC_PEAKS, or None if not listed."""
   return next((peak for name, peak in BF16_SPEC_PEAKS if name in device_kind), None)
-
 
 
 def _fraction(flops: float | None, seconds: float | None, peak: float | None) -> float | None:
@@ -30,7 +30,6 @@ def _fraction(flops: float | None, seconds: float | None, peak: float | None) ->
 
 def _images_per_sec(row: dict[str, Any]) -> float | None:
   return row.get('pipelined_images_per_sec') or row.get('torch_pipelined_images_per_sec')
-
 
 
 def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,7 +65,6 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
             report.get('seconds_to_first_step', {}).get('cached'),
             GOALS['cached_seconds_to_first_step'], False, '{:.1f} s', None),
   ]
-
 
 
 def derive(report: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -122,7 +120,6 @@ def derive(report: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]
   report['rows'] = rows
   report['goals'] = goals(report)
   return report
-
 
 
 def _cell(value: float | None, template: str) -> str:

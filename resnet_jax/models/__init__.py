@@ -28,7 +28,6 @@ if TYPE_CHECKING:
   import ml_collections
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Variant:
   """One row of the variant table: the arguments that fix a model's shape."""
