@@ -57,7 +57,7 @@ class AblationUnit(ResidualUnit):
     layers = self.layers()
     last, out_filters = len(layers), layers[-1][0]
     placement = self.ablation.placement
-    reshapes = self.strides != 1 or x.shape[-1] != out_filters
+    reshapes = not self.keeps_shape(x, out_filters)
     # A plain unit's branch is all there is: starting it at zero would cut the net.
     zero_init = self.zero_init_residual and self.ablation.shortcut_variant != 'none'
     if placement == 'full_preact':

@@ -127,12 +127,16 @@ class ResidualUnit(nn.Module):
       self.sow(DIAGNOSTICS, f'{name}_response_std', jnp.std(y.astype(jnp.float32)))
     return y
 
+  def keeps_shape(self, x: jnp.ndarray, out_filters: int) -> bool:
+    """Whether the unit's output has its input's shape (stride 1, as many channels)."""
+    return self.strides == 1 and x.shape[-1] == out_filters
+
   def shortcut_term(self, x: jnp.ndarray, out_filters: int, *,
                     normalize: bool = True) -> jnp.ndarray:
     """What the shortcut carries: `x` itself, unless the unit changes the shape (or
     `shortcut` is projection_all). A pre-activation unit passes normalize=False: its
     projection is added as is, the next unit normalises."""
-    if self.strides == 1 and x.shape[-1] == out_filters and self.shortcut != 'projection_all':
+    if self.keeps_shape(x, out_filters) and self.shortcut != 'projection_all':
       return x
     if self.shortcut == 'zero_pad':
       return _subsample_and_zero_pad(x, out_filters, self.strides)
@@ -144,8 +148,8 @@ class ResidualUnit(nn.Module):
     """A pre-activation unit's shortcut: where the unit changes the shape, from its input
     after the first BN-ReLU (the reference code's "common BN, ReLU"), else from `x`; a
     projection is added as is (the next unit normalises)."""
-    keeps_shape = self.strides == 1 and x.shape[-1] == out_filters
-    return self.shortcut_term(x if keeps_shape else activated, out_filters, normalize=False)
+    return self.shortcut_term(x if self.keeps_shape(x, out_filters) else activated,
+                              out_filters, normalize=False)
 
   def add(self, branch: jnp.ndarray, shortcut: jnp.ndarray,
           drop_key: jax.Array | None) -> jnp.ndarray:
