@@ -8,7 +8,7 @@ and exit status 2.
 """
 
 import sys
-from typing import NoReturn, Sequence
+from typing import Iterable, NoReturn, Sequence
 
 from absl import flags
 
@@ -36,3 +36,20 @@ def parse(values: flags.FlagValues, argv: Sequence[str], *, prog: str,
   if len(rest) > 1:
     fail(prog, f'unexpected arguments {rest[1:]}; every setting is a --flag (--help)')
   return values
+
+
+def define_subset(name: str, choices: Iterable[str], help_text: str, *,
+                  flag_values: flags.FlagValues) -> None:
+  """A comma-separated list flag (absl's DEFINE_list) of some of `choices`, all of them by
+  default, empty for none; an unknown item is refused at parse, naming it and the choices."""
+  choices = tuple(choices)
+  flags.DEFINE_list(name, list(choices), f'{help_text}: comma-separated subset of '
+                    f'{",".join(choices)}', flag_values=flag_values)
+
+  def check(items: list[str]) -> bool:
+    unknown = [item for item in items if item not in choices]
+    if unknown:
+      raise flags.ValidationError(
+          f'unknown --{name} {",".join(unknown)}; valid: {",".join(choices)}')
+    return True
+  flags.register_validator(name, check, flag_values=flag_values)

@@ -5,12 +5,13 @@ one run.
       [--steps=20] [--rounds=3] [--input_batches=200]
 
 On the config's data (synthetic uint8 splits of Fashion-MNIST's shape when its files are
-absent), in alternating rounds (bench/timing.py), best round each: the input alone (gather, pad-crop and
-flip of --input_batches batches, each waited for), its host side alone (indices and
-dispatch, not waited for: what a GPU's host does per step), the compiled train step
-alone on one batch, and the two together as the trainer runs them. Prints each per step,
-the input's share of the step, and the input's images/s: the headroom over an
-accelerator's step rate (ResNet-20 at 28²: ~40-50k img/s on an H100, the issue's figure).
+absent), in alternating rounds (bench/timing.py), best round each: the input alone
+(gather, pad-crop and flip of --input_batches batches, each waited for), the compiled
+train step alone on one batch, and the two together as the trainer runs them; then, in
+rounds of its own, the input's host side alone (indices and dispatch, not waited for:
+what a GPU's host does per step). Prints each per step, the input's share of the step,
+and the input's images/s: the headroom over an accelerator's step rate (ResNet-20 at
+28²: ~40-50k img/s on an H100, the issue's figure).
 """
 
 import sys

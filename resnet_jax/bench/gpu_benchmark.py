@@ -153,7 +153,7 @@ def run(args: flags.FlagValues) -> dict[str, Any]:
   try:
     # Most telling first, should the budget run out: plain (fresh), cached, torch, then
     # OPTIONAL_ROWS.
-    variants = [v for v in VARIANTS if v in _names(args.variants)]
+    variants = [v for v in VARIANTS if v in args.variants]
     if 'plain' in variants:
       rows.append({'variant': 'plain', **child(
           recipe | {'variant': 'plain', 'cache_dir': cache_dir}, cache_env)})
@@ -161,7 +161,7 @@ def run(args: flags.FlagValues) -> dict[str, Any]:
         report['cached_run'] = child(recipe | {'variant': 'plain', 'cache_dir': cache_dir,
                                                'warmup_steps': 0, 'timed_steps': 1}, cache_env)
     plain = next((row for row in rows if 'error' not in row), {})
-    for mode in _names(args.torch):
+    for mode in args.torch:
       rows.append({'variant': f'torch_{mode}', **child({
           'kind': 'torch', 'model': plain.get('model') or args.model or 'resnet50',
           'dtype': plain.get('dtype') or args.dtype or 'bfloat16',
@@ -195,11 +195,9 @@ flags.DEFINE_integer('image_size', None, "default: the config's", flag_values=_F
 flags.DEFINE_enum('dtype', None, ('bfloat16', 'float16', 'float32'),
                   "default: the config's (bare: bfloat16)", flag_values=_FLAGS)
 flags.DEFINE_integer('num_classes', 1000, 'classifier width', flag_values=_FLAGS)
-flags.DEFINE_string('variants', ','.join(VARIANTS),
-                    f'comma-separated subset of {",".join(VARIANTS)}', flag_values=_FLAGS)
-flags.DEFINE_string('torch', ','.join(TORCH_MODES),
-                    'torchvision rows: comma-separated subset of eager,compile; empty: none',
-                    flag_values=_FLAGS)
+command_flags.define_subset('variants', VARIANTS, 'the recipe rows', flag_values=_FLAGS)
+command_flags.define_subset('torch', TORCH_MODES, 'the torchvision rows (empty: none)',
+                            flag_values=_FLAGS)
 flags.DEFINE_string('torch_compile_backend', 'inductor',
                     'torch.compile backend (inductor; aot_eager for quick rehearsals)',
                     flag_values=_FLAGS)
@@ -220,16 +218,8 @@ flags.DEFINE_string('child', None, 'internal: one row, as the parent\'s JSON spe
                     flag_values=_FLAGS)
 
 
-def _names(text: str) -> list[str]:
-  return [name for name in text.split(',') if name]
-
-
 def _parse(argv: list[str]) -> flags.FlagValues:
   args = command_flags.parse(_FLAGS, argv, prog=PROG, doc=__doc__)
-  for name, valid in (('variants', VARIANTS), ('torch', TORCH_MODES)):
-    bad = [v for v in _names(args[name].value) if v not in valid]
-    if bad:
-      command_flags.fail(PROG, f'unknown --{name} {",".join(bad)}; valid: {",".join(valid)}')
   for name in ('config', 'cifar_config'):
     if args[name].value in ('none', ''):
       args[name].value = None
@@ -258,7 +248,7 @@ def main(argv: list[str]) -> int:
   if 'error' in report['matmul']:
     failed.append('matmul')
   cached = report['seconds_to_first_step']['cached']
-  if args.startup and 'plain' in _names(args.variants) and cached is None:
+  if args.startup and 'plain' in args.variants and cached is None:
     failed.append('cached start')
   if failed or not report['rows']:
     print(f'gpu_benchmark: failed: {", ".join(failed) or "nothing measured"}')

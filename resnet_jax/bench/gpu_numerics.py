@@ -167,7 +167,7 @@ def run(args: flags.FlagValues) -> list[dict[str, Any]]:
   functions = {'logits': check_logits, 'bf16_step': check_bf16_step, 'scan': check_scan}
   print(f'gpu_numerics: {jax.device_count()}× {jax.devices()[0].device_kind} '
         f'({jax.default_backend()}), jax {jax.__version__}', flush=True)
-  for name in _names(args.checks):
+  for name in args.checks:
     start = time.perf_counter()
     try:
       result = functions[name](args, _recipe_config(args))
@@ -186,8 +186,7 @@ def run(args: flags.FlagValues) -> list[dict[str, Any]]:
 
 
 _FLAGS = flags.FlagValues()  # its own: see command_flags.py
-flags.DEFINE_string('checks', ','.join(CHECKS), f'comma-separated subset of {",".join(CHECKS)}',
-                    flag_values=_FLAGS)
+command_flags.define_subset('checks', CHECKS, 'the checks', flag_values=_FLAGS)
 flags.DEFINE_string('config', config_files.checkout_config('imagenet50'),
                     'the recipe of bf16_step and scan, and the model of all three',
                     flag_values=_FLAGS)
@@ -207,16 +206,8 @@ flags.DEFINE_float('scan_rtol', 1e-4, 'scan: tolerance', flag_values=_FLAGS)
 flags.DEFINE_string('json', None, 'also write the results here', flag_values=_FLAGS)
 
 
-def _names(text: str) -> list[str]:
-  return [name for name in text.split(',') if name]
-
-
 def _parse(argv: list[str]) -> flags.FlagValues:
-  args = command_flags.parse(_FLAGS, argv, prog=PROG, doc=__doc__)
-  bad = [v for v in _names(args.checks) if v not in CHECKS]
-  if bad:
-    command_flags.fail(PROG, f'unknown --checks {",".join(bad)}; valid: {",".join(CHECKS)}')
-  return args
+  return command_flags.parse(_FLAGS, argv, prog=PROG, doc=__doc__)
 
 
 def main(argv: list[str]) -> int:
