@@ -16,7 +16,7 @@ _COLLECTIVES = ('collective-permute', 'all-to-all', 'all-gather')
 
 
 def _compiled_step(batch=64, image_size=16, **overrides):
-  config = small_config(model='resnet20', batch_size=batch, **overrides)
+  config = small_config(batch_size=batch, **overrides)
   config.dataset.image_size = image_size
   mesh = sharding.make_mesh()
   info = sources.DatasetInfo(10, tuple('abcdefghij'), 1000, 100, (image_size, image_size, 3))
@@ -79,7 +79,7 @@ def test_skip_drops_updates_with_selects_not_a_conditional(halt_float32_hlo):
   skip = _compiled_step(nonfinite_policy='skip', mixup_alpha=0.2, cutmix_alpha=1.0)
   assert _host_round_trips(skip) == []
   # One select per parameter, optimizer and statistics leaf at least; halt has none of them.
-  config = small_config(model='resnet20')
+  config = small_config()
   leaves = len(jax.tree.leaves(models.model_from_config(config, 10).init(
       jax.random.key(0), np.zeros((1, 16, 16, 3)), train=False)['params']))
   extra = (len(re.findall(r'\sselect\(', skip)) -

@@ -64,7 +64,7 @@ def test_signature_describes_the_artifact(exported, trained_workdir):
   assert signature['class_names'] == list(info.class_names)
   assert signature['image_shape'] == [8, 8, 1]
   assert signature['mean'] == list(info.mean) and signature['std'] == list(info.std)
-  assert (signature['model'], signature['step'], signature['weights']) == ('resnet20', 6, 'ema')
+  assert (signature['model'], signature['step'], signature['weights']) == ('resnet8', 6, 'ema')
   assert signature['augment'] == 'cifar' and signature['eval_crop_fraction'] == 0.875
   assert signature['preprocessing'] == info.eval_preprocessing()
   assert 'resize to 8×8, bilinear with antialiasing' in signature['preprocessing']

@@ -141,7 +141,7 @@ def test_eval_only_restores_and_evaluates_without_training(halves, pretrained, t
 
 def test_bad_starting_points_are_named(halves, pretrained, digits_dir, tmp_path):
   workdir = pretrained[0]
-  with pytest.raises(ConfigError, match="holds a resnet20, but config.model is 'resnet32'"):
+  with pytest.raises(ConfigError, match="holds a resnet8, but config.model is 'resnet32'"):
     train.train_and_evaluate(_config(halves[1], init_checkpoint=workdir, model='resnet32'),
                              str(tmp_path / 'a'))
   with pytest.raises(ConfigError, match=r'params/head/bias is \(5,\) there, the model needs '

@@ -31,11 +31,11 @@ def _run(dtype, loss_scale_init, num_steps, loss_scale='auto', learning_rate=0.0
 
 
 def test_float16_overflow_steps_are_skipped_and_the_scale_backs_off():
-  # 2**20 overflows float16 gradients (max 65504) at once; each overflow halves it.
-  state, history = _run('float16', 2.0**20, num_steps=12)
+  # 2**22 overflows float16 gradients (max 65504) at once; each overflow halves it.
+  state, history = _run('float16', 2.0**22, num_steps=12)
   skipped = [h['skipped_steps'] for h in history]
   scales = [h['loss_scale'] for h in history]
-  assert skipped[:4] == [1, 2, 3, 4] and scales[:4] == [2.0**20, 2.0**19, 2.0**18, 2.0**17]
+  assert skipped[:4] == [1, 2, 3, 4] and scales[:4] == [2.0**22, 2.0**21, 2.0**20, 2.0**19]
   assert int(state.first_skipped_step) == 1
   assert int(state.skipped_steps) == skipped[-1] < 12  # later steps went through
   assert np.isfinite(history[-1]['loss']) or np.isfinite(history[-2]['loss'])

@@ -40,6 +40,9 @@ EXPECTED_PARAMS = {
     'plain20': 269_722, 'plain32': 464_154, 'plain44': 658_586, 'plain56': 853_018,
     'plain110': 1_727_962, 'plain1202': 19_421_274, 'plain164': 1_661_274,
     'plain1001': 10_285_722,
+    # The same rule at n = 1 (6n + 2 = 8 layers), counted by hand: stem 432 + 32, one unit
+    # per stage 4,672 / 13,952 / 55,552, classifier 650.
+    'resnet8': 75_290, 'preact_resnet8': 75_290, 'plain8': 75_290,
 }
 # The parameter and statistics shapes of the models that existed before issue 15's
 # options, captured from that commit's code (sha256 of the sorted path → shape list).

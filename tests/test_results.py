@@ -47,7 +47,7 @@ def test_the_config_is_written_as_tensorboard_hparams(tmp_path):
   content = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
   hparams = metadata.parse_session_start_info_plugin_data(content).hparams
   assert hparams['base_lr'].number_value == 0.3
-  assert hparams['model'].string_value == 'resnet20'
+  assert hparams['model'].string_value == 'resnet8'
   assert hparams['dataset.image_size'].number_value == 8
   assert hparams['dataset.mean'].string_value == '[77.85]'
 

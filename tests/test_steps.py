@@ -33,7 +33,7 @@ def _jitted_step(mesh, ema_decay=0.0, learning_rate=0.1):
                  out_shardings=sharding.replicated(mesh), donate_argnums=0)
 
 
-def _state(mesh, use_ema=False, model_name='resnet20', **model_overrides):
+def _state(mesh, use_ema=False, model_name='resnet8', **model_overrides):
   model = models.create_model(model_name, num_classes=NUM_CLASSES, **model_overrides)
   tx = optax.sgd(0.1, momentum=0.9)
   return steps.create_train_state(jax.random.key(0), model, tx, (8, 8, 3), use_ema=use_ema,
@@ -63,7 +63,7 @@ def test_state_is_replicated_and_batch_sharded():
   assert {s.data.shape[0] for s in batch['image'].addressable_shards} == {2}
 
 
-@pytest.mark.parametrize('model_name', ['resnet20', 'preact_resnet20'])
+@pytest.mark.parametrize('model_name', ['resnet8', 'preact_resnet8'])
 def test_eight_devices_match_one_device(model_name):
   """BatchNorm statistics span the global batch, so the device count changes nothing."""
   results = []
@@ -252,7 +252,7 @@ def test_the_logged_learning_rate_follows_the_optimizers_count():
   """A dropped step advances state.step but not optax's count, nor the schedule."""
   mesh = sharding.make_mesh(jax.devices()[:1])
   schedule = lambda count: 0.01 * (count + 1)  # noqa: E731  (rises every update)
-  model = models.create_model('resnet20', num_classes=NUM_CLASSES)
+  model = models.create_model('resnet8', num_classes=NUM_CLASSES)
   state = steps.create_train_state(jax.random.key(0), model, optax.sgd(schedule), (8, 8, 3),
                                    use_ema=False, mesh=mesh)
   step = jax.jit(functools.partial(steps.train_step, learning_rate_fn=schedule))

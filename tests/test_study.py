@@ -306,26 +306,26 @@ def test_a_net_trained_on_other_data_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_both_commands_run_on_a_workdir_of_trained_nets(tmp_path, trained_workdir):
-  # The session's trained ResNet-20 (digits at 8×8) as a degradation workdir's resnet20.
-  (tmp_path / 'resnet20').symlink_to(trained_workdir, target_is_directory=True)
-  data_dir = json.loads((tmp_path / 'resnet20' / 'config.json').read_text())['dataset'][
+  # The session's trained ResNet-8 (digits at 8×8) as a degradation workdir's resnet8.
+  (tmp_path / 'resnet8').symlink_to(trained_workdir, target_is_directory=True)
+  data_dir = json.loads((tmp_path / 'resnet8' / 'config.json').read_text())['dataset'][
       'data_dir']
   overrides = ['--config.dataset.image_size=8', f'--config.dataset.data_dir={data_dir}',
                '--config.study.landscape_points=3', '--config.study.landscape_examples=40',
                '--config.study.lesion_examples=40', '--config.study.lesion_draws=2',
                '--config.study.path_draws=1', '--config.study.path_examples=8']
-  for command, files in (('landscape', ['landscape_20.png', 'interpolation.png']),
+  for command, files in (('landscape', ['landscape_8.png', 'interpolation.png']),
                          ('lesion', ['lesion_single.png', 'lesion_random.png',
                                      'path_lengths.png'])):
     result = subprocess.run([sys.executable, '-m', f'resnet_jax.studies.{command}',
                              f'--workdir={tmp_path}', *overrides], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert '| resnet20 |' in result.stdout
+    assert '| resnet8 |' in result.stdout
     for name in files:
       assert (tmp_path / name).read_bytes()[:4] == b'\x89PNG'
   surface, = json.loads((tmp_path / 'landscape.json').read_text())
   assert np.asarray(surface['grid_loss']).shape == (3, 3) and surface['examples'] == 40
   row, = json.loads((tmp_path / 'lesion.json').read_text())
-  assert sum(row['paths']['counts']) == 2**9 and len(row['single']) == 9
+  assert sum(row['paths']['counts']) == 2**3 and len(row['single']) == 3
   assert all(math.isfinite(g) and g > 0 for g in row['paths']['gradient'])

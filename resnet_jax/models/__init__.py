@@ -64,6 +64,7 @@ _BASE_VARIANTS = {
     'resnet101': _imagenet((3, 4, 23, 3), 'bottleneck'),
     'resnet152': _imagenet((3, 8, 36, 3), 'bottleneck'),
     'resnet200': _imagenet((3, 24, 36, 3), 'bottleneck'),
+    'resnet8': _cifar(8),
     'resnet20': _cifar(20),
     'resnet32': _cifar(32),
     'resnet44': _cifar(44),
