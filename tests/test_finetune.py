@@ -51,11 +51,18 @@ def pretrained(halves, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_fine_tuning_beats_training_from_scratch(halves, pretrained, tmp_path):
-  budget = {'num_train_steps': 8}
+def test_fine_tuning_beats_training_from_scratch(halves, tmp_path):
+  # ResNet-20, not the suite's ResNet-8: from scratch the shallow net reaches 67 % of the
+  # second half in 8 steps, within 18 points of its fine-tuned twin (and its margin swings
+  # with the budget: 22, 1 and 3 points at 3, 4 and 5 steps); ResNet-20 from scratch is at
+  # 20 %, fine-tuned at 70 % (measured 2026-12-07).
+  pretrained = str(tmp_path / 'pretrained')
+  assert train.train_and_evaluate(_config(halves[0], model='resnet20', num_train_steps=40),
+                                  pretrained)['eval/top1'] > 0.8
+  budget = {'model': 'resnet20', 'num_train_steps': 8}
   scratch = train.train_and_evaluate(_config(halves[1], **budget), str(tmp_path / 'scratch'))
   tuned = train.train_and_evaluate(
-      _config(halves[1], init_checkpoint=pretrained[0], reset_head=True, **budget),
+      _config(halves[1], init_checkpoint=pretrained, reset_head=True, **budget),
       str(tmp_path / 'tuned'))
   assert tuned['eval/top1'] > scratch['eval/top1'] + 0.2, (tuned, scratch)
 

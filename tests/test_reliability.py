@@ -51,7 +51,7 @@ def test_a_live_run_locks_its_workdir(tmp_path, digits_dir):
 def test_resuming_another_model_names_the_changed_keys(tmp_path, digits_dir):
   train.train_and_evaluate(_config(digits_dir, num_train_steps=3), str(tmp_path))
   with pytest.raises(ConfigError, match=r"holds checkpoints of another model; changed config "
-                                        r"keys: model 'resnet20' → 'resnet32'"):
+                                        r"keys: model 'resnet8' → 'resnet32'"):
     train.train_and_evaluate(_config(digits_dir, model='resnet32'), str(tmp_path))
   with pytest.raises(ConfigError, match=r"holds checkpoints of a run with other settings: "
                                         r"ema_decay 0\.0 → 0\.9\. Resume with"):
