@@ -12,8 +12,9 @@
 #   for capacity; SPOT=1 for spot capacity), polled until ACTIVE. RUNTIME_VERSION follows
 #   ACCELERATOR_TYPE (v4, v5litepod/v5e, v5p, v6e) unless set. A READY slice of that name
 #   is used as it is; a PREEMPTED one is deleted and created again.
-# - install: the working tree to every worker, a venv, the package and jax[tpu]; run it
-#   again to push a code change (the venv is kept).
+# - install: the working tree to every worker (in a git checkout, what git would commit:
+#   ignored data and caches stay here), a venv, the package and jax[tpu]; run it again to
+#   push a code change (the venv is kept).
 # - run: clears stale TPU holders (a leftover trainer: SIGTERM, STOP_GRACE s to save a
 #   checkpoint, then -9; processes holding /dev/accel* or /dev/vfio/*;
 #   /tmp/libtpu_lockfile), then starts training detached (setsid nohup: it survives the
@@ -122,14 +123,21 @@ create() {
 }
 
 install() {
-  # The working tree, without local virtualenvs or outputs, to every worker.
+  # The working tree to every worker: in a git checkout, the files git would commit
+  # (tracked ones as they are now, untracked ones unless .gitignore names them), so ignored
+  # data, workdirs, caches and virtualenvs stay here; elsewhere, all but the usual outputs.
   local here bundle
   here=$(mktemp -d)
   bundle=$here/resnet-jax.tar.gz
   # GNU tar's status 1: a file changed while it was read (a .pyc written meanwhile); the
-  # bundle is still whole.
-  tar -C "$repo_root" --exclude=.git --exclude='.venv*' --exclude=tpu_logs \
-    --exclude=__pycache__ --exclude=.pytest_cache -czf "$bundle" . || (($? == 1))
+  # bundle is still whole. --ignore-failed-read: a tracked file deleted since the last commit.
+  if git -C "$repo_root" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+    git -C "$repo_root" ls-files -z --cached --others --exclude-standard |
+      tar -C "$repo_root" --null -T - --ignore-failed-read -czf "$bundle" || (($? == 1))
+  else
+    tar -C "$repo_root" --exclude=.git --exclude='.venv*' --exclude=tpu_logs \
+      --exclude=__pycache__ --exclude=.pytest_cache -czf "$bundle" . || (($? == 1))
+  fi
   "${tpu[@]}" scp "$bundle" "$TPU_NAME:~/" --zone="$ZONE" --worker=all || { rm -rf "$here"; return 1; }
   rm -rf "$here"  # one bundle per install would otherwise pile up in /tmp
   # The old code goes, the venv stays: a second install pushes a change. JAX >= 0.7 needs

@@ -237,6 +237,34 @@ def test_install_twice_succeeds(gcloud):
   assert not (tree / 'removed_since.py').exists()  # the code tree is replaced
 
 
+def test_install_sends_what_git_would_commit_and_nothing_it_ignores(gcloud, tmp_path):
+  # A checkout of its own: the script, a tracked file edited since its commit, one deleted
+  # since, a new file, and ignored data and a cache (gigabytes, in a user's checkout).
+  env, _, root = gcloud
+  checkout = tmp_path / 'checkout'
+  _executable(checkout / 'launch' / 'tpu_vm.sh', pathlib.Path(SCRIPT).read_text())
+  for name, text in {'.gitignore': 'data/\n.cache/\n', 'train.py': 'old',
+                     'gone.py': ''}.items():
+    (checkout / name).write_text(text)
+  git = ['git', '-C', str(checkout), '-c', 'user.name=t', '-c', 'user.email=t@t']
+  for command in (['init', '-q'], ['add', '.'], ['commit', '-qm', 'first']):
+    subprocess.run([*git, *command], check=True, capture_output=True)
+  (checkout / 'train.py').write_text('edited')
+  (checkout / 'gone.py').unlink()
+  (checkout / 'new.py').write_text('')
+  for ignored in ('data/images/0.jpg', '.cache/jax/entry'):
+    (checkout / ignored).parent.mkdir(parents=True)
+    (checkout / ignored).write_text('x')
+  result = subprocess.run(['bash', str(checkout / 'launch' / 'tpu_vm.sh'), 'install'],
+                          cwd=checkout, env=env, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  tree = root / 'worker_0' / 'resnet-jax'
+  sent = sorted(str(p.relative_to(tree)) for p in tree.rglob('*')
+                if p.is_file() and '.venv' not in p.parts)
+  assert sent == ['.gitignore', 'launch/tpu_vm.sh', 'new.py', 'train.py'], sent
+  assert (tree / 'train.py').read_text() == 'edited'
+
+
 def test_run_twice_keeps_both_logs_and_clears_stale_holders(gcloud):
   env, log, root = gcloud
   assert _script(env, 'install').returncode == 0
