@@ -1,5 +1,5 @@
 """Config files that import their package (`from configs import default`), from any directory,
-and a run's recorded config.json as a config file.
+a run's recorded config.json as a config file, and dotted overrides set in code.
 
 ml_collections loads `--config=PATH` as a lone file, so the `configs` package it imports
 must be on sys.path. `make_importable` puts the directory that holds the file's package
@@ -10,6 +10,7 @@ working directory and after `pip install`, which ships the library, not the conf
 import ast
 import os
 import sys
+from typing import Any
 
 
 def _config_paths(argv: list[str], flag: str) -> list[str]:
@@ -71,6 +72,21 @@ def make_importable(argv: list[str], flag: str = 'config') -> None:
       root = os.path.dirname(package_dir)
       if root not in sys.path:
         sys.path.insert(0, root)
+
+
+def set_override(config: Any, key: str, value: Any) -> None:
+  """Sets a dotted key ('dataset.image_size') as `--config.dataset.image_size=` does, in an
+  ml_collections ConfigDict or a dict-like stand-in (bench/bare_config's); KeyError naming
+  the whole key when a part of it is not in `config` (a key is never added)."""
+  *parents, leaf = key.split('.')
+  target = config
+  for parent in parents:
+    if parent not in target:
+      raise KeyError(f'config has no key {key!r}')
+    target = target[parent]
+  if leaf not in target:
+    raise KeyError(f'config has no key {key!r}')
+  target[leaf] = value
 
 
 def checkout_config(name: str) -> str:

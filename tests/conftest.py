@@ -41,6 +41,7 @@ tf.config.set_visible_devices([], 'GPU')
 import numpy as np  # noqa: E402
 
 from configs import digits as digits_config  # noqa: E402
+from resnet_jax import config_files  # noqa: E402
 from resnet_jax.data import sources  # noqa: E402
 
 
@@ -73,11 +74,7 @@ def small_config(**overrides):
 def with_overrides(config, overrides):
   """`config` with dotted keys set ({'dataset.image_size': 8}), as --config.key=value."""
   for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
+    config_files.set_override(config, key, value)
   return config
 
 

@@ -165,3 +165,20 @@ def test_config_trains_a_few_steps(name, argument, digits_dir):
   assert math.isfinite(metrics.to_host(totals, 'train')['train/loss'])
   moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), start, jax.device_get(state.params))
   assert any(jax.tree.leaves(moved))
+
+
+def test_a_dotted_override_sets_an_existing_key_and_names_a_missing_one():
+  from resnet_jax import config_files
+  from resnet_jax.bench import bare_config
+  config = default.get_config()
+  config_files.set_override(config, 'dataset.image_size', 12)
+  config_files.set_override(config, 'batch_size', 7)
+  assert (config.dataset.image_size, config.batch_size) == (12, 7)
+  for key in ('dataset.imagesize', 'datset.image_size', 'bach_size'):
+    with pytest.raises(KeyError, match=f"config has no key '{key}'"):
+      config_files.set_override(config, key, 1)
+  stand_in = bare_config.ConfigDict({'dataset': bare_config.ConfigDict({'image_size': 8})})
+  config_files.set_override(stand_in, 'dataset.image_size', 16)
+  assert stand_in.dataset.image_size == 16
+  with pytest.raises(KeyError, match="config has no key 'dataset.crop'"):
+    config_files.set_override(stand_in, 'dataset.crop', 1)

@@ -89,13 +89,7 @@ def load(spec: str, overrides: dict[str, Any] | None = None) -> Any:
   module_spec.loader.exec_module(module)
   config = module.get_config(argument) if argument is not None else module.get_config()
   for key, value in (overrides or {}).items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    if leaf not in target:
-      raise KeyError(f'config has no key {key!r}')
-    target[leaf] = value
+    config_files.set_override(config, key, value)
   return config
 
 

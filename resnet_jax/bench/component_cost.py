@@ -51,11 +51,7 @@ INPUT_VARIANTS = {
 def _with(config, overrides):
   config = config.copy_and_resolve_references()
   for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
+    config_files.set_override(config, key, value)
   return config
 
 
