@@ -6,7 +6,8 @@ import os
 import ml_collections
 from jax.sharding import Mesh
 
-from resnet_jax import erasing, losses, models, optim, profiling, sharding, step_options, steps
+from resnet_jax import (erasing, losses, models, optim, profiling, sharding, step_options,
+                        train_state)
 from resnet_jax.cpu import conv
 from resnet_jax.data import AUGMENTATIONS, ORDERS, dataset_info, inputs, resolution
 from resnet_jax.errors import ConfigError, check_choice
@@ -52,7 +53,7 @@ def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
                        '(0: off)')
     models.compute_dtype(config.dtype)
     conv.check_conv_impl(config.conv_impl)
-    check_choice('loss_scale', config.loss_scale, steps.LOSS_SCALES)
+    check_choice('loss_scale', config.loss_scale, train_state.LOSS_SCALES)
     optim.check_choices(config)
     if inputs.needs_tensorflow(config):
       inputs.check_tensorflow_available(config)

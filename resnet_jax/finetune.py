@@ -14,7 +14,7 @@ import ml_collections
 from absl import logging
 from jax.sharding import Mesh
 
-from resnet_jax import optim, sharding, steps
+from resnet_jax import optim, sharding, train_state
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import block_stack
 from resnet_jax.storage import checkpointing, trained
@@ -43,8 +43,8 @@ def load_init_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return variables
 
 
-def apply_init(state: steps.TrainState, variables: dict[str, Any],
-               config: ml_collections.ConfigDict, mesh: Mesh) -> steps.TrainState:
+def apply_init(state: train_state.TrainState, variables: dict[str, Any],
+               config: ml_collections.ConfigDict, mesh: Mesh) -> train_state.TrainState:
   """`state` with the loaded parameters and statistics (and a fresh head if asked).
 
   The optimizer state stays as initialised (zero momentum); an EMA starts at the loaded

@@ -14,7 +14,7 @@ import optax
 from absl import logging
 from etils import epath
 
-from resnet_jax import optim, schedule, steps
+from resnet_jax import optim, schedule, train_state
 from resnet_jax.data import dataset_info
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, training_data
@@ -37,7 +37,7 @@ class Start:
     length: the run's length, placed for the current batch size.
     learning_rate_fn: the schedule over `length`.
   """
-  state: steps.TrainState
+  state: train_state.TrainState
   step: int
   examples_before: int
   changes: dict[str, Any]
@@ -48,7 +48,7 @@ class Start:
   learning_rate_fn: optax.Schedule
 
 
-def restore(config: ml_collections.ConfigDict, workdir: epath.Path, state: steps.TrainState,
+def restore(config: ml_collections.ConfigDict, workdir: epath.Path, state: train_state.TrainState,
             checkpointer: checkpointing.Checkpointer, info: dataset_info.DatasetInfo, *,
             length: schedule.RunLength, learning_rate_fn: optax.Schedule,
             allow_changes: Sequence[str]) -> Start:

@@ -14,14 +14,14 @@ from jax.sharding import Mesh
 
 from resnet_jax import (compilation_cache, config_checks, distributed, finetune, metrics, models,
                         optim, profiling, progress, resume, schedule, sharding,
-                        step_options, steps, stopping, summaries)
+                        step_options, steps, stopping, summaries, train_state)
 from resnet_jax.data import dataset_info, folder_settings, image_folder, inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained, training_data
 from resnet_jax.storage import workdir as workdir_lib
 
 
-def _check_finite(state: steps.TrainState, policy: str, skipped_before: int) -> None:
+def _check_finite(state: train_state.TrainState, policy: str, skipped_before: int) -> None:
   """Under 'halt', raises FloatingPointError naming the first non-finite step, if any.
 
   Reads two scalars from the device: called on log, evaluation and checkpoint steps only.
@@ -39,7 +39,7 @@ def _check_finite(state: steps.TrainState, policy: str, skipped_before: int) -> 
 _all_finite = jax.jit(steps.all_finite)
 
 
-def _eval_and_accumulate(state: steps.TrainState, batch: dict[str, Any],
+def _eval_and_accumulate(state: train_state.TrainState, batch: dict[str, Any],
                          totals: metrics.EvalMetrics, **kwargs) -> metrics.EvalMetrics:
   return metrics.accumulate(totals, steps.eval_step(state, batch, **kwargs))
 
@@ -48,7 +48,7 @@ _eval_step = jax.jit(_eval_and_accumulate, donate_argnums=2,
                      static_argnames=('use_ema', 'image_mean', 'image_std', 'flip'))
 
 
-def evaluate(state: steps.TrainState, data: inputs.Input, config: ml_collections.ConfigDict,
+def evaluate(state: train_state.TrainState, data: inputs.Input, config: ml_collections.ConfigDict,
              mesh: Mesh, *, use_ema: bool = False, prefix: str = 'eval') -> dict[str, float]:
   """Masked metrics over the whole evaluation split, every example counted once."""
   totals = metrics.empty(metrics.EvalMetrics, mesh)
@@ -111,13 +111,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def create_state(config: ml_collections.ConfigDict, info: dataset_info.DatasetInfo, mesh: Mesh,
-                 learning_rate_fn: optax.Schedule) -> steps.TrainState:
+                 learning_rate_fn: optax.Schedule) -> train_state.TrainState:
   """The config's model and optimizer, initialised from config.seed, replicated."""
   model = models.model_from_config(config, info.num_classes)
-  return steps.create_train_state(
+  return train_state.create_train_state(
       jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
       info.image_shape, use_ema=config.ema_decay > 0, mesh=mesh,
-      loss_scale=steps.create_loss_scale(config))
+      loss_scale=train_state.create_loss_scale(config))
 
 
 def bound_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule, *,
@@ -132,7 +132,7 @@ def bound_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.
 
 def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
                     mesh: Mesh, *, diagnostics: bool = False, steps_per_epoch: int = 0
-                    ) -> Callable[..., tuple[steps.TrainState, metrics.TrainMetrics]]:
+                    ) -> Callable[..., tuple[train_state.TrainState, metrics.TrainMetrics]]:
   """The bound train step, accumulating its metrics on the device, jitted over `mesh`:
   (state, batch, totals) -> (state, totals); state and totals are donated. With
   `diagnostics`: (state, totals, {tag: scalar}), the step's diagnostics.py tags. Each new
@@ -140,7 +140,7 @@ def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.S
   step = bound_train_step(config, learning_rate_fn, diagnostics=diagnostics,
                           steps_per_epoch=steps_per_epoch)
 
-  def step_and_accumulate(state: steps.TrainState, batch: dict[str, Any],
+  def step_and_accumulate(state: train_state.TrainState, batch: dict[str, Any],
                           totals: metrics.TrainMetrics):
     batch = dict(batch)
     # Image folders: 1 where an unreadable file's row holds the next readable image.
@@ -158,7 +158,7 @@ def make_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.S
                  out_shardings=replicated, donate_argnums=(0, 2))
 
 
-def _evaluate_only(state: steps.TrainState, config: ml_collections.ConfigDict,
+def _evaluate_only(state: train_state.TrainState, config: ml_collections.ConfigDict,
                    data: inputs.Input, mesh: Mesh) -> dict[str, float]:
   """config.eval_only: the metrics of the restored (or imported) state; nothing is written."""
   summary = evaluate(state, data, config, mesh)
@@ -236,7 +236,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: inputs.
                                       steps_per_epoch=steps_per_epoch,
                                       batch_size=config.batch_size)
 
-  def run_evaluation(state: steps.TrainState, step: int) -> dict[str, float]:
+  def run_evaluation(state: train_state.TrainState, step: int) -> dict[str, float]:
     summary = evaluate(state, data, config, mesh)
     if state.ema is not None:
       summary |= evaluate(state, data, config, mesh, use_ema=True, prefix='eval_ema')

@@ -13,7 +13,7 @@ import optax
 import pytest
 from jax import lax
 
-from resnet_jax import models, sharding, steps
+from resnet_jax import models, sharding, train_state
 from resnet_jax.cpu import conv
 from resnet_jax.models import block_stack
 
@@ -153,7 +153,7 @@ def test_scanned_model_initialises_the_unscanned_weights(name):
   size = 8 if name == 'resnet20' else 32
   mesh = sharding.make_mesh(jax.devices()[:1])
   unrolled, scanned = (
-      steps.create_train_state(jax.random.key(3), models.create_model(
+      train_state.create_train_state(jax.random.key(3), models.create_model(
           name, num_classes=10, scan_blocks=scan), optax.sgd(0.1), (size, size, 3),
           use_ema=False, mesh=mesh) for scan in (False, True))
   assert any(key.endswith('_blocks') for key in scanned.params)  # really scanned

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import optax
 
-from resnet_jax import config_checks, models, sharding, steps
+from resnet_jax import config_checks, models, sharding, steps, train_state
 from tests.conftest import small_config
 
 
@@ -15,9 +15,9 @@ def _run(dtype, loss_scale_init, num_steps, loss_scale='auto', learning_rate=0.0
                         loss_scale_period=2)
   mesh = sharding.make_mesh(jax.devices()[:1])
   model = models.model_from_config(config, num_classes=4)
-  state = steps.create_train_state(jax.random.key(0), model, optax.sgd(learning_rate, momentum=0.9),
-                                   (8, 8, 3), use_ema=False, mesh=mesh,
-                                   loss_scale=steps.create_loss_scale(config))
+  state = train_state.create_train_state(
+      jax.random.key(0), model, optax.sgd(learning_rate, momentum=0.9), (8, 8, 3),
+      use_ema=False, mesh=mesh, loss_scale=train_state.create_loss_scale(config))
   train_step = jax.jit(functools.partial(steps.train_step,
                                          learning_rate_fn=optax.constant_schedule(learning_rate)))
   rng = np.random.RandomState(0)

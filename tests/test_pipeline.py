@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import make_image_folder, small_config
-from resnet_jax import models, sharding, steps, train
+from resnet_jax import models, sharding, steps, train, train_state
 from resnet_jax.data import inputs, pipeline, sources
 
 
@@ -141,8 +141,8 @@ def test_evaluation_counts_every_example_once(folder):
   mesh = sharding.make_mesh()
   assert mesh.devices.size == 8
   model = models.create_model('resnet20', num_classes=info.num_classes)
-  state = steps.create_train_state(jax.random.key(0), model, optax.sgd(0.1), info.image_shape,
-                                   use_ema=False, mesh=mesh)
+  state = train_state.create_train_state(jax.random.key(0), model, optax.sgd(0.1), info.image_shape,
+                                         use_ema=False, mesh=mesh)
   summary = train.evaluate(state, inputs.TfDataInput(config, mesh, source), config, mesh)
   images = np.concatenate([b['image'][b['mask'] == 1] for b in batches])
   labels = np.concatenate([b['label'][b['mask'] == 1] for b in batches])

@@ -12,7 +12,7 @@ import pytest
 
 from configs import default
 from conftest import needs_torch
-from resnet_jax import losses, models, optim, sharding, steps
+from resnet_jax import losses, models, optim, sharding, steps, train_state
 from resnet_jax.step_options import StepOptions, UpdateOptions
 
 
@@ -151,8 +151,8 @@ def test_warmup_start_and_final_factors():
 
 def _tiny_state(mesh, use_ema):
   model = models.create_model('resnet20', num_classes=5)
-  return steps.create_train_state(jax.random.key(0), model, optax.sgd(0.1), (8, 8, 3),
-                                  use_ema=use_ema, mesh=mesh)
+  return train_state.create_train_state(jax.random.key(0), model, optax.sgd(0.1), (8, 8, 3),
+                                        use_ema=use_ema, mesh=mesh)
 
 
 def _batch(seed=0):

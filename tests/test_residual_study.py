@@ -17,7 +17,7 @@ import pytest
 from configs import cifar10_identity_mappings, cifar10_table6
 from configs import degradation_digits as degradation_config
 from conftest import small_config
-from resnet_jax import config_checks, diagnostics, models, sharding, steps, train
+from resnet_jax import config_checks, diagnostics, models, sharding, steps, train, train_state
 from resnet_jax.errors import ConfigError
 from resnet_jax.studies import degradation
 from resnet_jax.tools import diagnostics_plots, report
@@ -166,8 +166,8 @@ def _state_and_batch(name, **model_options):
   model = models.create_model(name, num_classes=10, conv_impl='xla', zero_init_residual=False,
                               **model_options)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  state = steps.create_train_state(jax.random.key(0), model, optax.sgd(0.1, momentum=0.9),
-                                   (16, 16, 3), use_ema=False, mesh=mesh)
+  state = train_state.create_train_state(jax.random.key(0), model, optax.sgd(0.1, momentum=0.9),
+                                         (16, 16, 3), use_ema=False, mesh=mesh)
   batch = {'image': IMAGES, 'label': jnp.arange(8) % 10}
   return state, batch
 

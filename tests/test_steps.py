@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from resnet_jax import metrics as metrics_lib
-from resnet_jax import models, optim, sharding, steps
+from resnet_jax import models, optim, sharding, steps, train_state
 from resnet_jax.models.norm import GroupBatchNorm
 from resnet_jax.step_options import ForwardOptions, InputOptions, StepOptions, UpdateOptions
 
@@ -36,8 +36,8 @@ def _jitted_step(mesh, ema_decay=0.0, learning_rate=0.1):
 def _state(mesh, use_ema=False, model_name='resnet8', **model_overrides):
   model = models.create_model(model_name, num_classes=NUM_CLASSES, **model_overrides)
   tx = optax.sgd(0.1, momentum=0.9)
-  return steps.create_train_state(jax.random.key(0), model, tx, (8, 8, 3), use_ema=use_ema,
-                                  mesh=mesh)
+  return train_state.create_train_state(jax.random.key(0), model, tx, (8, 8, 3), use_ema=use_ema,
+                                        mesh=mesh)
 
 
 def test_train_step_lowers_loss_on_a_fixed_batch():
@@ -253,8 +253,8 @@ def test_the_logged_learning_rate_follows_the_optimizers_count():
   mesh = sharding.make_mesh(jax.devices()[:1])
   schedule = lambda count: 0.01 * (count + 1)  # noqa: E731  (rises every update)
   model = models.create_model('resnet8', num_classes=NUM_CLASSES)
-  state = steps.create_train_state(jax.random.key(0), model, optax.sgd(schedule), (8, 8, 3),
-                                   use_ema=False, mesh=mesh)
+  state = train_state.create_train_state(jax.random.key(0), model, optax.sgd(schedule), (8, 8, 3),
+                                         use_ema=False, mesh=mesh)
   step = jax.jit(functools.partial(steps.train_step, learning_rate_fn=schedule))
   poisoned = _batch(1)
   poisoned['image'][0, 0, 0, 0] = np.inf

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from absl import flags
 
-from resnet_jax import models, sharding, steps
+from resnet_jax import models, sharding, steps, train_state
 from resnet_jax.bench import command_flags, timing
 from resnet_jax.step_options import ForwardOptions, StepOptions
 
@@ -60,8 +60,8 @@ def _measure(args: flags.FlagValues) -> None:
   states, step_fns, temporaries = {}, {}, {}
   for k in (1, args.accumulate):
     model = models.create_model(args.model, num_classes=10)
-    states[k] = steps.create_train_state(jax.random.key(0), model, optax.sgd(0.1, 0.9),
-                                         (size, size, 3), use_ema=False, mesh=mesh)
+    states[k] = train_state.create_train_state(jax.random.key(0), model, optax.sgd(0.1, 0.9),
+                                               (size, size, 3), use_ema=False, mesh=mesh)
     options = StepOptions(forward=ForwardOptions(grad_accum_steps=k))
     step_fns[k] = jax.jit(functools.partial(steps.train_step, options=options,
                                             learning_rate_fn=optax.constant_schedule(0.1)),

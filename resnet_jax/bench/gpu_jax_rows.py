@@ -66,7 +66,7 @@ def recipe_row(spec: dict[str, Any]) -> dict[str, Any]:
   cache = compilation_cache.enable(spec['cache_dir']) if spec.get('cache_dir') else None
   import jax
 
-  from resnet_jax import steps
+  from resnet_jax import train_state
   from resnet_jax.tools import summary
   from resnet_jax.bench import bare_config, step_benchmark
   config = recipe_config(spec)
@@ -75,7 +75,7 @@ def recipe_row(spec: dict[str, Any]) -> dict[str, Any]:
   result = step_benchmark.measure_step(
       model, tx, mode='train', batch_size=config.batch_size,
       image_size=config.dataset.image_size, num_classes=spec['num_classes'],
-      loss_scale=steps.create_loss_scale(config), learning_rate_fn=learning_rate_fn,
+      loss_scale=train_state.create_loss_scale(config), learning_rate_fn=learning_rate_fn,
       warmup_steps=spec['warmup_steps'], timed_steps=spec['timed_steps'],
       process_start=process_start, step_kwargs=step_kwargs)
   macs = summary.summarize(config.model, image_size=config.dataset.image_size,

@@ -79,7 +79,7 @@ def check_bf16_step(args: flags.FlagValues, config: Any) -> dict[str, Any]:
   import jax
   import numpy as np
 
-  from resnet_jax import sharding, steps
+  from resnet_jax import sharding, steps, train_state
   from resnet_jax.bench import bare_config
   mesh = sharding.make_mesh()
   host_batch = _host_batch(config, args.num_classes)
@@ -90,9 +90,10 @@ def check_bf16_step(args: flags.FlagValues, config: Any) -> dict[str, Any]:
     precision = (jax.default_matmul_precision('highest') if dtype == 'float32'
                  else contextlib.nullcontext())
     with precision:
-      state = steps.create_train_state(
+      state = train_state.create_train_state(
           jax.random.key(0), model, tx, (config.dataset.image_size,) * 2 + (3,),
-          use_ema=kwargs['options'].update.ema_decay > 0, mesh=mesh, loss_scale=steps.create_loss_scale(config))
+          use_ema=kwargs['options'].update.ema_decay > 0, mesh=mesh,
+          loss_scale=train_state.create_loss_scale(config))
       batch = jax.device_put(host_batch, sharding.batch_sharding(mesh))
       step = jax.jit(functools.partial(steps.train_step, **kwargs), donate_argnums=0)
       losses[dtype] = []

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 from absl import flags
 
-from resnet_jax import models, steps
+from resnet_jax import models, steps, train_state
 from resnet_jax.bench import command_flags
 from resnet_jax.cpu import conv as cpu_conv
 
@@ -54,13 +54,13 @@ _MIB = 2**20
 
 
 def abstract_train_state(model: Any, tx: optax.GradientTransformation,
-                         image_shape: tuple[int, ...]) -> steps.TrainState:
-  """The shapes of steps.create_train_state's state (no EMA, no loss scale), unallocated."""
+                         image_shape: tuple[int, ...]) -> train_state.TrainState:
+  """The shapes of train_state.create_train_state's state (no EMA, no loss scale), unallocated."""
 
-  def init() -> steps.TrainState:
+  def init() -> train_state.TrainState:
     variables = models.init_variables(model, jax.random.key(0),
                                       jnp.zeros((1, *image_shape), jnp.float32), train=False)
-    return steps.TrainState.create(
+    return train_state.TrainState.create(
         apply_fn=model.apply, params=variables['params'], tx=tx,
         batch_stats=variables.get('batch_stats', {}),
         skipped_steps=jnp.zeros((), jnp.int32),
@@ -74,7 +74,7 @@ def count_convolutions(hlo_text: str) -> int:
   return len(re.findall(r'= \S+ convolution\(', hlo_text))
 
 
-def residual_bytes(model: Any, state: steps.TrainState, images: jax.ShapeDtypeStruct) -> int:
+def residual_bytes(model: Any, state: train_state.TrainState, images: jax.ShapeDtypeStruct) -> int:
   """Bytes that reverse-mode autodiff keeps from the model's training forward pass: the
   array leaves of the backward function that jax.vjp returns for loss(params), params
   and images included (abstract: nothing runs)."""

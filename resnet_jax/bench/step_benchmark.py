@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from resnet_jax import models, optim, sharding, steps
+from resnet_jax import models, optim, sharding, steps, train_state
 from resnet_jax.cpu import allocator
 from resnet_jax.errors import check_choice
 from resnet_jax.step_options import InputOptions, StepOptions, UpdateOptions
@@ -107,7 +107,7 @@ def measure_step(model: nn.Module, tx: optax.GradientTransformation, *, mode: st
   mesh = sharding.make_mesh()
   sharding.check_batch_size(batch_size, mesh)
   learning_rate_fn = learning_rate_fn or optax.constant_schedule(0.1)
-  state, init_seconds = _timed(lambda: steps.create_train_state(
+  state, init_seconds = _timed(lambda: train_state.create_train_state(
       jax.random.key(0), model, tx, (image_size, image_size, channels),
       use_ema=bool(step_kwargs and step_kwargs['options'].update.ema_decay > 0),
       mesh=mesh, loss_scale=loss_scale))
@@ -183,7 +183,7 @@ def measure(config: 'ml_collections.ConfigDict', *, mode: str, num_classes: int 
       models.model_from_config(config, num_classes),
       optim.create_optimizer(config, learning_rate_fn), mode=mode,
       batch_size=config.batch_size, image_size=config.dataset.image_size,
-      num_classes=num_classes, loss_scale=steps.create_loss_scale(config),
+      num_classes=num_classes, loss_scale=train_state.create_loss_scale(config),
       image_mean=config.dataset.mean, image_std=config.dataset.std,
       learning_rate_fn=learning_rate_fn, warmup_steps=warmup_steps,
       timed_steps=timed_steps, process_start=process_start)
