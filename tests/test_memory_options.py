@@ -127,5 +127,8 @@ def test_remat_policy_is_checked_and_reaches_the_model():
 
 
 def test_memory_options_cli_rejects_unknown_variants(capsys):
-  assert memory_options.main(['--variants=plain,fast']) == 2
-  assert 'unknown --variants fast; valid: plain,remat,' in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_info:
+    memory_options.main(['--variants=plain,fast'])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert 'unknown --variants fast; valid: plain,remat,' in err and len(err.strip().splitlines()) == 1

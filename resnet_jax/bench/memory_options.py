@@ -150,8 +150,7 @@ flags.DEFINE_integer('num_classes', 1000, 'Classifier width.', flag_values=_FLAG
 flags.DEFINE_string('dtype', 'float32', ', '.join(models.DTYPES), flag_values=_FLAGS)
 flags.DEFINE_string('conv_impl', 'xla', 'xla (default: what GPUs and TPUs run), dot or auto',
                     flag_values=_FLAGS)
-flags.DEFINE_string('variants', ','.join(VARIANTS), 'comma-separated, of: ' + ','.join(VARIANTS),
-                    flag_values=_FLAGS)
+command_flags.define_subset('variants', VARIANTS, 'Variants to measure', flag_values=_FLAGS)
 flags.DEFINE_bool('no_residuals', False,
                   'skip the residual_mib column (one more trace per variant)', flag_values=_FLAGS)
 flags.DEFINE_enum('format', 'text', ['text', 'json'], 'Output format.', flag_values=_FLAGS)
@@ -160,12 +159,6 @@ flags.DEFINE_enum('format', 'text', ['text', 'json'], 'Output format.', flag_val
 def main(argv: Sequence[str]) -> int:
   args = command_flags.parse(_FLAGS, argv, prog='python -m resnet_jax.bench.memory_options',
                              doc=__doc__)
-  variants = [v for v in args.variants.split(',') if v]
-  unknown = [v for v in variants if v not in VARIANTS]
-  if unknown:
-    print(f'error: unknown --variants {",".join(unknown)}; valid: {",".join(VARIANTS)}',
-          file=sys.stderr)
-    return 2
   try:
     models.check_model_name(args.model)
     models.check_image_size(args.model, args.image_size)
@@ -175,7 +168,7 @@ def main(argv: Sequence[str]) -> int:
     print(f'error: {error}', file=sys.stderr)
     return 2
   rows = []
-  for variant in variants:
+  for variant in args.variants:
     rows.append(measure(args.model, variant, batch_size=args.batch_size,
                         image_size=args.image_size, dtype=args.dtype,
                         conv_impl=args.conv_impl, num_classes=args.num_classes,

@@ -116,8 +116,8 @@ flags.DEFINE_enum('dtype', 'bfloat16', ['bfloat16', 'float32'], 'Activation dtyp
 flags.DEFINE_integer('repeats', 20, 'Timed repeats (the median counts).', flag_values=_FLAGS)
 flags.DEFINE_integer('calls', None, 'calls issued back to back per timed repeat (default: 1 '
                      'on CPU, 10 on accelerators, where one call is ~1 ms)', flag_values=_FLAGS)
-flags.DEFINE_string('variants', ','.join(VARIANTS), 'comma-separated, of: ' + ','.join(VARIANTS),
-                    flag_values=_FLAGS)
+command_flags.define_subset('variants', VARIANTS, 'Variants to time (flax, the reference, always)',
+                            flag_values=_FLAGS)
 flags.DEFINE_string('json', None, 'also write the results here', flag_values=_FLAGS)
 
 
@@ -125,9 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   args = command_flags.parse(_FLAGS, sys.argv[1:] if argv is None else argv, prog=PROG,
                              doc=__doc__)
   dtype = jnp.dtype(args.dtype)
-  variants = [v for v in args.variants.split(',') if v]
-  if set(variants) - set(VARIANTS):
-    command_flags.fail(PROG, f'--variants: choose from {",".join(VARIANTS)}')
+  variants = list(args.variants)
   if 'flax' not in variants:
     variants.insert(0, 'flax')
   calls = args.calls or (1 if jax.default_backend() == 'cpu' else 10)
