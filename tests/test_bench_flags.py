@@ -64,8 +64,10 @@ def test_no_command_of_the_package_parses_with_argparse():
     ('gpu_benchmark', ['--dtype=int8'], 'dtype'),
     ('gpu_numerics', ['--checks=logits,speed'], 'speed'),
     ('gpu_numerics', ['--steps=two'], 'steps'),
+    ('memory_options', ['--variants=plain,fast'], 'unknown --variants fast; valid: plain,remat,'),
+    ('norm_benchmark', ['--variants=ours,fastest'], 'fastest'),
 ])
-def test_the_gpu_commands_refuse_bad_flags_in_one_line(capsys, module, argv, named):
+def test_the_bench_commands_refuse_bad_flags_in_one_line(capsys, module, argv, named):
   command = importlib.import_module(f'resnet_jax.bench.{module}')
   with pytest.raises(SystemExit) as exit_info:
     command.main(argv)

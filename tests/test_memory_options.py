@@ -124,11 +124,3 @@ def test_remat_policy_is_checked_and_reaches_the_model():
   model = models.model_from_config(config, num_classes=10)
   assert model.remat and model.remat_policy == 'conv_outputs'
   assert models.create_model('resnet20', num_classes=10).remat_policy == 'full'
-
-
-def test_memory_options_cli_rejects_unknown_variants(capsys):
-  with pytest.raises(SystemExit) as exit_info:
-    memory_options.main(['--variants=plain,fast'])
-  assert exit_info.value.code == 2
-  err = capsys.readouterr().err
-  assert 'unknown --variants fast; valid: plain,remat,' in err and len(err.strip().splitlines()) == 1
