@@ -21,6 +21,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from resnet_jax import config_files, console, distributed  # noqa: E402
+from resnet_jax.cpu import devices as cpu_devices  # noqa: E402
 from resnet_jax.errors import ConfigError  # noqa: E402
 from resnet_jax.storage import checkpointing  # noqa: E402
 
@@ -85,6 +86,10 @@ def main(argv: list[str]) -> None:
     print(FLAGS.config)
     return
   console.quiet_libraries()
+  try:
+    cpu_devices.request(FLAGS.config.cpu_devices)  # before anything starts JAX's backends
+  except ConfigError as error:
+    sys.exit(f'error: {error}')
   distributed.run(_train_and_evaluate,
                   one_line_errors=(ConfigError, checkpointing.CheckpointError),
                   mode=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,

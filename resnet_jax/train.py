@@ -16,6 +16,7 @@ from resnet_jax import (compilation_cache, config_checks, distributed, finetune,
                         optim, profiling, progress, resume, schedule, sharding,
                         step_options, steps, stopping, summaries, train_state)
 from resnet_jax.data import dataset_info, folder_settings, image_folder, inputs
+from resnet_jax.cpu import devices as cpu_devices
 from resnet_jax.errors import ConfigError
 from resnet_jax.storage import checkpointing, trained, training_data
 from resnet_jax.storage import workdir as workdir_lib
@@ -81,6 +82,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   workdir = os.path.expanduser(workdir)  # `--workdir=~/x` reaches us unexpanded
   config = config_checks.with_user_paths_expanded(config)
+  cpu_devices.request(config.cpu_devices)  # a no-op once JAX has started (the command asked)
+  cpu_devices.warn_if_not_in_effect(config.cpu_devices)
   mesh = sharding.make_mesh()
   with image_folder.one_listing():  # a folder's measured settings and its source: one listing
     config = folder_settings.resolved(config, workdir, num_devices=mesh.size)

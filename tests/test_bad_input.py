@@ -40,6 +40,7 @@ CLI_CASES = [
     ('--heartbeat_timeout=0', '--heartbeat_timeout 0 must be a positive number of seconds'),
     ('--allow_changes=bse_lr', "unknown key 'bse_lr' in --allow_changes; did you mean base_lr"),
     ('--config.init_checkpoint=FOLDER/none', "init_checkpoint 'FOLDER/none' is not a directory"),
+    ('--config.cpu_devices=-2', 'cpu_devices -2 must be an integer >= 0 (0: JAX'),
 ]
 
 VALUE_CASES = [
@@ -51,6 +52,7 @@ VALUE_CASES = [
     ('--config.dataset.order=random', "unknown dataset.order 'random'; valid: global"),
     ('--config.nonfinite_policy=ignore', "unknown nonfinite_policy 'ignore'; valid: auto"),
     ('--config.conv_impl=cudnn', "unknown conv_impl 'cudnn'"),
+    ('--config.cpu_devices=-1', 'cpu_devices -1 must be an integer >= 0 (0: JAX'),
     ('--config.loss_scale=static', "unknown loss_scale 'static'; valid: auto, dynamic, none"),
     ('--config.batch_size=0', "batch_size=0: left to the images, which only an image folder "
      "(dataset.name=image_folder) has measured; dataset 'sklearn_digits' needs a value"),
@@ -117,7 +119,8 @@ def digits_data(digits_dir):
 # A subprocess each. The fast tier runs the flag-parsing cases (no TensorFlow import before
 # they fail) and one config value through the trainer; the rest are the slow tier.
 _FAST_CLI = ('--config.model=resnet19', '--config.modle=resnet20', '--config.batch_size=abc',
-             '--config=configs/no_such_config.py', '--distributed=maybe', '--heartbeat_timeout=0')
+             '--config=configs/no_such_config.py', '--distributed=maybe', '--heartbeat_timeout=0',
+             '--config.cpu_devices=-2')
 
 
 @pytest.mark.parametrize('arguments,message', [

@@ -66,6 +66,9 @@ def test_no_command_of_the_package_parses_with_argparse():
     ('gpu_numerics', ['--steps=two'], 'steps'),
     ('memory_options', ['--variants=plain,fast'], 'unknown --variants fast; valid: plain,remat,'),
     ('norm_benchmark', ['--variants=ours,fastest'], 'fastest'),
+    ('cpu_devices', ['--counts=1,two'], '--counts 1,two must be integers >= 1'),
+    ('cpu_devices', ['--counts=0,2'], '--counts 0,2 must be integers >= 1'),
+    ('cpu_devices', ['--rounds=0'], '--rounds 0 must be >= 1'),
 ])
 def test_the_bench_commands_refuse_bad_flags_in_one_line(capsys, module, argv, named):
   command = importlib.import_module(f'resnet_jax.bench.{module}')

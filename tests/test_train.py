@@ -1,6 +1,7 @@
 """The trainer end to end: resume equals uninterrupted, CLI runs, bad input refused."""
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import make_image_folder, small_config
 from resnet_jax import train
+from resnet_jax.cpu import devices as cpu_devices
 from resnet_jax.storage import checkpointing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,3 +153,19 @@ def test_cli_trains_on_an_image_folder(tmp_path):
   assert 'broken.jpg replaced by the next image of its batch' in result.stderr
   assert 'train/unreadable_images=' in result.stderr
   assert 'eval/num_examples=11' in result.stderr
+
+
+def test_cpu_devices_asked_for_once_jax_runs_keep_its_devices_and_the_trainer_says_so(caplog):
+  # resnet_jax.main asks before JAX starts (test_device_input's blocked-TF run); a library
+  # caller that computed first keeps its devices and is told why.
+  jax.devices()
+  assert not cpu_devices.request(2)
+  assert not cpu_devices.request(0)
+  assert jax.local_device_count() == 8
+  with caplog.at_level(logging.WARNING):
+    cpu_devices.warn_if_not_in_effect(2)
+    assert 'cpu_devices=2 is not in effect: this process started JAX with 8 CPU' in caplog.text
+    caplog.clear()
+    cpu_devices.warn_if_not_in_effect(8)
+    cpu_devices.warn_if_not_in_effect(0)
+    assert not caplog.text

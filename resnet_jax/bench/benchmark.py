@@ -50,6 +50,8 @@ flags.DEFINE_string('dtype', 'float32', 'train/eval: float32, bfloat16 or float1
 flags.DEFINE_string('conv_impl', None, 'train/eval: auto, xla or dot.')
 flags.DEFINE_bool('scan_blocks', None, 'train/eval: nn.scan over identical blocks.')
 flags.DEFINE_bool('remat', None, 'train/eval: rematerialise each block.')
+flags.DEFINE_integer('cpu_devices', None, 'train/eval: JAX devices on a CPU-only host (default: '
+                     "the config's; 0: JAX's default, one); bench/cpu_devices compares counts.")
 flags.DEFINE_integer('bn_group_size', 0, 'train/eval: BatchNorm statistics over groups of N '
                      'examples (0: the whole batch; a recipe\'s per-GPU groups would not fit '
                      'the small default batch).')
@@ -80,10 +82,11 @@ def _step_benchmark() -> dict:
   from resnet_jax import models
   from resnet_jax.cpu import conv
   from resnet_jax.bench import step_benchmark, torch_reference
+  from resnet_jax.cpu import devices as cpu_devices
   config = FLAGS.config
   overrides = {'model': FLAGS.model, 'dtype': FLAGS.dtype, 'conv_impl': FLAGS.conv_impl,
                'scan_blocks': FLAGS.scan_blocks, 'remat': FLAGS.remat,
-               'bn_group_size': FLAGS.bn_group_size}
+               'bn_group_size': FLAGS.bn_group_size, 'cpu_devices': FLAGS.cpu_devices}
   for key, value in overrides.items():
     if value is not None:
       config[key] = value
@@ -91,6 +94,7 @@ def _step_benchmark() -> dict:
   if FLAGS.image_size:
     config.dataset.image_size = FLAGS.image_size
   try:
+    cpu_devices.request(config.cpu_devices)  # as the trainer's command: before JAX starts
     models.check_image_size(config.model, config.dataset.image_size)
     models.compute_dtype(config.dtype)
     conv.check_conv_impl(config.conv_impl)
