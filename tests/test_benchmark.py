@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -87,3 +88,15 @@ def test_input_benchmark_prints_same_run_ratios(tmp_path):
     assert min(speed[section].values()) > 0
   assert len(costs['recipes (img/s)']) == 5 and min(costs['recipes (img/s)'].values()) > 0
   assert startup['files'] == 400 and 0 < startup['ready_seconds'] < startup['goal_seconds']
+
+
+@pytest.mark.slow
+def test_cpu_devices_times_each_count_in_a_process_of_its_own():
+  # The command fails unless each child ran on the count it was asked for.
+  run = subprocess.run([sys.executable, '-m', 'resnet_jax.bench.cpu_devices', '--counts=1,2',
+                        '--rounds=1', '--timed_steps=1', '--batch_size=8'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert 'round 1: 1 CPU device(s): ' in run.stdout and 'round 1: 2 CPU device(s): ' in run.stdout
+  assert re.search(r'best of 1: 2 CPU device\(s\) [\d,.]+ img/s = [\d.]+× 1 device',
+                   run.stdout), run.stdout

@@ -57,7 +57,11 @@ def measure(config: str, count: int, *, batch_size: int, timed_steps: int,
   if result.returncode:
     sys.exit(f'cpu_devices: the benchmark on {count} device(s) failed: '
              f'{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""}')
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  measured = json.loads(result.stdout.strip().splitlines()[-1])
+  if (measured['backend'], measured['num_devices']) != ('cpu', count):
+    sys.exit(f'cpu_devices: asked for {count} CPU device(s), the benchmark ran on '
+             f'{measured["num_devices"]} {measured["backend"]} device(s)')
+  return measured
 
 
 def main(argv: Sequence[str]) -> int:
