@@ -51,12 +51,14 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
 
 
 def top_k_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarray:
-  """1.0 where the label is among the k largest logits."""
-  if k == 1:  # An argmax partitions over the batch; top_k gathers the logits first.
+  """1.0 where the label is among the k largest logits (k > 1: a tie with the k-th
+  largest counts for the label)."""
+  if k == 1:  # An argmax partitions over the batch.
     return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-  k = min(k, logits.shape[-1])
-  _, top = jax.lax.top_k(logits, k)
-  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+  # Fewer than k logits above the label's, counted on each device's share of the batch:
+  # XLA partitions lax.top_k by gathering the whole batch's logits onto every device.
+  label_logits = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  return (jnp.sum(logits > label_logits, axis=-1) < k).astype(jnp.float32)
 
 
 def global_norms(grads: Any, params: Any, new_params: Any) -> dict[str, jnp.ndarray]:

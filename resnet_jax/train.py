@@ -42,7 +42,7 @@ _all_finite = jax.jit(steps.all_finite)
 
 def _eval_and_accumulate(state: train_state.TrainState, batch: dict[str, Any],
                          totals: metrics.EvalMetrics, **kwargs) -> metrics.EvalMetrics:
-  return metrics.accumulate(totals, steps.eval_step(state, batch, **kwargs))
+  return metrics.accumulate_eval(totals, steps.eval_step(state, batch, **kwargs))
 
 
 _eval_step = jax.jit(_eval_and_accumulate, donate_argnums=2,

@@ -344,3 +344,15 @@ def test_accumulation_moves_no_images_between_devices(loop, monkeypatch):
            if re.search(r'(all-to-all|all-gather|collective-permute)(-start)?\(', line)
            and not re.search(r'= \w+\[64\]\{0\} ', line)]
   assert moved == [], moved[:3]
+
+
+def test_top5_counts_the_label_among_the_five_largest_logits_without_top_k():
+  """steps.top_k_correct for k > 1 counts the logits above the label's (batch-local),
+  as lax.top_k would choose where there are no ties."""
+  rng = np.random.RandomState(0)
+  logits = jnp.asarray(rng.randn(256, 10).astype(np.float32))
+  labels = jnp.asarray(rng.randint(0, 10, 256).astype(np.int32))
+  _, top = jax.lax.top_k(logits, 5)
+  expected = np.any(np.asarray(top) == np.asarray(labels)[:, None], axis=-1)
+  np.testing.assert_array_equal(np.asarray(steps.top_k_correct(logits, labels, 5)), expected)
+  assert 0 < expected.mean() < 1
