@@ -169,3 +169,18 @@ def test_cpu_devices_asked_for_once_jax_runs_keep_its_devices_and_the_trainer_sa
     cpu_devices.warn_if_not_in_effect(8)
     cpu_devices.warn_if_not_in_effect(0)
     assert not caplog.text
+
+
+def test_the_command_splits_the_cpu_as_cpu_devices_asks_before_jax_starts(tmp_path):
+  # No XLA_FLAGS; digits' batch of 128 does not split over 3 devices, so the run stops at
+  # the config check, after the devices are listed and before any step (several CPU devices are not safe under a loaded suite: cpu/devices.py).
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | {'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run(
+      [sys.executable, '-m', 'resnet_jax.main', '--config=configs/digits.py',
+       f'--workdir={tmp_path}/run', '--config.cpu_devices=3'],
+      env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert ('local devices: [CpuDevice(id=0), CpuDevice(id=1), CpuDevice(id=2)]'
+          in result.stderr), result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      'error: batch_size 128 is not a positive multiple of the 3 devices')

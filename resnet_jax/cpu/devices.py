@@ -8,6 +8,18 @@ examples, not devices) and update, to float rounding. Measured on a 2-core VM
 (docs/performance.md, "Several CPU devices"): ResNet-20 at 28², batch 64, 1 device
 370 img/s, 2 devices 469-493 img/s; 4 devices on the 2 cores are no faster than 2.
 
+Not safe on a busy host yet: XLA:CPU runs the devices' collectives (a step's all-reduces)
+on its thread pool, and on the 2-core VM while a test suite also ran, two devices waited
+on each other in a collective until XLA aborted the process after its 40 s rendezvous
+timeout (status 134; the run resumes from its last checkpoint). Measured 2026-12-07, the
+Fashion-MNIST recipe on two devices while a CI run shared the VM: 7 of 7 runs stuck in
+their first or second evaluation (4 aborted, 3 stopped by hand while stuck with longer
+timeouts), with the devices set by this key or by XLA_FLAGS, with Eigen's threading off,
+and with the evaluation step's collectives cut from an all-gather and two all-reduces to
+one all-reduce; not yet explained. With three busy loops as the load instead, two runs
+passed 4 and 9 evaluations; alone on the VM, two 15- and 18-epoch runs (31,000 steps,
+33 evaluations) finished. Hence 0, one device, by default and in every recipe.
+
 `cpu_devices` must take effect before JAX starts its backends, so the command line
 (resnet_jax.main) applies it first thing; a process that has already computed with JAX
 keeps the devices it has (the trainer logs a warning).
@@ -57,3 +69,4 @@ def warn_if_not_in_effect(count: int) -> None:
                     'device(s) before the trainer could ask (call '
                     'resnet_jax.cpu.devices.request(%d) before any JAX computation)', count,
                     jax.local_device_count(), count)
+
