@@ -13,8 +13,8 @@ on its thread pool, and on the 2-core VM while a test suite also ran, two device
 on each other in a collective until XLA aborted the process after its 40 s rendezvous
 timeout (status 134; the run resumes from its last checkpoint). Measured 2026-12-07, the
 Fashion-MNIST recipe on two devices while a CI run shared the VM: 7 of 7 runs stuck in
-their first or second evaluation (4 aborted, 3 stopped by hand while stuck with longer
-timeouts), with the devices set by this key or by XLA_FLAGS, with Eigen's threading off,
+their first or second evaluation and aborted (one after 400 s with the timeout raised: a
+deadlock, not slowness), devices set by this key or by XLA_FLAGS, with Eigen's threading off,
 and with the evaluation step's collectives cut from an all-gather and two all-reduces to
 one all-reduce; not yet explained. With three busy loops as the load instead, two runs
 passed 4 and 9 evaluations; alone on the VM, two 15- and 18-epoch runs (31,000 steps,
