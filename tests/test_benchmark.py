@@ -93,8 +93,8 @@ def test_input_benchmark_prints_same_run_ratios(tmp_path):
 @pytest.mark.slow
 def test_cpu_devices_times_each_round_in_a_process_of_its_own():
   # The command fails unless each child ran on the count it was asked for. One device
-  # each: several CPU devices are not safe while the suite loads the machine
-  # (cpu/devices.py); test_train checks the command's split itself.
+  # each: no collective on several CPU devices in a fresh process while the suite loads
+  # the machine (cpu/devices.py); test_train checks the command's split itself.
   run = subprocess.run([sys.executable, '-m', 'resnet_jax.bench.cpu_devices', '--counts=1',
                         '--rounds=2', '--timed_steps=1', '--batch_size=8'],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)

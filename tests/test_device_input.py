@@ -1,6 +1,6 @@
 """The device input (dataset.pipeline=device): the epoch order, bitwise resumes, batches
 independent of the device count, the augmentation's geometry, exact evaluation, a local
-gather in the compiled HLO, and the trainer with TensorFlow's import blocked."""
+gather in the compiled HLO, batches waited for on several CPU devices, and the trainer with TensorFlow's import blocked."""
 
 import os
 import subprocess
@@ -114,6 +114,27 @@ def test_evaluation_counts_every_example_once():
                                 splits.eval.images)
   np.testing.assert_array_equal(np.concatenate([b['label'] for b in batches])[mask],
                                 splits.eval.labels)
+
+
+def test_batches_on_several_cpu_devices_are_computed_before_their_step(monkeypatch):
+  # Two CPU devices deadlocked in XLA's collectives on a busy host until each batch was
+  # waited for (resnet_jax/cpu/devices.py): on several CPU devices every batch is; on one
+  # device (or an accelerator) the input stays asynchronous.
+  waited = []
+  real_wait = jax.block_until_ready
+  monkeypatch.setattr(jax, 'block_until_ready', lambda x: waited.append(x) or real_wait(x))
+  splits, config = _splits(), _config()
+  several = device_input.DeviceInput(config, sharding.make_mesh(), splits)
+  train = _take(several.train_batches(), 3)
+  evaluation = list(several.eval_batches())
+  assert len(waited) == 3 + len(evaluation) == 5
+  assert all(leaf.is_ready() for leaf in jax.tree.leaves(evaluation))
+  np.testing.assert_array_equal(train[0]['image'], jax.device_get(waited[0]['image']))
+  waited.clear()
+  one = device_input.DeviceInput(config, sharding.make_mesh(jax.devices()[:1]), splits)
+  _take(one.train_batches(), 3)
+  list(one.eval_batches())
+  assert not waited
 
 
 def test_the_gather_is_local_to_each_device():

@@ -173,7 +173,8 @@ def test_cpu_devices_asked_for_once_jax_runs_keep_its_devices_and_the_trainer_sa
 
 def test_the_command_splits_the_cpu_as_cpu_devices_asks_before_jax_starts(tmp_path):
   # No XLA_FLAGS; digits' batch of 128 does not split over 3 devices, so the run stops at
-  # the config check, after the devices are listed and before any step (several CPU devices are not safe under a loaded suite: cpu/devices.py).
+  # the config check, after the devices are listed and before any step: no collective on
+  # several CPU devices in a fresh process while the suite loads the machine (cpu/devices.py).
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | {'JAX_PLATFORMS': 'cpu'}
   result = subprocess.run(
       [sys.executable, '-m', 'resnet_jax.main', '--config=configs/digits.py',

@@ -8,17 +8,27 @@ examples, not devices) and update, to float rounding. Measured on a 2-core VM
 (docs/performance.md, "Several CPU devices"): ResNet-20 at 28², batch 64, 1 device
 370 img/s, 2 devices 469-493 img/s; 4 devices on the 2 cores are no faster than 2.
 
-Not safe on a busy host yet: XLA:CPU runs the devices' collectives (a step's all-reduces)
-on its thread pool, and on the 2-core VM while a test suite also ran, two devices waited
-on each other in a collective until XLA aborted the process after its 40 s rendezvous
-timeout (status 134; the run resumes from its last checkpoint). Measured 2026-12-07, the
-Fashion-MNIST recipe on two devices while a CI run shared the VM: 7 of 7 runs stuck in
-their first or second evaluation and aborted (one after 400 s with the timeout raised: a
-deadlock, not slowness), devices set by this key or by XLA_FLAGS, with Eigen's threading off,
-and with the evaluation step's collectives cut from an all-gather and two all-reduces to
-one all-reduce; not yet explained. With three busy loops as the load instead, two runs
-passed 4 and 9 evaluations; alone on the VM, two 15- and 18-epoch runs (31,000 steps,
-33 evaluations) finished. Hence 0, one device, by default and in every recipe.
+On a busy host, runs on two devices deadlocked in XLA:CPU's collectives until the
+device input waited for each batch (data/device_input.py). Measured on the 2-core VM with
+the fast test suite running beside a two-device Fashion-MNIST run evaluating every 20
+steps: without the wait, 9 of 10 such runs stuck in their first three evaluations and XLA
+aborted them after its 40 s rendezvous timeout (status 134; a run resumes from its last
+checkpoint); one with the timeout raised to 900 s sat at 0 % CPU, and its thread stacks
+(gdb) showed one device's half of the evaluation step's all-reduce waiting for the other
+device, whose launch of that step was blocked on its per-device limit of computations in
+flight, with every other thread idle. Neither Eigen's threading off, nor JAX's
+synchronous CPU dispatch (`jax_cpu_enable_async_dispatch=False`), nor one all-reduce per
+evaluation step where there were an all-gather and two removed it. In XLA's CPU client
+(xla/pjrt/cpu/cpu_client.cc) each device's launch of a program takes a slot of that
+device's limit of computations in flight (32; 1 under synchronous dispatch, which stuck at
+once) before it waits for its inputs, and every stuck run had a launch waiting for a slot.
+With each batch waited for before its step is dispatched, a device holds a step and a
+batch or two in flight, never 32, and the one run measured passed all 47 of its
+evaluations under the same load; the tenth run without it, started after, passed 28 before it was
+stopped, and with three runs at once beside the suite none stuck, waiting or not: the
+deadlock comes and goes with the load's timing, so this is evidence, not proof, and its
+cause inside XLA is not established. Alone on the VM, full runs (15 and 18 epochs,
+14,055 and 16,866 steps) finished without the wait and with it. The default stays 0 (JAX's one device): `configs/fashion_mnist.py:cpu` asks for 2.
 
 `cpu_devices` must take effect before JAX starts its backends, so the command line
 (resnet_jax.main) applies it first thing; a process that has already computed with JAX

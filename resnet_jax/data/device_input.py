@@ -111,6 +111,12 @@ class DeviceInput:
         in_shardings=(replicated, replicated, batch, batch), out_shardings=batch)
     self._gathered = jax.jit(_gathered, in_shardings=(replicated, replicated, batch, batch),
                              out_shardings=batch)
+    self._wait_for_batches = _several_cpu_devices(mesh)
+
+  def _ready(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """`batch`, computed before the step that reads it is dispatched when the mesh holds
+    several CPU devices (see _several_cpu_devices); as it is otherwise."""
+    return jax.block_until_ready(batch) if self._wait_for_batches else batch
 
   def _local(self, values: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Global arrays from the same global values on every process: each process passes
@@ -131,7 +137,7 @@ class DeviceInput:
       indices = order.indices(position, batch_size)
       positions = np.arange(position, position + batch_size, dtype=np.int64).astype(np.uint32)
       steered = self._local({'index': indices, 'position': positions})
-      yield self._augmented(*self._train, steered['index'], steered['position'])
+      yield self._ready(self._augmented(*self._train, steered['index'], steered['position']))
       position += batch_size
 
   def num_eval_batches(self) -> int:
@@ -145,7 +151,16 @@ class DeviceInput:
       mask = (positions < size).astype(np.int32)
       steered = self._local({'index': np.where(mask, positions, 0).astype(np.int32),
                              'mask': mask})
-      yield self._gathered(*self._eval, steered['index'], steered['mask'])
+      yield self._ready(self._gathered(*self._eval, steered['index'], steered['mask']))
+
+
+def _several_cpu_devices(mesh: Mesh) -> bool:
+  """Whether `mesh` holds several CPU devices of this process. Runs on two CPU devices
+  deadlocked in XLA:CPU's collectives on a busy host, a step's collective waiting for a
+  device that had not launched it; with every batch computed before the step that reads it
+  is dispatched, none has yet (measured in resnet_jax/cpu/devices.py's docstring)."""
+  local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  return len(local) > 1 and all(d.platform == 'cpu' for d in local)
 
 
 def _gathered(images: jax.Array, labels: jax.Array, indices: jax.Array,
