@@ -11,24 +11,26 @@ examples, not devices) and update, to float rounding. Measured on a 2-core VM
 On a busy host, runs on two devices deadlocked in XLA:CPU's collectives until the
 device input waited for each batch (data/device_input.py). Measured on the 2-core VM with
 the fast test suite running beside a two-device Fashion-MNIST run evaluating every 20
-steps: without the wait, 9 of 10 such runs stuck in their first three evaluations and XLA
+steps: without the wait, 9 of 10 runs (one a full recipe run beside a CI run, evaluating
+every epoch) stuck in their first three evaluations and XLA
 aborted them after its 40 s rendezvous timeout (status 134; a run resumes from its last
-checkpoint); one with the timeout raised to 900 s sat at 0 % CPU, and its thread stacks
-(gdb) showed one device's half of the evaluation step's all-reduce waiting for the other
-device, whose launch of that step was blocked on its per-device limit of computations in
-flight, with every other thread idle. Neither Eigen's threading off, nor JAX's
-synchronous CPU dispatch (`jax_cpu_enable_async_dispatch=False`), nor one all-reduce per
-evaluation step where there were an all-gather and two removed it. In XLA's CPU client
-(xla/pjrt/cpu/cpu_client.cc) each device's launch of a program takes a slot of that
-device's limit of computations in flight (32; 1 under synchronous dispatch, which stuck at
-once) before it waits for its inputs, and every stuck run had a launch waiting for a slot.
-With each batch waited for before its step is dispatched, a device holds a step and a
-batch or two in flight, never 32, and the one run measured passed all 47 of its
-evaluations under the same load; the tenth run without it, started after, passed 28 before it was
+checkpoint). Three ran with the timeout raised (400 s, 900 s) and sat at 0 % CPU until it;
+the thread stacks (gdb) of the two at 900 s showed one device's half of the evaluation
+step's all-reduce waiting for the other device, whose launch of that step was blocked on
+the device's limit of computations in flight, every other thread idle. In XLA's CPU client
+(xla/pjrt/cpu/cpu_client.cc) each device's launch of a program takes a slot of that limit
+(32; 1 under synchronous dispatch) before it waits for its inputs. Neither Eigen's
+threading off, nor JAX's synchronous CPU dispatch (`jax_cpu_enable_async_dispatch=False`:
+stuck in its second evaluation), nor one all-reduce per evaluation step where there were
+an all-gather and two removed it. With each batch waited for before its step is
+dispatched, a device holds a step and a batch or two in flight, never 32, and both runs
+measured so passed all 47 of their evaluations, one beside the fast suite, one beside a
+clean-clone CI run (`.ci/run`). The tenth run without the wait passed 28 before it was
 stopped, and with three runs at once beside the suite none stuck, waiting or not: the
 deadlock comes and goes with the load's timing, so this is evidence, not proof, and its
-cause inside XLA is not established. Alone on the VM, full runs (15 and 18 epochs,
-14,055 and 16,866 steps) finished without the wait and with it. The default stays 0 (JAX's one device): `configs/fashion_mnist.py:cpu` asks for 2.
+cause inside XLA is not established. Alone on the VM, full runs (15 and 18 epochs, 14,055
+and 16,866 steps) finished without the wait and with it. The default stays 0 (JAX's one
+device); `configs/fashion_mnist.py:cpu` asks for 2.
 
 `cpu_devices` must take effect before JAX starts its backends, so the command line
 (resnet_jax.main) applies it first thing; a process that has already computed with JAX
