@@ -8,16 +8,16 @@ examples, not devices) and update, to float rounding. Measured on a 2-core VM
 (docs/performance.md, "Several CPU devices"): ResNet-20 at 28², batch 64, 1 device
 370 img/s, 2 devices 469-493 img/s; 4 devices on the 2 cores are no faster than 2.
 
-On a busy host, runs on two devices deadlocked in XLA:CPU's collectives until the
-device input waited for each batch (data/device_input.py). Measured on the 2-core VM with
-the fast test suite running beside a two-device Fashion-MNIST run evaluating every 20
-steps: without the wait, 9 of 10 runs (one a full recipe run beside a CI run, evaluating
-every epoch) stuck in their first three evaluations and XLA
-aborted them after its 40 s rendezvous timeout (status 134; a run resumes from its last
-checkpoint). Three ran with the timeout raised (400 s, 900 s) and sat at 0 % CPU until it;
-the thread stacks (gdb) of the two at 900 s showed one device's half of the evaluation
-step's all-reduce waiting for the other device, whose launch of that step was blocked on
-the device's limit of computations in flight, every other thread idle. In XLA's CPU client
+On a busy host, runs on two devices deadlocked in XLA:CPU's collectives until the device
+input waited for each batch (data/device_input.py). Measured on the 2-core VM with the
+fast test suite running beside a two-device Fashion-MNIST run evaluating every 20 steps:
+without the wait, 9 of 10 runs (one a full recipe run beside a CI run, evaluating every
+epoch) stuck in their first three evaluations and XLA aborted them after its 40 s
+rendezvous timeout (status 134; a run resumes from its last checkpoint). Three ran with
+the timeout raised (400 s, 900 s) and sat at 0 % CPU until it; the thread stacks (gdb) of
+the two at 900 s showed one device's half of the evaluation step's all-reduce waiting for
+the other device, whose launch of that step was blocked on the device's limit of
+computations in flight, every other thread idle. In XLA's CPU client
 (xla/pjrt/cpu/cpu_client.cc) each device's launch of a program takes a slot of that limit
 (32; 1 under synchronous dispatch) before it waits for its inputs. Neither Eigen's
 threading off, nor JAX's synchronous CPU dispatch (`jax_cpu_enable_async_dispatch=False`:
