@@ -1,6 +1,7 @@
 """The device input (dataset.pipeline=device): the epoch order, bitwise resumes, batches
 independent of the device count, the augmentation's geometry, exact evaluation, a local
-gather in the compiled HLO, batches waited for on several CPU devices, and the trainer with TensorFlow's import blocked."""
+gather in the compiled HLO, batches waited for on several CPU devices, and the trainer
+with TensorFlow's import blocked."""
 
 import os
 import subprocess

@@ -81,4 +81,3 @@ def warn_if_not_in_effect(count: int) -> None:
                     'device(s) before the trainer could ask (call '
                     'resnet_jax.cpu.devices.request(%d) before any JAX computation)', count,
                     jax.local_device_count(), count)
-
